@@ -1,0 +1,1 @@
+"""Staff login, logout and user administration."""

@@ -1,0 +1,53 @@
+"""The `sendboard` command: Flask's CLI plus Sendboard's own commands."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup, routes_command, shell_command
+
+# Areas that contribute commands through an `app/<area>/cli.py` with `register(app)`.
+CLI_AREAS = ("runtime", "contacts", "mailings", "responses")
+
+
+def register_cli(app: Flask) -> None:
+    @app.cli.command("create-user")
+    @click.option("--email", required=True)
+    @click.option("--password", required=True, help="At least 8 characters.")
+    @click.option("--name", default="")
+    @click.option("--admin", is_flag=True, help="Give the user the admin role.")
+    def create_user_command(email: str, password: str, name: str, admin: bool) -> None:
+        """Create a staff user (or an admin with --admin)."""
+        from app.services.users import UserError, create_user
+
+        try:
+            user = create_user(
+                email=email, password=password, name=name, role="admin" if admin else "staff"
+            )
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"created {user.role} {user.email}")
+
+    for area in CLI_AREAS:
+        try:
+            module = importlib.import_module(f"app.{area}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name in {f"app.{area}", f"app.{area}.cli"}:
+                continue
+            raise
+        module.register(app)
+
+
+def _make_app() -> Flask:
+    from app import create_app
+
+    return create_app()
+
+
+def main() -> None:
+    group = FlaskGroup(create_app=_make_app, add_default_commands=False, load_dotenv=False)
+    group.add_command(shell_command)
+    group.add_command(routes_command)
+    group.main()

@@ -1,0 +1,109 @@
+"""Configuration read from the environment, with safe defaults for a local install."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SECRET_KEY = "dev-only-change-me"
+HARD_BATCH_CAP = 20_000
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def instance_dir() -> Path:
+    """Where the embedded SQLite file, Redis socket and captured mail live."""
+    return Path(os.environ.get("SENDBOARD_INSTANCE", Path.cwd() / "instance")).resolve()
+
+
+class Config:
+    """Settings for a running deployment; every value can be set from the environment."""
+
+    def __init__(self) -> None:
+        inst = instance_dir()
+        self.INSTANCE_DIR = str(inst)
+        self.ENV = os.environ.get("SENDBOARD_ENV", "development")
+        self.SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+        self.SQLALCHEMY_DATABASE_URI = os.environ.get(
+            "DATABASE_URL", f"sqlite:///{inst / 'sendboard.db'}"
+        )
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {"pool_pre_ping": True}
+        # Empty means "start the embedded Redis under instance/".
+        self.REDIS_URL = os.environ.get("REDIS_URL", "")
+        self.BASE_URL = os.environ.get("SENDBOARD_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+        self.SMTP_HOST = os.environ.get("SMTP_HOST", "")  # empty: the local capture server
+        self.SMTP_PORT = _int("SMTP_PORT", 2525)
+        self.SMTP_USERNAME = os.environ.get("SMTP_USERNAME", "")
+        self.SMTP_PASSWORD = os.environ.get("SMTP_PASSWORD", "")
+        self.SMTP_SECURITY = os.environ.get("SMTP_SECURITY", "none")  # none | starttls | ssl
+        self.SMTP_RATE_PER_SECOND = _float("SMTP_RATE_PER_SECOND", 0.0)  # 0: unlimited
+        self.CAPTURE_SMTP_PORT = _int("SENDBOARD_CAPTURE_PORT", 2525)
+        self.BOUNCE_DOMAIN = os.environ.get("SENDBOARD_BOUNCE_DOMAIN", "bounces.sendboard.local")
+        self.BATCH_SIZE = min(_int("BATCH_SIZE", 500), HARD_BATCH_CAP)
+        self.INACTIVITY_DAYS = _int("SENDBOARD_INACTIVITY_DAYS", 730)
+        self.BOUNCE_RATE_LIMIT = _float("SENDBOARD_BOUNCE_RATE_LIMIT", 0.10)
+        self.COMPLAINT_RATE_LIMIT = _float("SENDBOARD_COMPLAINT_RATE_LIMIT", 0.005)
+        self.THRESHOLD_MIN_SAMPLE = _int("SENDBOARD_THRESHOLD_MIN_SAMPLE", 200)
+        self.MONTHLY_QUOTA = _int("SENDBOARD_MONTHLY_QUOTA", 0)  # 0: unlimited
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = _bool("SENDBOARD_SECURE_COOKIES", self.ENV == "production")
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.MAX_CONTENT_LENGTH = _int("SENDBOARD_MAX_UPLOAD_MB", 200) * 1024 * 1024
+        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+            self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
+
+
+
+class TestConfig(Config):
+    """Settings for the test suite: a throwaway database, no CSRF on plain form posts."""
+
+    def __init__(self, instance: str | None = None) -> None:
+        super().__init__()
+        self.TESTING = True
+        self.SECRET_KEY = "test-secret-key"
+        self.WTF_CSRF_ENABLED = False
+        if instance:
+            self.INSTANCE_DIR = instance
+            self.SQLALCHEMY_DATABASE_URI = os.environ.get(
+                "TEST_DATABASE_URL", f"sqlite:///{Path(instance) / 'test.db'}"
+            )
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Refuse settings that would be unsafe or impossible; called when the app is built."""
+    if config.get("ENV") == "production" and config.get("SECRET_KEY") in {DEFAULT_SECRET_KEY, ""}:
+        raise RuntimeError(
+            "SECRET_KEY is the development default: set SECRET_KEY to a long random value "
+            "before running with SENDBOARD_ENV=production"
+        )
+    if not 1 <= int(config.get("BATCH_SIZE", 500)) <= HARD_BATCH_CAP:
+        raise RuntimeError(f"BATCH_SIZE must be between 1 and {HARD_BATCH_CAP}")

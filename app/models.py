@@ -1,0 +1,441 @@
+"""Database tables (SQLAlchemy 2.0 typed models).
+
+Times are stored as naive UTC and handed back timezone-aware (see UTCDateTime), so code above this
+layer only ever sees aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.domain.lifecycle import Status
+from app.domain.responses import Response
+from app.extensions import db
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC; refuses naive input so no local time slips in."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(20), default="staff")  # admin | staff
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_active(self) -> bool:  # flask-login refuses inactive users
+        return self.active
+
+
+class EmailType(db.Model):  # type: ignore[name-defined,misc]
+    """A subscription category (newsletter, offers, ...) a contact can leave on its own."""
+
+    __tablename__ = "email_types"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Contact(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    # Lower-cased address: the identity used for de-duplication and re-import.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    do_not_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    do_not_email_reason: Mapped[str] = mapped_column(String(100), default="")
+    valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    invalid_reason: Mapped[str] = mapped_column(String(200), default="")
+    soft_bounce_mailings: Mapped[int] = mapped_column(Integer, default=0)
+    last_transaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_contacts_created", "created_at"),)
+
+
+class Transaction(db.Model):  # type: ignore[name-defined,misc]
+    """A purchase or similar event; the newest one lifts the inactivity suppression."""
+
+    __tablename__ = "transactions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    amount: Mapped[str] = mapped_column(String(40), default="")
+    source: Mapped[str] = mapped_column(String(20), default="api")  # api | csv | cli
+
+    __table_args__ = (Index("ix_transactions_contact", "contact_id", "occurred_at"),)
+
+
+class TypeOptOut(db.Model):  # type: ignore[name-defined,misc]
+    """A contact who left one email type but may still receive the others."""
+
+    __tablename__ = "type_opt_outs"
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    email_type_id: Mapped[int] = mapped_column(
+        ForeignKey("email_types.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_type_opt_outs_type", "email_type_id", "contact_id"),)
+
+
+class ContactList(db.Model):  # type: ignore[name-defined,misc]
+    """A list of contacts; a segment is a list with a rule instead of fixed members."""
+
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # For segments: {"field": ..., "op": "eq|contains|exists", "value": ...}; None for plain lists.
+    rule: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ListMember(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "list_members"
+
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_list_members_contact", "contact_id"),)
+
+
+class MailingList(db.Model):  # type: ignore[name-defined,misc]
+    """The audience of a mailing: the union of these lists."""
+
+    __tablename__ = "mailing_lists"
+
+    mailing_id: Mapped[int] = mapped_column(
+        ForeignKey("mailings.id", ondelete="CASCADE"), primary_key=True
+    )
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Mailing(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "mailings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(500), default="")
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    from_address: Mapped[str] = mapped_column(String(320), default="")
+    reply_to: Mapped[str] = mapped_column(String(320), default="")
+    html_body: Mapped[str] = mapped_column(Text, default="")
+    text_body: Mapped[str] = mapped_column(Text, default="")
+    email_type_id: Mapped[int | None] = mapped_column(
+        ForeignKey("email_types.id", ondelete="SET NULL"), nullable=True
+    )
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default=Status.DRAFT.value)
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    prevent_duplicates: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Staff one-off messages to a single contact: tracked, but not listed among mailings.
+    one_off: Mapped[bool] = mapped_column(Boolean, default=False)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    send_at_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    send_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    utm_source: Mapped[str] = mapped_column(String(100), default="")
+    utm_medium: Mapped[str] = mapped_column(String(100), default="")
+    utm_campaign: Mapped[str] = mapped_column(String(100), default="")
+    # Chains: a follow-up step is sent chain_delay_days after its parent finished.
+    chain_parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailings.id", ondelete="CASCADE"), nullable=True
+    )
+    chain_step: Mapped[int] = mapped_column(Integer, default=0)
+    chain_delay_days: Mapped[int] = mapped_column(Integer, default=0)
+    chain_condition: Mapped[str] = mapped_column(String(20), default="all")  # all|openers|non_openers
+    copied_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailings.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
+    email_type: Mapped[EmailType | None] = relationship()
+
+    __table_args__ = (
+        Index("ix_mailings_status_queued", "status", "queued_at"),
+        Index("ix_mailings_chain", "chain_parent_id", "chain_step"),
+    )
+
+    @property
+    def status_enum(self) -> Status:
+        return Status(self.status)
+
+
+class MailingVersion(db.Model):  # type: ignore[name-defined,misc]
+    """The template as it was frozen when sending started: what every recipient was rendered from."""
+
+    __tablename__ = "mailing_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_mailing_versions_mailing", "mailing_id"),)
+
+
+class MailingCounter(db.Model):  # type: ignore[name-defined,misc]
+    """Totals kept as named counters, updated in the same transaction as the responses they count.
+
+    Names: "response:<response>" holds how many recipients currently have that response; other
+    names ("handed_off", "opens", "clicks", "opened_unique", ...) are cumulative.
+    """
+
+    __tablename__ = "mailing_counters"
+
+    mailing_id: Mapped[int] = mapped_column(
+        ForeignKey("mailings.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Recipient(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "recipients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    response: Mapped[str] = mapped_column(String(20), default=Response.PLANNED.value)
+    response_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Unknown set by crash recovery may still be replaced by a later event (DESIGN.md).
+    crash_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    machine_opens: Mapped[int] = mapped_column(Integer, default=0)
+    machine_clicks: Mapped[int] = mapped_column(Integer, default=0)
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    batch_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    handed_off_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The merge data the message was rendered with, so the exact message can be rebuilt.
+    merge_data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailing_versions.id", ondelete="SET NULL"), nullable=True
+    )
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        # Audience tabs and their keyset pagination, at a million rows per mailing.
+        Index("ix_recipients_mailing_response", "mailing_id", "response", "id"),
+        Index("ix_recipients_mailing_address", "mailing_id", "address"),
+        Index("ix_recipients_batch", "batch_id"),
+        Index("ix_recipients_contact", "contact_id", "id"),
+    )
+
+
+class SendBatch(db.Model):  # type: ignore[name-defined,misc]
+    """A claimed slice of a mailing's recipients: the unit a worker sends and recovery settles."""
+
+    __tablename__ = "send_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(20), default="claimed")  # claimed | done | settled
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_send_batches_state", "state", "mailing_id"),)
+
+
+class ResponseEvent(db.Model):  # type: ignore[name-defined,misc]
+    """One entry of a recipient's timeline; kept whether or not it changed the response."""
+
+    __tablename__ = "response_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(30))  # a Response value, or open / click
+    source: Mapped[str] = mapped_column(String(30))  # smtp, tracking, sendgrid, mailgun, dsn, ...
+    provider_event_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("source", "provider_event_id", name="uq_response_events_provider_event"),
+        Index("ix_response_events_recipient", "recipient_id", "id"),
+        Index("ix_response_events_mailing_time", "mailing_id", "kind", "occurred_at"),
+    )
+
+
+class TrackedLink(db.Model):  # type: ignore[name-defined,misc]
+    """A link of a mailing; click tokens carry its id so the target is never taken from the URL."""
+
+    __tablename__ = "tracked_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_tracked_links_mailing", "mailing_id", "position"),)
+
+
+class Provider(db.Model):  # type: ignore[name-defined,misc]
+    """An outgoing mail transport: an SMTP relay or the local capture server."""
+
+    __tablename__ = "providers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20), default="smtp")  # smtp | capture
+    host: Mapped[str] = mapped_column(String(255), default="127.0.0.1")
+    port: Mapped[int] = mapped_column(Integer, default=25)
+    security: Mapped[str] = mapped_column(String(10), default="none")  # none | starttls | ssl
+    username: Mapped[str] = mapped_column(String(255), default="")
+    password: Mapped[str] = mapped_column(String(255), default="")
+    rate_per_second: Mapped[float] = mapped_column(default=0.0)
+    # A provider that reports delivery by webhook: silence for 48 h means Unknown, not Delivered.
+    reports_events: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Setting(db.Model):  # type: ignore[name-defined,misc]
+    """Admin-editable settings; a missing key falls back to the environment configuration."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+
+
+class QuotaUsage(db.Model):  # type: ignore[name-defined,misc]
+    """Messages handed off per calendar month, for the monthly sending quota."""
+
+    __tablename__ = "quota_usage"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ImportJob(db.Model):  # type: ignore[name-defined,misc]
+    """A contacts CSV import: progress and the rows it refused, with their line numbers."""
+
+    __tablename__ = "imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | done | failed
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+__all__ = [
+    "BigId",
+    "Contact",
+    "ContactList",
+    "EmailType",
+    "ImportJob",
+    "ListMember",
+    "Mailing",
+    "MailingCounter",
+    "MailingList",
+    "MailingVersion",
+    "Provider",
+    "QuotaUsage",
+    "Recipient",
+    "ResponseEvent",
+    "SendBatch",
+    "Setting",
+    "Transaction",
+    "TrackedLink",
+    "TypeOptOut",
+    "User",
+    "utcnow",
+]

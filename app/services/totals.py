@@ -1,0 +1,60 @@
+"""A mailing's totals as named counters, so a dashboard poll costs O(1) at any audience size.
+
+Counters change in the caller's transaction, next to the recipient rows they count: totals can never
+drift from the responses. Names: ``response:<value>`` counts recipients currently in that response;
+the rest (``handed_off``, ``opens``, ``clicks``, ``opened_unique``, ...) only grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.domain.responses import Response
+from app.extensions import db
+from app.models import MailingCounter
+
+
+def response_key(response: Response | str) -> str:
+    return f"response:{Response(response).value}"
+
+
+def bump(mailing_id: int, deltas: Mapping[str, int]) -> None:
+    """Add each delta to its counter (creating it at 0), in the current transaction."""
+    rows = [{"mailing_id": mailing_id, "name": k, "value": v} for k, v in deltas.items() if v]
+    if not rows:
+        return
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(MailingCounter).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[MailingCounter.mailing_id, MailingCounter.name],
+        set_={"value": MailingCounter.value + stmt.excluded.value},
+    )
+    db.session.execute(stmt)
+
+
+def move(mailing_id: int, old: Response | str | None, new: Response | str, count: int = 1) -> None:
+    """Record that `count` recipients went from response `old` to `new`."""
+    deltas: dict[str, int] = {response_key(new): count}
+    if old is not None:
+        key = response_key(old)
+        deltas[key] = deltas.get(key, 0) - count
+    bump(mailing_id, deltas)
+
+
+def get(mailing_id: int) -> dict[str, int]:
+    """Every counter of the mailing; a missing counter reads as 0 via dict.get."""
+    rows = db.session.execute(
+        select(MailingCounter.name, MailingCounter.value).where(
+            MailingCounter.mailing_id == mailing_id
+        )
+    )
+    return {name: int(value) for name, value in rows}
+
+
+def responses(counters: Mapping[str, int]) -> dict[Response, int]:
+    """The recipients per current response, from a counters dict."""
+    return {r: counters.get(response_key(r), 0) for r in Response}
