@@ -1,0 +1,1 @@
+"""Contacts area: the contact table, contact page, lists and CSV imports."""

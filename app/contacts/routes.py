@@ -1,0 +1,217 @@
+"""Contacts pages: parse the request, call app.services.contacts, render."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user, login_required
+from werkzeug.utils import secure_filename
+
+from app.contacts.forms import ActionForm, DoNotEmailForm, ListForm, TransactionForm, UploadForm
+from app.models import Contact
+from app.services import contacts as service
+from app.services import settings
+
+bp = Blueprint("contacts", __name__, url_prefix="/contacts")
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+FLAG_LABELS = {
+    "": "All contacts",
+    "do_not_email": "Do not email",
+    "invalid": "Invalid address",
+    "inactive": "Inactive",
+}
+# htmx stops polling when a poll is answered with this status.
+STOP_POLLING = 286
+
+
+def _contact_or_404(contact_id: int) -> Contact:
+    contact = service.get_contact(contact_id)
+    if contact is None:
+        abort(404)
+    return contact
+
+
+@bp.route("")
+@login_required
+def index() -> Any:
+    q = request.args.get("q", "").strip()
+    flag = request.args.get("flag", "")
+    if flag not in FLAG_LABELS:
+        flag = ""
+    after = request.args.get("after", type=int)
+    list_id = request.args.get("list", type=int)
+    inactivity_days = int(settings.get("inactivity_days"))
+    contacts, next_after = service.search_contacts(
+        q, flag or None, after, PAGE_SIZE, inactivity_days=inactivity_days, list_id=list_id
+    )
+    contact_list = service.get_list(list_id) if list_id is not None else None
+    return render_template(
+        "contacts/index.html",
+        contacts=contacts,
+        next_after=next_after,
+        q=q,
+        flag=flag,
+        after=after,
+        flags=FLAG_LABELS,
+        contact_list=contact_list,
+        inactive_ids={c.id for c in contacts if service.is_inactive(c, inactivity_days)},
+    )
+
+
+@bp.route("/<int:contact_id>")
+@login_required
+def detail(contact_id: int) -> Any:
+    contact = _contact_or_404(contact_id)
+    inactivity_days = int(settings.get("inactivity_days"))
+    return render_template(
+        "contacts/detail.html",
+        contact=contact,
+        inactive=service.is_inactive(contact, inactivity_days),
+        inactivity_days=inactivity_days,
+        lists=service.contact_lists(contact.id),
+        transactions=service.contact_transactions(contact.id),
+        email_types=service.email_types(),
+        opted_out=service.type_opt_outs(contact.id),
+        transaction_form=TransactionForm(),
+        dne_form=DoNotEmailForm(),
+        action_form=ActionForm(),
+    )
+
+
+@bp.route("/<int:contact_id>/transactions", methods=["POST"])
+@login_required
+def add_transaction(contact_id: int) -> Any:
+    contact = _contact_or_404(contact_id)
+    form = TransactionForm()
+    if form.validate_on_submit() and form.occurred_at.data is not None:
+        service.record_transaction(
+            contact.id,
+            form.occurred_at.data,  # taken as UTC, as the label says
+            reference=form.reference.data or "",
+            amount=form.amount.data or "",
+            source="staff",
+        )
+        flash("Transaction recorded.", "success")
+    else:
+        for field_errors in form.errors.values():
+            for error in field_errors:
+                flash(f"Transaction not recorded: {error}", "error")
+    return redirect(url_for("contacts.detail", contact_id=contact.id))
+
+
+@bp.route("/<int:contact_id>/do-not-email", methods=["POST"])
+@login_required
+def do_not_email(contact_id: int) -> Any:
+    contact = _contact_or_404(contact_id)
+    form = DoNotEmailForm()
+    if form.validate_on_submit():
+        service.set_do_not_email(contact, form.reason.data or "")
+        flash("The contact will not be emailed.", "success")
+    return redirect(url_for("contacts.detail", contact_id=contact.id))
+
+
+@bp.route("/<int:contact_id>/allow-email", methods=["POST"])
+@login_required
+def allow_email(contact_id: int) -> Any:
+    contact = _contact_or_404(contact_id)
+    if ActionForm().validate_on_submit():
+        service.clear_do_not_email(contact)
+        flash("The contact can be emailed again.", "success")
+    return redirect(url_for("contacts.detail", contact_id=contact.id))
+
+
+@bp.route("/<int:contact_id>/types/<int:email_type_id>", methods=["POST"])
+@login_required
+def toggle_type(contact_id: int, email_type_id: int) -> Any:
+    contact = _contact_or_404(contact_id)
+    if ActionForm().validate_on_submit():
+        if request.form.get("action") == "opt_in":
+            service.opt_in_type(contact.id, email_type_id)
+        else:
+            service.opt_out_type(contact.id, email_type_id)
+    return redirect(url_for("contacts.detail", contact_id=contact.id))
+
+
+@bp.route("/lists", methods=["GET", "POST"])
+@login_required
+def lists() -> Any:
+    form = ListForm()
+    if form.validate_on_submit():
+        try:
+            created = service.create_list(form.name.data or "", form.description.data or "")
+        except service.ContactError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"List {created.name} created.", "success")
+            return redirect(url_for("contacts.lists"))
+    return render_template(
+        "contacts/lists.html", form=form, lists=service.lists_with_counts()
+    )
+
+
+@bp.route("/upload", methods=["GET", "POST"])
+@login_required
+def upload() -> Any:
+    form = UploadForm()
+    if form.validate_on_submit():
+        storage = form.file.data
+        uploads = Path(current_app.config["INSTANCE_DIR"]) / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        # A random name on disk: the user's file name is only shown, never used as a path.
+        path = uploads / f"{uuid.uuid4().hex}.csv"
+        storage.save(path)  # streams to disk; the upload is never held in memory whole
+        filename = secure_filename(storage.filename or "") or "upload.csv"
+        import_job = service.create_import_job(filename, user_id=current_user.id)
+        _start_import(import_job.id, str(path), (form.list_name.data or "").strip() or None)
+        return redirect(url_for("contacts.import_status", import_id=import_job.id))
+    return render_template("contacts/upload.html", form=form)
+
+
+def _start_import(import_id: int, path: str, list_name: str | None) -> None:
+    """Hand the import to a worker; without Redis, run it here so the upload is not lost."""
+    from redis.exceptions import RedisError
+
+    from app import redis_conn
+    from jobs.imports import import_contacts
+
+    try:
+        redis_conn.queue("default").enqueue(
+            import_contacts, import_id, path, list_name, job_timeout=3600
+        )
+    except (RuntimeError, RedisError, OSError) as exc:
+        log.warning("Redis unavailable (%s): importing %s in the web process", exc, import_id)
+        import_contacts(import_id, path, list_name)
+
+
+@bp.route("/imports/<int:import_id>")
+@login_required
+def import_status(import_id: int) -> Any:
+    import_job = service.get_import_job(import_id)
+    if import_job is None:
+        abort(404)
+    return render_template("contacts/import_status.html", job=import_job)
+
+
+@bp.route("/imports/<int:import_id>/progress")
+@login_required
+def import_progress(import_id: int) -> Any:
+    import_job = service.get_import_job(import_id)
+    if import_job is None:
+        abort(404)
+    html = render_template("contacts/_import_progress.html", job=import_job)
+    return html, (200 if import_job.status == "running" else STOP_POLLING)

@@ -1,0 +1,768 @@
+"""Contacts: CSV import, transactions, do-not-email flags, type opt-outs and lists.
+
+The import streams its file: rows are parsed one at a time and written in chunks with set-based
+upserts keyed on `email_key`, so a million-row file costs the same memory as a thousand-row one and
+re-importing a file updates contacts instead of duplicating them. The SQL is portable between
+SQLite and PostgreSQL (both support INSERT ... ON CONFLICT and RETURNING).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from itertools import chain
+from typing import IO, Any, NoReturn
+
+from sqlalchemy import Select, and_, case, cast, delete, func, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.domain.eligibility import address_key, address_problem, normalize_address
+from app.extensions import db
+from app.models import (
+    Contact,
+    ContactList,
+    EmailType,
+    ImportJob,
+    ListMember,
+    Transaction,
+    TypeOptOut,
+    utcnow,
+)
+
+CHUNK_SIZE = 1_000
+# Enough to show someone what is wrong with their file; the counters still count every rejection.
+MAX_STORED_ERRORS = 1_000
+
+EMAIL_HEADERS = {"email", "e-mail", "email address", "e-mail address", "email_address", "mail"}
+NAME_HEADERS = {"name", "full name", "full_name"}
+TRANSACTION_HEADERS = {
+    "last_transaction",
+    "last_transaction_date",
+    "last transaction",
+    "last transaction date",
+}
+LIST_HEADERS = {"list", "list name", "list_name"}
+SEARCH_FLAGS = ("do_not_email", "invalid", "inactive")
+
+
+class ContactError(ValueError):
+    """A contact operation was refused; the message says why, in the user's words."""
+
+
+class ImportFileError(ContactError):
+    """The file as a whole cannot be imported (no email column, not UTF-8, broken quoting)."""
+
+    def __init__(self, message: str, *, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected row: the physical line where its record starts, and why."""
+
+    line: int
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "reason": self.reason}
+
+
+@dataclass
+class ImportResult:
+    """What an import did. `errors` holds at most MAX_STORED_ERRORS rows; `rejected` counts all."""
+
+    created: int = 0
+    updated: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.created + self.updated + self.rejected
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_STORED_ERRORS:
+            self.errors.append(RowError(line, reason))
+
+
+@dataclass
+class _Row:
+    """One valid CSV row, ready to upsert."""
+
+    email: str
+    key: str
+    name: str
+    fields: dict[str, str]
+    last_transaction: datetime | None
+    lists: set[str]
+
+    def merge(self, later: _Row) -> None:
+        """Fold a later row for the same address into this one: the later row wins."""
+        self.email = later.email
+        if later.name:
+            self.name = later.name
+        self.fields.update(later.fields)
+        if later.last_transaction is not None and (
+            self.last_transaction is None or later.last_transaction > self.last_transaction
+        ):
+            self.last_transaction = later.last_transaction
+        self.lists |= later.lists
+
+
+@dataclass(frozen=True)
+class _Columns:
+    email: int
+    name: int | None
+    last_transaction: int | None
+    list: int | None
+    extra: tuple[tuple[int, str], ...]
+    count: int
+
+
+# --------------------------------------------------------------------------------------------
+# CSV import
+# --------------------------------------------------------------------------------------------
+
+
+def import_csv(
+    stream: IO[bytes] | IO[str],
+    *,
+    list_name: str | None,
+    source: str = "csv",
+    import_job: ImportJob | None = None,
+) -> ImportResult:
+    """Import contacts from a CSV file object (binary or text), streaming it in chunks.
+
+    Columns: `email` (required; also "e-mail", "email address"), `name`, `last_transaction`
+    (ISO date or datetime; also "last_transaction_date"), `list` (a per-row list name); any other
+    column is kept in the contact's `fields`. The delimiter (comma or semicolon) is taken from the
+    header line. Rows with a missing or invalid address, a bad date or the wrong number of columns
+    are rejected with the physical line number where their record starts; the other rows import.
+
+    Contacts are identified by their lower-cased address, so a re-import updates them and the
+    same address twice in one file is one contact (the later row wins). Empty cells never erase
+    what is already known; `last_transaction_at` only ever moves forward. Every row with every
+    contact is added to `list_name` (created if missing). Each chunk is committed and, when given,
+    `import_job`'s counters are updated, so progress is visible while the import runs.
+    """
+    result = ImportResult()
+    lists = _ListCache()
+    file_list = list_name.strip() if list_name and list_name.strip() else None
+    reader: Any = None
+    try:
+        text = _text_stream(stream)
+        header_line = text.readline()
+        if not header_line.strip():
+            raise ImportFileError("the file is empty: expected a header line", line=1)
+        delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
+        reader = csv.reader(chain([header_line], text), delimiter=delimiter)
+        columns = _columns(next(reader))
+        if file_list:
+            lists.id_for(file_list)  # the list exists afterwards even if every row is rejected
+
+        chunk: dict[str, _Row] = {}
+        for line, record in _records(reader):
+            row = _parse_row(record, columns, line, result)
+            if row is None:
+                continue
+            if file_list:
+                row.lists.add(file_list)
+            earlier = chunk.get(row.key)
+            if earlier is None:
+                chunk[row.key] = row
+            else:
+                earlier.merge(row)
+                result.updated += 1  # the later row updates the contact the earlier one wrote
+            if len(chunk) >= CHUNK_SIZE:
+                _write_chunk(chunk.values(), lists, source, result, import_job)
+                chunk = {}
+        _write_chunk(chunk.values(), lists, source, result, import_job)
+    except UnicodeDecodeError as exc:
+        line = reader.line_num + 1 if reader is not None else 1
+        _fail(import_job, result, ImportFileError(f"the file is not UTF-8 text ({exc.reason})",
+                                                  line=line))
+    except csv.Error as exc:
+        _fail(import_job, result, ImportFileError(str(exc), line=reader.line_num))
+    except ImportFileError as exc:
+        _fail(import_job, result, exc)
+
+    if import_job is not None:
+        import_job.status = "done"
+        import_job.finished_at = utcnow()
+        _store_progress(import_job, result)
+    db.session.commit()
+    return result
+
+
+def _text_stream(stream: IO[bytes] | IO[str]) -> IO[str]:
+    """A text view of `stream`, decoding UTF-8 and dropping a BOM, without reading it all."""
+    if isinstance(stream, io.TextIOBase):
+        return _SkipBom(stream)
+    # newline="" hands "\r\n" inside quoted fields to the csv module untouched.
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+
+
+class _SkipBom(io.TextIOBase):
+    """A text stream whose first character may be a BOM (text opened without utf-8-sig)."""
+
+    def __init__(self, inner: IO[str]) -> None:
+        self._inner = inner
+        self._first = True
+
+    def readline(self, size: int | None = -1) -> str:
+        line = self._inner.readline(-1 if size is None else size)
+        if self._first:
+            self._first = False
+            line = line.removeprefix(codecs.BOM_UTF8.decode("utf-8"))
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def _fail(import_job: ImportJob | None, result: ImportResult, exc: ImportFileError) -> NoReturn:
+    """Record a whole-file failure on the import job (chunks already written stay), then raise."""
+    db.session.rollback()
+    if import_job is not None:
+        if len(result.errors) < MAX_STORED_ERRORS:
+            result.errors.append(RowError(exc.line, str(exc)))
+        import_job.status = "failed"
+        import_job.finished_at = utcnow()
+        _store_progress(import_job, result)
+        db.session.commit()
+    raise exc
+
+
+def _columns(header: list[str]) -> _Columns:
+    names = [h.strip() for h in header]
+    lowered = [n.lower() for n in names]
+
+    def find(options: set[str]) -> int | None:
+        for i, name in enumerate(lowered):
+            if name in options:
+                return i
+        return None
+
+    email = find(EMAIL_HEADERS)
+    if email is None:
+        raise ImportFileError(
+            "no email column (expected a header named email, e-mail or email address)", line=1
+        )
+    known = {email, find(NAME_HEADERS), find(TRANSACTION_HEADERS), find(LIST_HEADERS)}
+    extra = tuple(
+        (i, name or f"column {i + 1}") for i, name in enumerate(names) if i not in known
+    )
+    return _Columns(
+        email=email,
+        name=find(NAME_HEADERS),
+        last_transaction=find(TRANSACTION_HEADERS),
+        list=find(LIST_HEADERS),
+        extra=extra,
+        count=len(names),
+    )
+
+
+def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, cells) for each non-blank record after the header.
+
+    `reader.line_num` counts physical lines read so far, so a record starts one line after the
+    previous record ended, even when a quoted field spans several lines.
+    """
+    ended = reader.line_num
+    for record in reader:
+        start = ended + 1
+        ended = reader.line_num
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        yield start, record
+
+
+def _parse_row(
+    record: list[str], columns: _Columns, line: int, result: ImportResult
+) -> _Row | None:
+    if len(record) != columns.count:
+        result.reject(line, f"expected {columns.count} columns, found {len(record)}")
+        return None
+    raw_email = record[columns.email].strip()
+    if not raw_email:
+        result.reject(line, "missing email address")
+        return None
+    problem = address_problem(raw_email)
+    if problem:
+        result.reject(line, f"invalid email address {raw_email!r}: {problem}")
+        return None
+    last_transaction = None
+    if columns.last_transaction is not None:
+        raw_date = record[columns.last_transaction].strip()
+        if raw_date:
+            try:
+                last_transaction = parse_when(raw_date)
+            except ValueError:
+                result.reject(
+                    line, f"last_transaction {raw_date!r} is not an ISO date (YYYY-MM-DD)"
+                )
+                return None
+    email = normalize_address(raw_email)
+    name = record[columns.name].strip() if columns.name is not None else ""
+    lists = set()
+    if columns.list is not None and record[columns.list].strip():
+        lists.add(record[columns.list].strip())
+    # Empty cells are left out so that a re-import with a blank cell keeps the known value.
+    fields = {name_: record[i].strip() for i, name_ in columns.extra if record[i].strip()}
+    return _Row(email, address_key(email), name[:200], fields, last_transaction, lists)
+
+
+def parse_when(raw: str) -> datetime:
+    """An ISO date or datetime as an aware UTC datetime; a date or naive time is taken as UTC."""
+    raw = raw.strip()
+    if len(raw) == 10:
+        day = date.fromisoformat(raw)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    when = datetime.fromisoformat(raw)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+class _ListCache:
+    """List ids by name, creating lists on first use (safe against a concurrent creator)."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+
+    def id_for(self, name: str) -> int:
+        if name not in self._ids:
+            stmt = _insert(ContactList).values(
+                name=name[:200], description="", created_at=utcnow()
+            )
+            db.session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+            self._ids[name] = db.session.execute(
+                select(ContactList.id).where(ContactList.name == name[:200])
+            ).scalar_one()
+        return self._ids[name]
+
+
+def _insert(model: Any) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+def _write_chunk(
+    rows: Iterable[_Row],
+    lists: _ListCache,
+    source: str,
+    result: ImportResult,
+    import_job: ImportJob | None,
+) -> None:
+    """Upsert one chunk of contacts, their memberships and transactions, and commit."""
+    rows = list(rows)
+    if rows:
+        keys = [r.key for r in rows]
+        existing = set(
+            db.session.execute(select(Contact.email_key).where(Contact.email_key.in_(keys)))
+            .scalars()
+            .all()
+        )
+        result.updated += len(existing)
+        result.created += len(rows) - len(existing)
+        ids = _upsert_contacts(rows)
+        _add_memberships(rows, ids, lists)
+        _add_csv_transactions(rows, ids, source)
+    if import_job is not None:
+        _store_progress(import_job, result)
+    db.session.commit()
+
+
+def _upsert_contacts(rows: list[_Row]) -> dict[str, int]:
+    now = utcnow()
+    values = [
+        {
+            "email": r.email,
+            "email_key": r.key,
+            "name": r.name,
+            "fields": r.fields,
+            "do_not_email": False,
+            "do_not_email_reason": "",
+            "valid": True,
+            "invalid_reason": "",
+            "soft_bounce_mailings": 0,
+            "last_transaction_at": r.last_transaction,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in rows
+    ]
+    stmt = _insert(Contact).values(values)
+    new = stmt.excluded
+    table = Contact.__table__
+    newer_transaction = and_(
+        new.last_transaction_at.is_not(None),
+        or_(
+            table.c.last_transaction_at.is_(None),
+            new.last_transaction_at > table.c.last_transaction_at,
+        ),
+    )
+    # valid / invalid_reason and do-not-email are left alone on update: a hard bounce or an
+    # unsubscribe must survive a re-import of an old file.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["email_key"],
+        set_={
+            "email": new.email,
+            "name": case((new.name != "", new.name), else_=table.c.name),
+            "fields": _merged_fields(table.c.fields, new.fields),
+            "last_transaction_at": case(
+                (newer_transaction, new.last_transaction_at), else_=table.c.last_transaction_at
+            ),
+            "updated_at": now,
+        },
+    ).returning(table.c.id, table.c.email_key)
+    return {key: id_ for id_, key in db.session.execute(stmt).all()}
+
+
+def _merged_fields(current: Any, incoming: Any) -> ColumnElement[Any]:
+    """SQL for `current` with `incoming`'s keys laid over it (a JSON object merge)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        # The column is json, which has no merge operator; jsonb's || does it.
+        merged = func.coalesce(cast(current, JSONB), cast(literal("{}"), JSONB)).op("||")(
+            cast(incoming, JSONB)
+        )
+        return cast(merged, Contact.__table__.c.fields.type)
+    return func.json_patch(func.coalesce(current, "{}"), incoming)
+
+
+def _add_memberships(rows: list[_Row], ids: dict[str, int], lists: _ListCache) -> None:
+    pairs = {(lists.id_for(name), ids[r.key]) for r in rows for name in r.lists}
+    if not pairs:
+        return
+    now = utcnow()
+    values = [{"list_id": lid, "contact_id": cid, "added_at": now} for lid, cid in sorted(pairs)]
+    db.session.execute(_insert(ListMember).values(values).on_conflict_do_nothing())
+
+
+def _add_csv_transactions(rows: list[_Row], ids: dict[str, int], source: str) -> None:
+    """A transaction per row that carries a date, unless that contact already has it."""
+    wanted = {(ids[r.key], r.last_transaction) for r in rows if r.last_transaction is not None}
+    if not wanted:
+        return
+    contact_ids = {cid for cid, _ in wanted}
+    known = set(
+        db.session.execute(
+            select(Transaction.contact_id, Transaction.occurred_at).where(
+                Transaction.contact_id.in_(contact_ids)
+            )
+        ).all()
+    )
+    values = [
+        {
+            "contact_id": cid,
+            "occurred_at": when,
+            "reference": "",
+            "amount": "",
+            "source": source[:20],
+        }
+        for cid, when in sorted(wanted - {(c, w) for c, w in known})
+    ]
+    if values:
+        db.session.execute(_insert(Transaction).values(values))
+
+
+def _store_progress(import_job: ImportJob, result: ImportResult) -> None:
+    import_job.created = result.created
+    import_job.updated = result.updated
+    import_job.rejected = result.rejected
+    # A new list object, so the JSON column is seen as changed.
+    import_job.errors = [e.as_dict() for e in result.errors]
+
+
+# --------------------------------------------------------------------------------------------
+# Import jobs
+# --------------------------------------------------------------------------------------------
+
+
+def create_import_job(filename: str, user_id: int | None = None) -> ImportJob:
+    """A running import, shown on the import status page while the worker fills it in."""
+    job = ImportJob(filename=filename[:255], status="running", errors=[], user_id=user_id)
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
+def get_import_job(import_id: int) -> ImportJob | None:
+    return db.session.get(ImportJob, import_id)
+
+
+def fail_import_job(import_job: ImportJob, reason: str) -> None:
+    """Mark an import failed for a reason outside the file (a crash, a missing upload)."""
+    import_job.status = "failed"
+    import_job.finished_at = utcnow()
+    import_job.errors = [*(import_job.errors or [])[: MAX_STORED_ERRORS - 1],
+                         {"line": 0, "reason": reason}]
+    db.session.commit()
+
+
+# --------------------------------------------------------------------------------------------
+# Transactions
+# --------------------------------------------------------------------------------------------
+
+
+def record_transaction(
+    email_or_contact_id: str | int,
+    occurred_at: datetime,
+    *,
+    reference: str = "",
+    amount: str = "",
+    source: str = "api",
+) -> Transaction:
+    """Record a transaction and move the contact's last transaction forward if it is newer.
+
+    A newer transaction lifts the inactivity suppression at once. `occurred_at` without a time
+    zone is taken as UTC. Raises ContactError when no contact has that id or address.
+    """
+    contact = (
+        get_contact(email_or_contact_id)
+        if isinstance(email_or_contact_id, int)
+        else find_contact(email_or_contact_id)
+    )
+    if contact is None:
+        raise ContactError(f"no contact {email_or_contact_id!r}")
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    transaction = Transaction(
+        contact_id=contact.id,
+        occurred_at=occurred_at,
+        reference=reference[:200],
+        amount=amount[:40],
+        source=source[:20],
+    )
+    db.session.add(transaction)
+    # One conditional UPDATE, so a concurrent older transaction cannot move the date back.
+    db.session.execute(
+        update(Contact)
+        .where(
+            Contact.id == contact.id,
+            or_(Contact.last_transaction_at.is_(None), Contact.last_transaction_at < occurred_at),
+        )
+        .values(last_transaction_at=occurred_at, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.refresh(contact)
+    return transaction
+
+
+def contact_transactions(contact_id: int, limit: int = 50) -> list[Transaction]:
+    """The contact's newest transactions first."""
+    stmt = (
+        select(Transaction)
+        .where(Transaction.contact_id == contact_id)
+        .order_by(Transaction.occurred_at.desc(), Transaction.id.desc())
+        .limit(limit)
+    )
+    return list(db.session.execute(stmt).scalars())
+
+
+# --------------------------------------------------------------------------------------------
+# Contacts
+# --------------------------------------------------------------------------------------------
+
+
+def get_contact(contact_id: int) -> Contact | None:
+    return db.session.get(Contact, contact_id)
+
+
+def find_contact(address: str) -> Contact | None:
+    """The contact with this address, case-insensitively."""
+    key = address_key(normalize_address(address))
+    return db.session.execute(select(Contact).where(Contact.email_key == key)).scalar_one_or_none()
+
+
+def inactive_before(inactivity_days: int, now: datetime | None = None) -> datetime | None:
+    """Contacts whose last transaction is older than this are inactive; None: never inactive."""
+    if inactivity_days <= 0:
+        return None
+    return (now or utcnow()) - timedelta(days=inactivity_days)
+
+
+def is_inactive(contact: Contact, inactivity_days: int, now: datetime | None = None) -> bool:
+    """No transaction within the inactivity period (a contact with none at all is inactive)."""
+    cutoff = inactive_before(inactivity_days, now)
+    if cutoff is None:
+        return False
+    return contact.last_transaction_at is None or contact.last_transaction_at < cutoff
+
+
+def search_contacts(
+    q: str = "",
+    flag: str | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+    *,
+    inactivity_days: int = 0,
+    list_id: int | None = None,
+) -> tuple[list[Contact], int | None]:
+    """One page of contacts, newest first, and the cursor for the next page (None at the end).
+
+    `q` matches part of the address or the name, case-insensitively. `flag` narrows to
+    "do_not_email", "invalid" or "inactive" (no transaction within `inactivity_days`). Keyset
+    pagination: pass the returned cursor as `after_id` to get the next (older) page, so a page
+    costs the same at any depth.
+    """
+    stmt: Select[tuple[Contact]] = select(Contact)
+    q = q.strip()
+    if q:
+        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern += "%"
+        stmt = stmt.where(
+            or_(
+                Contact.email_key.like(pattern, escape="\\"),
+                func.lower(Contact.name).like(pattern, escape="\\"),
+            )
+        )
+    if flag == "do_not_email":
+        stmt = stmt.where(Contact.do_not_email.is_(True))
+    elif flag == "invalid":
+        stmt = stmt.where(Contact.valid.is_(False))
+    elif flag == "inactive":
+        cutoff = inactive_before(inactivity_days)
+        if cutoff is None:
+            return [], None
+        stmt = stmt.where(
+            or_(Contact.last_transaction_at.is_(None), Contact.last_transaction_at < cutoff)
+        )
+    elif flag:
+        raise ContactError(f"unknown filter {flag!r}")
+    if list_id is not None:
+        stmt = stmt.where(
+            Contact.id.in_(select(ListMember.contact_id).where(ListMember.list_id == list_id))
+        )
+    if after_id is not None:
+        stmt = stmt.where(Contact.id < after_id)
+    limit = max(1, min(limit, 500))
+    page = list(db.session.execute(stmt.order_by(Contact.id.desc()).limit(limit + 1)).scalars())
+    if len(page) > limit:
+        return page[:limit], page[limit - 1].id
+    return page, None
+
+
+def set_do_not_email(contact: Contact, reason: str) -> None:
+    """Mark the contact do-not-email: no mailing will be sent to it until cleared."""
+    contact.do_not_email = True
+    contact.do_not_email_reason = (reason.strip() or "set by staff")[:100]
+    db.session.commit()
+
+
+def clear_do_not_email(contact: Contact) -> None:
+    """Allow mailings to the contact again (its address validity is unchanged)."""
+    contact.do_not_email = False
+    contact.do_not_email_reason = ""
+    db.session.commit()
+
+
+def opt_out_type(contact_id: int, email_type_id: int) -> None:
+    """The contact leaves one email type; doing it twice is harmless."""
+    stmt = _insert(TypeOptOut).values(
+        contact_id=contact_id, email_type_id=email_type_id, created_at=utcnow()
+    )
+    db.session.execute(stmt.on_conflict_do_nothing())
+    db.session.commit()
+
+
+def opt_in_type(contact_id: int, email_type_id: int) -> None:
+    """The contact receives an email type again."""
+    db.session.execute(
+        delete(TypeOptOut).where(
+            TypeOptOut.contact_id == contact_id, TypeOptOut.email_type_id == email_type_id
+        )
+    )
+    db.session.commit()
+
+
+def type_opt_outs(contact_id: int) -> set[int]:
+    """Ids of the email types the contact has left."""
+    stmt = select(TypeOptOut.email_type_id).where(TypeOptOut.contact_id == contact_id)
+    return set(db.session.execute(stmt).scalars())
+
+
+def email_types() -> list[EmailType]:
+    return list(db.session.execute(select(EmailType).order_by(EmailType.name)).scalars())
+
+
+def contact_lists(contact_id: int) -> list[ContactList]:
+    stmt = (
+        select(ContactList)
+        .join(ListMember, ListMember.list_id == ContactList.id)
+        .where(ListMember.contact_id == contact_id)
+        .order_by(ContactList.name)
+    )
+    return list(db.session.execute(stmt).scalars())
+
+
+# --------------------------------------------------------------------------------------------
+# Lists
+# --------------------------------------------------------------------------------------------
+
+
+def create_list(name: str, description: str = "") -> ContactList:
+    """Create an empty list; names are unique."""
+    name = name.strip()
+    if not name:
+        raise ContactError("a list needs a name")
+    if len(name) > 200:
+        raise ContactError("a list name has at most 200 characters")
+    if get_list_by_name(name) is not None:
+        raise ContactError(f"a list named {name!r} exists already")
+    contact_list = ContactList(name=name, description=description.strip())
+    db.session.add(contact_list)
+    db.session.commit()
+    return contact_list
+
+
+def get_list(list_id: int) -> ContactList | None:
+    return db.session.get(ContactList, list_id)
+
+
+def get_list_by_name(name: str) -> ContactList | None:
+    stmt = select(ContactList).where(ContactList.name == name.strip())
+    return db.session.execute(stmt).scalar_one_or_none()
+
+
+def lists_with_counts() -> list[tuple[ContactList, int]]:
+    """Every list with its number of members, by name."""
+    stmt = (
+        select(ContactList, func.count(ListMember.contact_id))
+        .outerjoin(ListMember, ListMember.list_id == ContactList.id)
+        .group_by(ContactList.id)
+        .order_by(ContactList.name)
+    )
+    return [(row[0], int(row[1])) for row in db.session.execute(stmt).all()]
+
+
+def list_member_count(list_id: int) -> int:
+    stmt = select(func.count()).select_from(ListMember).where(ListMember.list_id == list_id)
+    return int(db.session.execute(stmt).scalar_one())
+
+
+def add_to_list(list_id: int, contact_ids: Iterable[int]) -> None:
+    """Add contacts to a list; members already in it are left as they are."""
+    values = [
+        {"list_id": list_id, "contact_id": cid, "added_at": utcnow()} for cid in set(contact_ids)
+    ]
+    if values:
+        db.session.execute(_insert(ListMember).values(values).on_conflict_do_nothing())
+    db.session.commit()
