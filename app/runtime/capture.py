@@ -171,7 +171,8 @@ class CaptureHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        mail_from = envelope.mail_from or ""
+        # The null reverse-path (bounces, DSNs) is recorded as "", not as aiosmtpd's "<>".
+        mail_from = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
         to_bounce = [r for r in envelope.rcpt_tos if self._is_bounce(r)]
         to_capture = [r for r in envelope.rcpt_tos if not self._is_bounce(r)]
         # Written before the 250: a message the client saw accepted is always on disk.
