@@ -1,0 +1,290 @@
+"""CSV import: streaming, upserts, rejected rows with their line numbers."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Contact, ContactList, ImportJob, ListMember
+from app.services import contacts
+from app.services.contacts import ImportFileError, RowError, import_csv
+
+
+def _csv(text: str) -> io.BytesIO:
+    return io.BytesIO(text.encode("utf-8"))
+
+
+def _contact(address: str) -> Contact:
+    found = contacts.find_contact(address)
+    assert found is not None, address
+    return found
+
+
+def _count(model: type) -> int:
+    return int(db.session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def _members(list_name: str) -> set[str]:
+    stmt = (
+        select(Contact.email_key)
+        .join(ListMember, ListMember.contact_id == Contact.id)
+        .join(ContactList, ContactList.id == ListMember.list_id)
+        .where(ContactList.name == list_name)
+    )
+    return set(db.session.execute(stmt).scalars())
+
+
+def test_import_creates_contacts_with_name_fields_and_list(app: Flask) -> None:
+    result = import_csv(
+        _csv(
+            "Email,Name,City,Plan\n"
+            "ada@example.org,Ada Lovelace,London,gold\n"
+            "Grace@Example.org,Grace Hopper,,silver\n"
+        ),
+        list_name="Customers",
+    )
+
+    assert (result.created, result.updated, result.rejected) == (2, 0, 0)
+    ada = _contact("ada@example.org")
+    assert ada.name == "Ada Lovelace"
+    assert ada.fields == {"City": "London", "Plan": "gold"}
+    assert ada.valid and ada.invalid_reason == ""
+    grace = _contact("grace@example.org")
+    assert grace.email_key == "grace@example.org"
+    assert grace.fields == {"Plan": "silver"}  # the empty City cell is not stored
+    assert _members("Customers") == {"ada@example.org", "grace@example.org"}
+
+
+def test_reimport_updates_without_duplicates_and_keeps_known_values(app: Flask) -> None:
+    import_csv(_csv("email,name,city\nada@example.org,Ada,London\n"), list_name="A")
+    result = import_csv(
+        _csv("email,name,city,plan\nADA@example.org,,Paris,gold\nbob@example.org,Bob,,\n"),
+        list_name="A",
+    )
+
+    assert (result.created, result.updated, result.rejected) == (1, 1, 0)
+    assert _count(Contact) == 2
+    ada = _contact("ada@example.org")
+    assert ada.email == "ADA@example.org"  # the latest spelling is shown
+    assert ada.name == "Ada"  # an empty cell does not erase the name
+    assert ada.fields == {"city": "Paris", "plan": "gold"}
+    assert contacts.list_member_count(contacts.get_list_by_name("A").id) == 2  # type: ignore[union-attr]
+
+
+def test_same_address_twice_in_one_file_later_row_wins(app: Flask) -> None:
+    result = import_csv(
+        _csv("email,name\nada@example.org,First\nother@example.org,X\nAda@example.org,Second\n"),
+        list_name=None,
+    )
+
+    assert (result.created, result.updated) == (2, 1)
+    assert _count(Contact) == 2
+    assert _contact("ada@example.org").name == "Second"
+
+
+def test_same_address_in_different_chunks_later_row_wins(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contacts, "CHUNK_SIZE", 2)
+    result = import_csv(
+        _csv(
+            "email,name\na@example.org,First\nb@example.org,B\nc@example.org,C\nA@example.org,Last\n"
+        ),
+        list_name=None,
+    )
+
+    assert (result.created, result.updated) == (3, 1)
+    assert _contact("a@example.org").name == "Last"
+
+
+def test_bad_rows_are_reported_with_their_physical_line_and_good_rows_import(app: Flask) -> None:
+    text = (
+        "email,name,last_transaction,note\n"  # line 1
+        "ok1@example.org,One,2024-01-02,plain\n"  # line 2
+        'ok2@example.org,Two,,"a note\nspanning\nthree lines"\n'  # lines 3-5
+        "not-an-address,Bad,,x\n"  # line 6
+        ",No address,,x\n"  # line 7
+        "\n"  # line 8: blank, skipped
+        "ok3@example.org,Three,yesterday,x\n"  # line 9: bad date
+        "ok4@example.org,Four\n"  # line 10: too few columns
+        '"multi@example.org","Multi\nLine",2024-05-01,"x,y",extra\n'  # lines 11-12: too many
+        "ok5@example.org,Five,2024-03-04T10:00:00+02:00,last\n"  # line 13
+    )
+    result = import_csv(_csv(text), list_name=None)
+
+    assert (result.created, result.updated, result.rejected) == (3, 0, 5)
+    lines = [e.line for e in result.errors]
+    assert lines == [6, 7, 9, 10, 11]
+    reasons = {e.line: e.reason for e in result.errors}
+    assert "invalid email address" in reasons[6]
+    assert reasons[7] == "missing email address"
+    assert "yesterday" in reasons[9] and "ISO date" in reasons[9]
+    assert reasons[10] == "expected 4 columns, found 2"
+    assert reasons[11] == "expected 4 columns, found 5"
+    assert _contact("ok2@example.org").fields == {"note": "a note\nspanning\nthree lines"}
+    assert _contact("ok5@example.org").last_transaction_at == datetime(2024, 3, 4, 8, tzinfo=UTC)
+    assert contacts.find_contact("ok3@example.org") is None
+
+
+def test_semicolon_file_with_bom_and_crlf(app: Flask) -> None:
+    data = "\ufeffE-Mail;Name;Company\r\nada@example.org;Ada;Analytical, Ltd\r\n".encode()
+    result = import_csv(io.BytesIO(data), list_name=None)
+
+    assert (result.created, result.rejected) == (1, 0)
+    ada = _contact("ada@example.org")
+    assert ada.name == "Ada"
+    assert ada.fields == {"Company": "Analytical, Ltd"}
+
+
+def test_text_stream_with_bom_and_email_address_header(app: Flask) -> None:
+    result = import_csv(
+        io.StringIO("\ufeffEmail Address,name\nada@example.org,Ada\n"), list_name=None
+    )
+    assert result.created == 1
+    assert _contact("ada@example.org").name == "Ada"
+
+
+def test_per_row_list_column_and_file_list(app: Flask) -> None:
+    import_csv(
+        _csv("email,list\na@example.org,Gold\nb@example.org,Silver\nc@example.org,\n"),
+        list_name="Everyone",
+    )
+
+    assert _members("Gold") == {"a@example.org"}
+    assert _members("Silver") == {"b@example.org"}
+    assert _members("Everyone") == {"a@example.org", "b@example.org", "c@example.org"}
+    # Importing again adds no duplicate membership (ON CONFLICT DO NOTHING).
+    import_csv(_csv("email,list\na@example.org,Gold\n"), list_name="Everyone")
+    assert _count(ListMember) == 5
+    assert contacts.find_contact("a@example.org").fields == {}  # type: ignore[union-attr]
+
+
+def test_last_transaction_parsing_and_never_moving_back(app: Flask) -> None:
+    import_csv(
+        _csv(
+            "email,last_transaction_date\n"
+            "date@example.org,2024-06-01\n"
+            "naive@example.org,2024-06-01T12:30:00\n"
+            "zulu@example.org,2024-06-01T12:30:00Z\n"
+            "none@example.org,\n"
+        ),
+        list_name=None,
+    )
+    assert _contact("date@example.org").last_transaction_at == datetime(2024, 6, 1, tzinfo=UTC)
+    assert _contact("naive@example.org").last_transaction_at == datetime(
+        2024, 6, 1, 12, 30, tzinfo=UTC
+    )
+    assert _contact("zulu@example.org").last_transaction_at == datetime(
+        2024, 6, 1, 12, 30, tzinfo=UTC
+    )
+    assert _contact("none@example.org").last_transaction_at is None
+
+    import_csv(
+        _csv("email,last_transaction\ndate@example.org,2020-01-01\nnone@example.org,2023-02-03\n"),
+        list_name=None,
+    )
+    db.session.expire_all()
+    assert _contact("date@example.org").last_transaction_at == datetime(2024, 6, 1, tzinfo=UTC)
+    assert _contact("none@example.org").last_transaction_at == datetime(2023, 2, 3, tzinfo=UTC)
+
+    import_csv(_csv("email,last_transaction\ndate@example.org,2025-01-01\n"), list_name=None)
+    db.session.expire_all()
+    assert _contact("date@example.org").last_transaction_at == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_csv_transactions_are_recorded_once(app: Flask) -> None:
+    text = "email,last_transaction\nada@example.org,2024-06-01\n"
+    import_csv(_csv(text), list_name=None)
+    import_csv(_csv(text), list_name=None)
+
+    ada = _contact("ada@example.org")
+    history = contacts.contact_transactions(ada.id)
+    assert [(t.occurred_at, t.source) for t in history] == [
+        (datetime(2024, 6, 1, tzinfo=UTC), "csv")
+    ]
+
+
+def test_reimport_keeps_do_not_email_and_invalid_flags(app: Flask) -> None:
+    import_csv(_csv("email\nada@example.org\n"), list_name=None)
+    ada = _contact("ada@example.org")
+    contacts.set_do_not_email(ada, "hard bounce")
+    ada.valid = False
+    ada.invalid_reason = "hard bounce"
+    db.session.commit()
+
+    import_csv(_csv("email,name\nada@example.org,Ada\n"), list_name=None)
+    db.session.expire_all()
+    ada = _contact("ada@example.org")
+    assert ada.name == "Ada"
+    assert ada.do_not_email and ada.do_not_email_reason == "hard bounce"
+    assert not ada.valid and ada.invalid_reason == "hard bounce"
+
+
+def test_missing_email_column_fails_the_whole_file(app: Flask) -> None:
+    job = contacts.create_import_job("people.csv")
+    with pytest.raises(ImportFileError) as caught:
+        import_csv(_csv("name,city\nAda,London\n"), list_name="L", import_job=job)
+
+    assert caught.value.line == 1
+    assert "no email column" in str(caught.value)
+    db.session.expire_all()
+    stored = db.session.get(ImportJob, job.id)
+    assert stored is not None and stored.status == "failed"
+    assert stored.errors[0]["line"] == 1
+    assert _count(Contact) == 0
+
+
+def test_not_utf8_fails_with_a_clear_reason(app: Flask) -> None:
+    with pytest.raises(ImportFileError, match="not UTF-8"):
+        import_csv(
+            io.BytesIO("email,name\nada@example.org,Zo\xe9\n".encode("latin-1")), list_name=None
+        )
+
+
+def test_import_job_counters_and_capped_errors(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contacts, "MAX_STORED_ERRORS", 3)
+    monkeypatch.setattr(contacts, "CHUNK_SIZE", 2)
+    rows = "".join(f"good{i}@example.org\nbad{i}\n" for i in range(5))
+    job = contacts.create_import_job("mixed.csv")
+    result = import_csv(_csv("email\n" + rows), list_name=None, import_job=job)
+
+    assert (result.created, result.rejected) == (5, 5)
+    assert [e.line for e in result.errors] == [3, 5, 7]  # only the first three are kept
+    assert all(isinstance(e, RowError) and "invalid email" in e.reason for e in result.errors)
+    db.session.expire_all()
+    stored = db.session.get(ImportJob, job.id)
+    assert stored is not None
+    assert (stored.status, stored.created, stored.updated, stored.rejected) == ("done", 5, 0, 5)
+    assert [e["line"] for e in stored.errors] == [3, 5, 7]
+    assert stored.finished_at is not None
+
+
+def test_hundred_thousand_rows_import(app: Flask, tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("email,name,last_transaction,list,segment\n")
+        for i in range(100_000):
+            # Every 10,000th row is broken, to see rejections counted at scale.
+            address = f"user{i}@example.org" if i % 10_000 else f"broken{i}"
+            out.write(f"{address},User {i},2024-01-{1 + i % 28:02d},L{i % 3},s{i % 7}\n")
+
+    started = time.perf_counter()
+    with path.open("rb") as stream:
+        result = import_csv(stream, list_name="Big")
+    elapsed = time.perf_counter() - started
+
+    assert (result.created, result.updated, result.rejected) == (99_990, 0, 10)
+    assert [e.line for e in result.errors] == [2 + i * 10_000 for i in range(10)]
+    assert _count(Contact) == 99_990
+    assert contacts.list_member_count(contacts.get_list_by_name("Big").id) == 99_990  # type: ignore[union-attr]
+    counts = {lst.name: n for lst, n in contacts.lists_with_counts()}
+    assert counts["L1"] + counts["L2"] + counts["L0"] == 99_990
+    assert _contact("user99999@example.org").fields == {"segment": f"s{99_999 % 7}"}
+    assert elapsed < 60, elapsed
