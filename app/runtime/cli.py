@@ -9,6 +9,7 @@ it started, in the reverse order.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import click
 from flask import Flask, current_app
@@ -214,9 +216,14 @@ class LocalStack:
         if url:
             click.echo(f"Redis: {url} (from REDIS_URL)")
         else:
-            from app.runtime.redis_server import EmbeddedRedis
+            from app.runtime import redis_server
 
-            self.redis = EmbeddedRedis(self.instance / "redis").start()
+            # Ctrl-C in a terminal signals the whole foreground process group; a Redis in that
+            # group would vanish while the workers still finish their batch, so it gets a session
+            # of its own and is stopped last, by `_stop`.
+            own_session = functools.partial(subprocess.Popen, start_new_session=True)
+            with mock.patch.object(redis_server.subprocess, "Popen", own_session):
+                self.redis = redis_server.EmbeddedRedis(self.instance / "redis").start()
             url = self.redis.url
             click.echo(f"Redis: embedded server at {url}")
         # Children inherit it, and this process's own Redis connections find it the same way.
