@@ -357,10 +357,15 @@ class _ListCache:
 
 
 def _insert(model: Any) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+    """The dialect's INSERT on the model's table, which knows ON CONFLICT.
+
+    Core on the table rather than the ORM entity: executed with a list of parameter sets it is
+    one cached statement sent in batches ("insertmanyvalues"), not a statement compiled per chunk.
+    """
+    table = model.__table__
     if db.session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _write_chunk(
@@ -408,7 +413,7 @@ def _upsert_contacts(rows: list[_Row]) -> dict[str, int]:
         }
         for r in rows
     ]
-    stmt = _insert(Contact).values(values)
+    stmt = _insert(Contact)
     new = stmt.excluded
     table = Contact.__table__
     newer_transaction = and_(
@@ -432,7 +437,7 @@ def _upsert_contacts(rows: list[_Row]) -> dict[str, int]:
             "updated_at": now,
         },
     ).returning(table.c.id, table.c.email_key)
-    return {key: id_ for id_, key in db.session.execute(stmt).all()}
+    return {key: id_ for id_, key in db.session.execute(stmt, values).all()}
 
 
 def _merged_fields(current: Any, incoming: Any) -> ColumnElement[Any]:
@@ -452,7 +457,7 @@ def _add_memberships(rows: list[_Row], ids: dict[str, int], lists: _ListCache) -
         return
     now = utcnow()
     values = [{"list_id": lid, "contact_id": cid, "added_at": now} for lid, cid in sorted(pairs)]
-    db.session.execute(_insert(ListMember).values(values).on_conflict_do_nothing())
+    db.session.execute(_insert(ListMember).on_conflict_do_nothing(), values)
 
 
 def _add_csv_transactions(rows: list[_Row], ids: dict[str, int], source: str) -> None:
@@ -479,7 +484,7 @@ def _add_csv_transactions(rows: list[_Row], ids: dict[str, int], source: str) ->
         for cid, when in sorted(wanted - {(c, w) for c, w in known})
     ]
     if values:
-        db.session.execute(_insert(Transaction).values(values))
+        db.session.execute(_insert(Transaction), values)
 
 
 def _store_progress(import_job: ImportJob, result: ImportResult) -> None:
@@ -600,11 +605,12 @@ def inactive_before(inactivity_days: int, now: datetime | None = None) -> dateti
 
 
 def is_inactive(contact: Contact, inactivity_days: int, now: datetime | None = None) -> bool:
-    """No transaction within the inactivity period (a contact with none at all is inactive)."""
+    """No transaction within the inactivity period, counting from when the contact was added if
+    it has none (the same rule the audience applies when a mailing is prepared)."""
     cutoff = inactive_before(inactivity_days, now)
     if cutoff is None:
         return False
-    return contact.last_transaction_at is None or contact.last_transaction_at < cutoff
+    return (contact.last_transaction_at or contact.created_at) < cutoff
 
 
 def search_contacts(
@@ -619,7 +625,7 @@ def search_contacts(
     """One page of contacts, newest first, and the cursor for the next page (None at the end).
 
     `q` matches part of the address or the name, case-insensitively. `flag` narrows to
-    "do_not_email", "invalid" or "inactive" (no transaction within `inactivity_days`). Keyset
+    "do_not_email", "invalid" or "inactive" (see is_inactive; 0 days: nobody). Keyset
     pagination: pass the returned cursor as `after_id` to get the next (older) page, so a page
     costs the same at any depth.
     """
@@ -642,9 +648,8 @@ def search_contacts(
         cutoff = inactive_before(inactivity_days)
         if cutoff is None:
             return [], None
-        stmt = stmt.where(
-            or_(Contact.last_transaction_at.is_(None), Contact.last_transaction_at < cutoff)
-        )
+        last = func.coalesce(Contact.last_transaction_at, Contact.created_at)
+        stmt = stmt.where(last < cutoff)
     elif flag:
         raise ContactError(f"unknown filter {flag!r}")
     if list_id is not None:
@@ -764,5 +769,5 @@ def add_to_list(list_id: int, contact_ids: Iterable[int]) -> None:
         {"list_id": list_id, "contact_id": cid, "added_at": utcnow()} for cid in set(contact_ids)
     ]
     if values:
-        db.session.execute(_insert(ListMember).values(values).on_conflict_do_nothing())
+        db.session.execute(_insert(ListMember).on_conflict_do_nothing(), values)
     db.session.commit()

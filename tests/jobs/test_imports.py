@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from app import create_app
-from app.config import TestConfig
+from app import config, create_app
 from app.extensions import db
 from app.models import ImportJob
 from app.services import contacts
@@ -86,12 +85,13 @@ def test_internal_error_marks_failed_and_reraises(
 def test_without_an_app_context_the_job_builds_its_own_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    setup = create_app(TestConfig(str(tmp_path)))
+    setup = create_app(config.TestConfig(str(tmp_path)))
     with setup.app_context():
         db.create_all()
         import_id = contacts.create_import_job("u.csv").id
         uri = setup.config["SQLALCHEMY_DATABASE_URI"]
         db.engine.dispose()
+    monkeypatch.setattr("jobs.context._app", None)  # no app built by an earlier test
     monkeypatch.setenv("DATABASE_URL", uri)
     monkeypatch.setenv("SENDBOARD_INSTANCE", str(tmp_path))
     upload = tmp_path / "u.csv"

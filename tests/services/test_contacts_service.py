@@ -114,6 +114,11 @@ def test_search_flags(app: Flask) -> None:
     contacts.set_do_not_email(dne, "asked by phone")
     bad.valid = False
     bad.invalid_reason = "hard bounce"
+    # Without any transaction, inactivity counts from when the contact was added.
+    added_long_ago = contacts.find_contact("never@example.org")
+    assert added_long_ago is not None
+    added_long_ago.created_at = datetime.now(UTC) - timedelta(days=731)
+    _seed("email\nfresh@example.org\n")
     db.session.commit()
 
     def emails(flag: str, days: int = 730) -> set[str]:
