@@ -16,14 +16,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from app import create_app
-from app.config import TestConfig
+from app import config as app_config
 from app.extensions import db
 
 
 def _upgrade_and_compare(database_url: str, instance: Path) -> list[object]:
     import flask_migrate
 
-    config = TestConfig(str(instance))
+    config = app_config.TestConfig(str(instance))
     config.SQLALCHEMY_DATABASE_URI = database_url
     config.SQLALCHEMY_ENGINE_OPTIONS = {}
     app = create_app(config)
