@@ -103,4 +103,6 @@ def test_without_an_app_context_the_job_builds_its_own_app(
         job = db.session.get(ImportJob, import_id)
         assert job is not None and (job.status, job.created) == ("done", 1)
         db.session.remove()
+        if db.engine.dialect.name == "postgresql":
+            db.drop_all()
         db.engine.dispose()

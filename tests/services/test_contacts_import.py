@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
+from app import create_app
 from app.extensions import db
 from app.models import Contact, ContactList, ImportJob, ListMember
 from app.services import contacts
@@ -288,3 +292,64 @@ def test_hundred_thousand_rows_import(app: Flask, tmp_path: Path) -> None:
     assert counts["L1"] + counts["L2"] + counts["L0"] == 99_990
     assert _contact("user99999@example.org").fields == {"segment": f"s{99_999 % 7}"}
     assert elapsed < 60, elapsed
+
+
+@pytest.fixture
+def pg_app(tmp_path: Path) -> Iterator[Flask]:
+    """An app on a fresh database of the throwaway PostgreSQL cluster (scripts/test starts it)."""
+    base = os.environ.get("SENDBOARD_TEST_PG_URL")
+    if not base:
+        pytest.skip("SENDBOARD_TEST_PG_URL is not set (scripts/test starts a PostgreSQL cluster)")
+    name = f"sb_contacts_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    app = create_app(
+        {
+            "TESTING": True,
+            "INSTANCE_DIR": str(tmp_path),
+            "SQLALCHEMY_DATABASE_URI": base.rsplit("/", 1)[0] + f"/{name}",
+            "SQLALCHEMY_ENGINE_OPTIONS": {},
+        }
+    )
+    try:
+        with app.app_context():
+            db.create_all()
+            yield app
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_import_upserts_on_postgresql(pg_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contacts, "CHUNK_SIZE", 2)
+    first = import_csv(
+        _csv(
+            "email,name,city,last_transaction,list\n"
+            "ada@example.org,Ada,London,2024-06-01,Gold\n"
+            "bob@example.org,Bob,,,\n"
+            "ADA@example.org,,Paris,2024-01-01,Gold\n"  # next chunk: updates, date stays
+            "bad,X,,,\n"
+        ),
+        list_name="All",
+    )
+    assert (first.created, first.updated, first.rejected) == (2, 1, 1)
+    second = import_csv(
+        _csv("email;plan;last_transaction\nada@example.org;gold;2025-02-03\n"), list_name="All"
+    )
+    assert (second.created, second.updated) == (0, 1)
+
+    db.session.expire_all()
+    ada = _contact("ada@example.org")
+    assert ada.name == "Ada"
+    assert ada.fields == {"city": "Paris", "plan": "gold"}
+    assert ada.last_transaction_at == datetime(2025, 2, 3, tzinfo=UTC)
+    assert _members("All") == {"ada@example.org", "bob@example.org"}
+    assert _members("Gold") == {"ada@example.org"}
+    assert _count(Contact) == 2
+    contacts.record_transaction("bob@example.org", datetime(2030, 1, 1, tzinfo=UTC))
+    assert _contact("bob@example.org").last_transaction_at == datetime(2030, 1, 1, tzinfo=UTC)
