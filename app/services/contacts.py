@@ -8,16 +8,16 @@ SQLite and PostgreSQL (both support INSERT ... ON CONFLICT and RETURNING).
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, Protocol
 
-from sqlalchemy import Select, and_, case, cast, delete, func, literal, or_, select, update
+from sqlalchemy import and_, case, cast, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
@@ -202,36 +202,39 @@ def import_csv(
     return result
 
 
-def _text_stream(stream: IO[bytes] | IO[str]) -> IO[str]:
+class _Lines(Protocol):
+    """What the import reads: lines of text, one at a time."""
+
+    def readline(self, size: int = -1, /) -> str: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
+def _text_stream(stream: IO[bytes] | IO[str]) -> _Lines:
     """A text view of `stream`, decoding UTF-8 and dropping a BOM, without reading it all."""
     if isinstance(stream, io.TextIOBase):
-        return _SkipBom(stream)
+        return _SkipBom(typing.cast(IO[str], stream))
     # newline="" hands "\r\n" inside quoted fields to the csv module untouched.
-    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    return io.TextIOWrapper(typing.cast(IO[bytes], stream), encoding="utf-8-sig", newline="")
 
 
-class _SkipBom(io.TextIOBase):
+class _SkipBom:
     """A text stream whose first character may be a BOM (text opened without utf-8-sig)."""
 
     def __init__(self, inner: IO[str]) -> None:
         self._inner = inner
         self._first = True
 
-    def readline(self, size: int | None = -1) -> str:
-        line = self._inner.readline(-1 if size is None else size)
+    def readline(self, size: int = -1, /) -> str:
+        line = self._inner.readline(size)
         if self._first:
             self._first = False
-            line = line.removeprefix(codecs.BOM_UTF8.decode("utf-8"))
+            line = line.removeprefix("\ufeff")
         return line
 
     def __iter__(self) -> Iterator[str]:
-        return self
-
-    def __next__(self) -> str:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
+        while line := self.readline():
+            yield line
 
 
 def _fail(import_job: ImportJob | None, result: ImportResult, exc: ImportFileError) -> NoReturn:
@@ -629,7 +632,7 @@ def search_contacts(
     pagination: pass the returned cursor as `after_id` to get the next (older) page, so a page
     costs the same at any depth.
     """
-    stmt: Select[tuple[Contact]] = select(Contact)
+    stmt = select(Contact)
     q = q.strip()
     if q:
         pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
