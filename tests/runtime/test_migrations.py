@@ -15,8 +15,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from app import create_app
 from app import config as app_config
+from app import create_app
 from app.extensions import db
 
 
