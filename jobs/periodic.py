@@ -1,7 +1,7 @@
 """Periodic jobs, declared in one list.
 
 Every worker process runs a small ticker thread that enqueues each periodic job once per time slot
-under a deterministic job id (``periodic:<name>:<slot>``) with ``unique=True``: any number of
+under a deterministic job id (``periodic-<name>-<slot>``) with ``unique=True``: any number of
 workers, restarted any number of times, enqueue each slot's job once, and a Redis restart loses at
 most one slot (the next slot enqueues again from nothing).
 """
@@ -40,7 +40,7 @@ def enqueue_due(connection: Redis, now: float | None = None) -> int:
     count = 0
     for p in PERIODIC:
         slot = int(now // p.every)
-        job_id = f"periodic:{p.name}:{slot}"
+        job_id = f"periodic-{p.name}-{slot}"
         queue = Queue(p.queue, connection=connection)
         # A cheap guard before enqueue: unique=True is the real protection against a race.
         if connection.exists(f"rq:job:{job_id}"):

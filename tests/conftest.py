@@ -78,7 +78,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_conn(redis_server: str):  # type: ignore[no-untyped-def]
+def redis_conn(redis_server: str):
     from redis import Redis
 
     conn = Redis.from_url(redis_server)

@@ -1,5 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
 
@@ -13,4 +14,4 @@ class UserForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False)])
     name = StringField("Name", validators=[Length(max=200)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200)])
-    role = SelectField("Role", choices=[("staff", "Staff"), ("admin", "Admin")])
+    role = SelectField("Role", choices=[SelectChoice("staff", "Staff"), SelectChoice("admin", "Admin")])

@@ -9,7 +9,6 @@ it started, in the reverse order.
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import signal
 import socket
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import click
 from flask import Flask, current_app
@@ -218,12 +216,9 @@ class LocalStack:
         else:
             from app.runtime import redis_server
 
-            # Ctrl-C in a terminal signals the whole foreground process group; a Redis in that
-            # group would vanish while the workers still finish their batch, so it gets a session
-            # of its own and is stopped last, by `_stop`.
-            own_session = functools.partial(subprocess.Popen, start_new_session=True)
-            with mock.patch.object(redis_server.subprocess, "Popen", own_session):
-                self.redis = redis_server.EmbeddedRedis(self.instance / "redis").start()
+            # EmbeddedRedis runs in a session of its own (a Ctrl-C must not stop it under the
+            # workers still finishing a batch); `_stop` stops it last.
+            self.redis = redis_server.EmbeddedRedis(self.instance / "redis").start()
             url = self.redis.url
             click.echo(f"Redis: embedded server at {url}")
         # Children inherit it, and this process's own Redis connections find it the same way.

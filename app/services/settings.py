@@ -30,12 +30,12 @@ SPECS: dict[str, SettingSpec] = {
     s.key: s
     for s in [
         SettingSpec("batch_size", "BATCH_SIZE", int, "Batch size", 1, HARD_BATCH_CAP),
-        SettingSpec("rate_per_second", "SMTP_RATE_PER_SECOND", float, "Messages per second (0: no limit)", 0, None),
-        SettingSpec("inactivity_days", "INACTIVITY_DAYS", int, "Suppress contacts inactive for (days, 0: never)", 0, None),
+        SettingSpec("rate_per_second", "SMTP_RATE_PER_SECOND", float, "Messages per second (0: no limit)", 0),
+        SettingSpec("inactivity_days", "INACTIVITY_DAYS", int, "Suppress after days without transaction (0: never)", 0),
         SettingSpec("bounce_rate_limit", "BOUNCE_RATE_LIMIT", float, "Interrupt at bounce rate", 0, 1),
         SettingSpec("complaint_rate_limit", "COMPLAINT_RATE_LIMIT", float, "Interrupt at complaint rate", 0, 1),
-        SettingSpec("threshold_min_sample", "THRESHOLD_MIN_SAMPLE", int, "Minimum sample before interrupting", 1, None),
-        SettingSpec("monthly_quota", "MONTHLY_QUOTA", int, "Monthly sending quota (0: unlimited)", 0, None),
+        SettingSpec("threshold_min_sample", "THRESHOLD_MIN_SAMPLE", int, "Minimum sample before interrupting", 1),
+        SettingSpec("monthly_quota", "MONTHLY_QUOTA", int, "Monthly sending quota (0: unlimited)", 0),
     ]
 }
 

@@ -34,14 +34,14 @@ def test_every_staff_url_requires_login(app: Flask, client: FlaskClient) -> None
         assert response.headers["Location"].startswith("/login"), (method, path)
 
 
-def test_login_and_logout(auth, client: FlaskClient) -> None:  # type: ignore[no-untyped-def]
+def test_login_and_logout(auth, client: FlaskClient):
     auth.login()
     assert client.get("/home").status_code == 200
     auth.logout()
     assert client.get("/home").status_code == 302
 
 
-def test_wrong_password_is_refused(auth, client: FlaskClient) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_is_refused(auth, client: FlaskClient):
     auth.create()
     response = client.post("/login", data={"email": "staff@example.org", "password": "nope"})
     assert response.status_code == 200
@@ -59,7 +59,7 @@ def test_wrong_password_is_refused(auth, client: FlaskClient) -> None:  # type: 
         ("javascript:alert(1)", "/home"),
     ],
 )
-def test_login_never_redirects_off_site(auth, client, target, expected) -> None:  # type: ignore[no-untyped-def]
+def test_login_never_redirects_off_site(auth, client, target, expected):
     auth.create()
     response = client.post(
         "/login", query_string={"next": target},
@@ -68,7 +68,7 @@ def test_login_never_redirects_off_site(auth, client, target, expected) -> None:
     assert response.headers["Location"] == expected
 
 
-def test_only_admins_manage_users(auth, client: FlaskClient) -> None:  # type: ignore[no-untyped-def]
+def test_only_admins_manage_users(auth, client: FlaskClient):
     auth.login()
     assert client.get("/users").status_code == 403
     auth.logout()
@@ -82,7 +82,7 @@ def test_only_admins_manage_users(auth, client: FlaskClient) -> None:  # type: i
     assert authenticate("new@example.org", "longenough") is not None
 
 
-def test_csrf_is_enforced_on_forms(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_csrf_is_enforced_on_forms(tmp_path):
     from app import create_app
     from app.config import TestConfig
     from app.extensions import db
@@ -103,7 +103,7 @@ def test_csrf_is_enforced_on_forms(tmp_path) -> None:  # type: ignore[no-untyped
         db.engine.dispose()
 
 
-def test_production_refuses_default_secret(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_production_refuses_default_secret(monkeypatch, tmp_path):
     from app import create_app
 
     monkeypatch.setenv("SENDBOARD_ENV", "production")
