@@ -1,16 +1,19 @@
 """The worker process: `python -m jobs.worker` (what `sendboard run` and `sendboard worker` start).
 
-Each worker runs inside one Flask app context, so jobs use the same services as the web app. The
-periodic jobs (scheduler tick, reconciler) are declared once with fixed ids so that any number of
-workers, restarted any number of times, never schedules them twice.
+Workers run jobs in their own process (RQ's SimpleWorker): no fork per batch, one app and one
+SMTP connection kept across batches. A ticker thread enqueues the periodic jobs (jobs/periodic.py).
+If Redis goes away the worker waits for it and starts again, so a Redis restart needs no
+worker restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 
-from rq import Worker
+from redis.exceptions import RedisError
+from rq import SimpleWorker
 
 from app.redis_conn import QUEUE_NAMES, get_redis
 
@@ -20,14 +23,23 @@ log = logging.getLogger("sendboard.worker")
 def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | None = None) -> None:
     """Run one RQ worker on Sendboard's queues until stopped (or, with burst, until idle)."""
     from app import create_app
+    from jobs import context, periodic
 
     app = create_app()
-    with app.app_context():
-        from jobs import periodic
-
-        periodic.install(get_redis())
-        worker = Worker(list(QUEUE_NAMES), connection=get_redis(), name=name)
-        worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+    context._app = app
+    ticker = None if burst else periodic.install(get_redis())
+    try:
+        while True:
+            try:
+                worker = SimpleWorker(list(QUEUE_NAMES), connection=get_redis(), name=name)
+                worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+                return
+            except RedisError as exc:
+                log.warning("Redis unavailable (%s); the worker starts again in 1 s", exc)
+                time.sleep(1)
+    finally:
+        if ticker is not None:
+            ticker.stop()
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Outgoing mail transports: any SMTP relay, and the local capture server as the default."""

@@ -1,0 +1,748 @@
+"""The sending engine: claim a batch, hand its messages over, record the outcome.
+
+Read top to bottom: `claim_batch` takes the next slice of the oldest mailing that is sending,
+`send_claim` hands each message to the SMTP server while keeping the per-message ledger in Redis,
+`flush` writes the batch's outcome in one transaction (responses, counters, quota), and the
+reconciler (`reconcile`) settles batches whose worker died, finishes mailings and keeps the queue
+moving. The invariants in DESIGN.md hold because:
+
+- a batch is claimed by one conditional UPDATE (row locks with SKIP LOCKED on PostgreSQL), so two
+  workers never hold the same recipient;
+- a recipient leaves Planned only through `flush` or the reconciler, each of which first moves the
+  batch out of state "claimed" with a conditional UPDATE: exactly one of them records the outcome;
+- the ledger refuses appends once the reconciler fenced the batch, so no message leaves after the
+  batch was settled, and the one message in flight at a crash is recorded Unknown, never resent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import and_, bindparam, exists, func, select, update
+
+from app.domain import eligibility
+from app.domain.bounces import classify_status
+from app.domain.lifecycle import Status
+from app.domain.responses import Response
+from app.domain.thresholds import Thresholds, interrupt_reason, quota_left
+from app.extensions import db
+from app.models import (
+    Contact,
+    Mailing,
+    MailingVersion,
+    QuotaUsage,
+    Recipient,
+    SendBatch,
+    TypeOptOut,
+    utcnow,
+)
+from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
+from app.services import settings, totals
+from app.services.ledger import ALIVE_TTL, Ledger, LedgerRefused, discard, fence_and_read, is_alive
+from app.services.rendering import TemplateProblem, builder_for, merge_data, new_message_id
+from app.services.tokens import recipient_token
+
+log = logging.getLogger("sendboard.sending")
+
+RT = Recipient.__table__
+CANCEL_CHECK_EVERY = 0.2  # seconds: cancel stops a batch within about this long
+HEARTBEAT_EVERY = 1.0
+CONNECT_RETRIES = (1.0, 2.0, 4.0)  # backoff before giving up on an unreachable SMTP server
+TRANSIENT_RETRIES = (0.5, 1.0)  # per recipient, for a 4xx reply
+TRANSIENT_STREAK_LIMIT = 10  # this many recipients in a row refused with 4xx: an outage
+LOST_LEDGER_GRACE = timedelta(seconds=60)
+
+
+def stop_key(mailing_id: int) -> str:
+    """Set when a mailing is canceled or interrupted; senders check it between messages."""
+    return f"sb:stop:{mailing_id}"
+
+
+# ---------------------------------------------------------------- provider and limits
+
+
+def provider_settings() -> tuple[SmtpSettings, str, float]:
+    """The SMTP server to hand off to, its rate-limit key and its messages-per-second limit."""
+    from app.models import Provider
+
+    provider = db.session.execute(
+        select(Provider).where(Provider.is_default.is_(True)).limit(1)
+    ).scalar_one_or_none()
+    cfg = current_app.config
+    rate = float(settings.get("rate_per_second"))
+    if provider is not None:
+        s = SmtpSettings(provider.host, provider.port, provider.security, provider.username,
+                         provider.password)
+        return s, f"provider:{provider.id}", provider.rate_per_second or rate
+    if cfg.get("SMTP_HOST"):
+        s = SmtpSettings(cfg["SMTP_HOST"], int(cfg["SMTP_PORT"]), cfg["SMTP_SECURITY"],
+                         cfg["SMTP_USERNAME"], cfg["SMTP_PASSWORD"])
+    else:
+        s = SmtpSettings("127.0.0.1", int(cfg["CAPTURE_SMTP_PORT"]))
+    return s, f"smtp:{s.host}:{s.port}", rate
+
+
+class RateLimiter:
+    """Messages per second across all workers: a fixed one-second window counted in Redis."""
+
+    def __init__(self, redis: Redis, key: str, per_second: float) -> None:
+        self.redis = redis
+        self.key = key
+        self.limit = int(per_second) if per_second >= 1 else (1 if per_second > 0 else 0)
+        self.period = 1.0 if per_second >= 1 or per_second <= 0 else 1.0 / per_second
+
+    def wait(self) -> None:
+        if not self.limit:
+            return
+        while True:
+            now = time.time()
+            window = int(now // self.period)
+            k = f"sb:rate:{self.key}:{window}"
+            pipe = self.redis.pipeline()
+            pipe.incr(k)
+            pipe.expire(k, int(self.period) + 2)
+            count = pipe.execute()[0]
+            if count <= self.limit:
+                return
+            time.sleep(max(0.001, (window + 1) * self.period - now))
+
+
+def _month(now: datetime) -> str:
+    return now.strftime("%Y-%m")
+
+
+def quota_remaining(now: datetime) -> int | None:
+    quota = int(settings.get("monthly_quota")) or None
+    used = db.session.get(QuotaUsage, _month(now))
+    return quota_left(quota=quota, used_this_month=used.used if used else 0)
+
+
+# ---------------------------------------------------------------- claiming
+
+
+@dataclass
+class Claim:
+    batch_id: int
+    mailing_id: int
+    size: int
+
+
+def sending_queue() -> list[int]:
+    """Mailings that are sending, in the order they started (the queue order)."""
+    rows = db.session.execute(
+        select(Mailing.id)
+        .where(Mailing.status == Status.SENDING.value)
+        .order_by(Mailing.queued_at, Mailing.id)
+    )
+    return [r[0] for r in rows]
+
+
+def claim_batch(redis: Redis, worker: str) -> Claim | None:
+    """Claim the next batch of the oldest sending mailing; None when nothing is left to send."""
+    now = utcnow()
+    for mailing_id in sending_queue():
+        mailing = db.session.get(Mailing, mailing_id)
+        if mailing is None or mailing.status != Status.SENDING.value:
+            continue
+        if mailing.send_until is not None and now >= mailing.send_until:
+            expire(mailing_id)
+            continue
+        left = quota_remaining(now)
+        if left == 0:
+            quota = int(settings.get("monthly_quota"))
+            interrupt(mailing_id, f"the monthly sending quota of {quota:,} messages is used up")
+            continue
+        size = int(settings.get("batch_size"))
+        if left is not None:
+            size = min(size, left)
+        claim = _claim_rows(redis, mailing_id, size, worker)
+        if claim is not None:
+            return claim
+        finish_if_done(mailing_id)
+    return None
+
+
+def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim | None:
+    postgres = db.engine.dialect.name == "postgresql"
+    if postgres:
+        # Shared lock on the mailing: cancel (which updates it) waits for claims in flight.
+        db.session.execute(
+            select(Mailing.id).where(Mailing.id == mailing_id).with_for_update(read=True)
+        )
+    batch = SendBatch(mailing_id=mailing_id, worker=worker)
+    db.session.add(batch)
+    db.session.flush()
+    pick = (
+        select(RT.c.id)
+        .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.PLANNED.value,
+               RT.c.batch_id.is_(None))
+        .order_by(RT.c.id)
+        .limit(size)
+    )
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    Ledger(redis, batch.id).open()  # before commit: every committed claim has a ledger
+    result = db.session.execute(
+        update(RT).where(RT.c.id.in_(pick.scalar_subquery())).values(batch_id=batch.id)
+    )
+    claimed = int(result.rowcount or 0)
+    if claimed == 0:
+        db.session.rollback()
+        discard(redis, batch.id)
+        return None
+    batch.size = claimed
+    db.session.commit()
+    return Claim(batch.id, mailing_id, claimed)
+
+
+# ---------------------------------------------------------------- sending one batch
+
+
+@dataclass
+class BatchOutcome:
+    sent: dict[int, tuple[str, datetime, dict[str, Any]]] = field(default_factory=dict)
+    final: dict[int, tuple[Response, str]] = field(default_factory=dict)  # not sent, with detail
+    stop: str | None = None  # stopped | expired | smtp | template | redis | fenced
+    refused: int = 0  # refused by the SMTP server at hand-off: they count as attempts
+    stop_detail: str = ""
+
+
+@dataclass
+class _Row:
+    id: int
+    address: str
+    contact_id: int | None
+    name: str
+    fields: dict[str, Any] | None
+    facts: eligibility.ContactFacts | None
+
+
+def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
+    opted_out = (
+        exists().where(TypeOptOut.contact_id == Contact.id,
+                       TypeOptOut.email_type_id == email_type_id)
+        if email_type_id is not None else None
+    )
+    columns = [RT.c.id, RT.c.address, RT.c.contact_id, Contact.name, Contact.fields,
+               Contact.do_not_email, Contact.valid, Contact.last_transaction_at,
+               Contact.created_at]
+    if opted_out is not None:
+        columns.append(opted_out.label("opted_out"))
+    stmt = (
+        select(*columns)
+        .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
+        .where(RT.c.batch_id == batch_id, RT.c.response == Response.PLANNED.value)
+        .order_by(RT.c.id)
+    )
+    rows = []
+    for r in db.session.execute(stmt):
+        facts = None
+        if r.contact_id is not None and r.created_at is not None:
+            out = bool(r.opted_out) if opted_out is not None else False
+            facts = eligibility.ContactFacts(
+                address=r.address, do_not_email=bool(r.do_not_email), valid=bool(r.valid),
+                opted_out_types=frozenset({email_type_id}) if out and email_type_id else frozenset(),
+                last_transaction=r.last_transaction_at, created=r.created_at,
+            )
+        rows.append(_Row(r.id, r.address, r.contact_id, r.name or "", r.fields, facts))
+    return rows
+
+
+_transports: dict[SmtpSettings, SmtpTransport] = {}
+
+
+def _transport(s: SmtpSettings) -> SmtpTransport:
+    """One connection per worker process and server, reused across batches."""
+    transport = _transports.get(s)
+    if transport is None:
+        transport = _transports[s] = SmtpTransport(s)
+    return transport
+
+
+def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
+    """Hand over every message of a claimed batch, then flush the outcome to the database."""
+    mailing = db.session.get(Mailing, claim.mailing_id)
+    assert mailing is not None
+    version = db.session.execute(
+        select(MailingVersion).where(MailingVersion.mailing_id == mailing.id)
+        .order_by(MailingVersion.id.desc()).limit(1)
+    ).scalar_one()
+    rows = _load_rows(claim.batch_id, mailing.email_type_id)
+    send_until = mailing.send_until
+    email_type_id = mailing.email_type_id
+    db.session.commit()  # end the read transaction: no database lock is held while sending
+
+    outcome = BatchOutcome()
+    try:
+        builder = builder_for(version.id, version.content)
+    except TemplateProblem as exc:
+        outcome.stop, outcome.stop_detail = "template", str(exc)
+        flush(redis, claim, outcome, version.id)
+        return outcome
+    smtp, rate_key, rate = provider_settings()
+    transport = _transport(smtp)
+    limiter = RateLimiter(redis, rate_key, rate)
+    ledger = Ledger(redis, claim.batch_id)
+    secret = current_app.config["SECRET_KEY"]
+    inactivity_days = int(settings.get("inactivity_days"))
+    inactivity = timedelta(days=inactivity_days) if inactivity_days > 0 else None
+    domain = version.content.get("domain") or "sendboard.local"
+    pending: list[str] = []  # "sent" entries, appended together with the next hand-off
+    next_check = 0.0
+    next_beat = time.monotonic() + HEARTBEAT_EVERY
+    transient_streak = 0
+
+    try:
+        for row in rows:
+            mono = time.monotonic()
+            if mono >= next_check:
+                next_check = mono + CANCEL_CHECK_EVERY
+                if redis.exists(stop_key(claim.mailing_id)):
+                    outcome.stop = "stopped"
+                    break
+            if mono >= next_beat:
+                next_beat = mono + HEARTBEAT_EVERY
+                ledger.heartbeat()
+            now = utcnow()
+            if send_until is not None and now >= send_until:
+                outcome.stop = "expired"
+                break
+            if row.facts is not None:
+                verdict = eligibility.check(row.facts, email_type=email_type_id, now=now,
+                                            inactivity=inactivity)
+                if verdict is not None:
+                    outcome.final[row.id] = (verdict, "checked again right before hand-off")
+                    continue
+            elif not eligibility.is_valid_address(row.address):
+                outcome.final[row.id] = (Response.INVALID_ADDRESS, "")
+                continue
+            token = recipient_token(row.id, secret)
+            message_id = new_message_id(row.id, domain)
+            sent_at = now.replace(microsecond=0)
+            merge = merge_data(row.name, row.address, row.fields)
+            try:
+                built = builder.build(merge=merge, address=row.address, token=token,
+                                      message_id=message_id, sent_at=sent_at)
+            except TemplateProblem as exc:
+                outcome.final[row.id] = (Response.DELIVERY_ERROR, str(exc))
+                continue
+            limiter.wait()
+            ledger.append(*pending, f"h:{row.id}")
+            pending = []
+            result = _hand_over(transport, built.envelope_from, row.address, built.data, outcome)
+            if result is None:  # connection lost: outcome.stop says why
+                if outcome.stop == "ambiguous":
+                    outcome.final[row.id] = (Response.UNKNOWN, outcome.stop_detail)
+                    outcome.stop = "smtp"
+                break
+            if result.outcome is Outcome.ACCEPTED:
+                transient_streak = 0
+                outcome.sent[row.id] = (message_id, sent_at, merge)
+                pending.append(f"s:{row.id}:{int(sent_at.timestamp())}:{message_id}")
+            elif result.outcome is Outcome.REFUSED_PERMANENT:
+                transient_streak = 0
+                detail = f"{result.code} {result.text}"
+                response = classify_status(str(result.code), result.text)
+                if response is Response.SOFT_BOUNCE:
+                    response = Response.HARD_BOUNCE if result.code >= 550 else response
+                outcome.final[row.id] = (response, detail)
+                outcome.refused += 1
+                pending.append(f"r:{row.id}")
+            else:
+                transient_streak += 1
+                outcome.final[row.id] = (Response.SOFT_BOUNCE, f"{result.code} {result.text}")
+                outcome.refused += 1
+                pending.append(f"r:{row.id}")
+                if transient_streak >= TRANSIENT_STREAK_LIMIT:
+                    outcome.stop = "smtp"
+                    outcome.stop_detail = (
+                        f"{smtp.label} refused {transient_streak} messages in a row with "
+                        f"temporary errors (last: {result.code} {result.text})"
+                    )
+                    break
+        if pending:
+            ledger.append(*pending)
+    except LedgerRefused as exc:
+        if exc.reason == "fenced":
+            log.warning("batch %s was taken over by the reconciler; stopping", claim.batch_id)
+            outcome.stop = "fenced"
+            return outcome
+        outcome.stop, outcome.stop_detail = "redis", "the Redis hand-off record was lost"
+    except RedisError as exc:
+        outcome.stop, outcome.stop_detail = "redis", f"Redis failed: {exc}"
+    flush(redis, claim, outcome, version.id)
+    return outcome
+
+
+def _hand_over(transport: SmtpTransport, envelope_from: str, address: str, data: bytes,
+               outcome: BatchOutcome) -> Any:
+    """Send one message, retrying connection failures and 4xx replies with backoff."""
+    transient = list(TRANSIENT_RETRIES)
+    connects = list(CONNECT_RETRIES)
+    while True:
+        try:
+            result = transport.send(envelope_from, address, data)
+        except ConnectionLost as exc:
+            if exc.ambiguous:
+                outcome.stop, outcome.stop_detail = "ambiguous", f"connection lost: {exc}"
+                return None
+            if not connects:
+                outcome.stop, outcome.stop_detail = "smtp", str(exc)
+                return None
+            time.sleep(connects.pop(0))
+            continue
+        if result.outcome is Outcome.REFUSED_TRANSIENT and transient:
+            time.sleep(transient.pop(0))
+            continue
+        return result
+
+
+# ---------------------------------------------------------------- recording the outcome
+
+
+def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: int) -> bool:
+    """Record a batch's outcome in one transaction; False if the reconciler got there first."""
+    now = utcnow()
+    won = db.session.execute(
+        update(SendBatch)
+        .where(SendBatch.id == claim.batch_id, SendBatch.state == "claimed")
+        .values(state="done", finished_at=now)
+    ).rowcount
+    if not won:
+        db.session.rollback()
+        return False
+    mailing = db.session.get(Mailing, claim.mailing_id)
+    assert mailing is not None
+    moves: Counter[str] = Counter()
+    if outcome.sent:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(
+                response=Response.SENT.value, response_at=bindparam("at"),
+                message_id=bindparam("mid"), handed_off_at=bindparam("at"),
+                merge_data=bindparam("merge"), version_id=version_id, updated_at=now,
+            ),
+            [{"rid": rid, "mid": mid, "at": at, "merge": merge}
+             for rid, (mid, at, merge) in outcome.sent.items()],
+        )
+        moves[Response.SENT.value] += len(outcome.sent)
+    if outcome.final:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(
+                response=bindparam("resp"), response_at=now, detail=bindparam("detail"),
+                crash_unknown=False, updated_at=now,
+            ),
+            [{"rid": rid, "resp": resp.value, "detail": detail[:2000]}
+             for rid, (resp, detail) in outcome.final.items()],
+        )
+        for resp, _ in outcome.final.values():
+            moves[resp.value] += 1
+        _contact_effects(outcome.final)
+    # The rest of the batch was not tried: canceled with the mailing, else back in the queue.
+    rest_response = None
+    if mailing.status == Status.CANCELED.value:
+        rest_response = Response.CANCELED
+    elif outcome.stop == "expired":
+        rest_response = Response.EXPIRED
+    rest = and_(RT.c.batch_id == claim.batch_id, RT.c.response == Response.PLANNED.value)
+    if rest_response is not None:
+        count = db.session.execute(
+            update(RT).where(rest).values(response=rest_response.value, response_at=now,
+                                          updated_at=now)
+        ).rowcount
+        moves[rest_response.value] += int(count or 0)
+    else:
+        db.session.execute(update(RT).where(rest).values(batch_id=None))
+    _count_moves(claim.mailing_id, moves, handed_off=len(outcome.sent), now=now)
+    if outcome.refused:
+        totals.bump(claim.mailing_id, {"refused": outcome.refused})
+    db.session.commit()
+    if redis is not None:
+        try:
+            Ledger(redis, claim.batch_id).close()
+        except RedisError:
+            pass  # an orphan record expires by itself
+    after_batch(claim.mailing_id, outcome)
+    return True
+
+
+def _count_moves(mailing_id: int, moves: Counter[str], *, handed_off: int, now: datetime) -> None:
+    deltas: dict[str, int] = {}
+    planned_out = 0
+    for value, n in moves.items():
+        deltas[totals.response_key(value)] = deltas.get(totals.response_key(value), 0) + n
+        planned_out += n
+        cumulative = {
+            Response.HARD_BOUNCE.value: "hard_bounces", Response.SOFT_BOUNCE.value: "soft_bounces",
+            Response.BLOCKED.value: "blocked", Response.DELIVERY_ERROR.value: "delivery_errors",
+        }.get(value)
+        if cumulative:
+            deltas[cumulative] = deltas.get(cumulative, 0) + n
+    deltas[totals.response_key(Response.PLANNED)] = (
+        deltas.get(totals.response_key(Response.PLANNED), 0) - planned_out
+    )
+    if handed_off:
+        deltas["handed_off"] = handed_off
+    totals.bump(mailing_id, deltas)
+    if handed_off:
+        _use_quota(now, handed_off)
+
+
+def _use_quota(now: datetime, count: int) -> None:
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(QuotaUsage).values(month=_month(now), used=count)
+    db.session.execute(stmt.on_conflict_do_update(
+        index_elements=[QuotaUsage.month], set_={"used": QuotaUsage.used + stmt.excluded.used}
+    ))
+
+
+def _contact_effects(final: dict[int, tuple[Response, str]]) -> None:
+    """A hard bounce at hand-off makes the contact do-not-email and invalid."""
+    hard = [rid for rid, (resp, _) in final.items() if resp is Response.HARD_BOUNCE]
+    if not hard:
+        return
+    ids = select(RT.c.contact_id).where(RT.c.id.in_(hard), RT.c.contact_id.is_not(None))
+    db.session.execute(
+        update(Contact).where(Contact.id.in_(ids)).values(
+            do_not_email=True, do_not_email_reason="hard bounce", valid=False,
+            invalid_reason="hard bounce at hand-off",
+        )
+    )
+
+
+def after_batch(mailing_id: int, outcome: BatchOutcome) -> None:
+    """Interrupt on an outage or a passed threshold; finish when nothing is left."""
+    if outcome.stop in {"smtp", "template"}:
+        interrupt(mailing_id, outcome.stop_detail or "the SMTP server failed")
+        return
+    if outcome.stop == "redis":
+        return  # the reconciler re-enqueues sending once Redis is back
+    counters = totals.get(mailing_id)
+    limits = Thresholds(
+        bounce_rate=float(settings.get("bounce_rate_limit")),
+        complaint_rate=float(settings.get("complaint_rate_limit")),
+        min_sample=int(settings.get("threshold_min_sample")),
+    )
+    # Refusals at hand-off are attempts too: a list full of dead addresses must trip the limit.
+    attempts = counters.get("handed_off", 0) + counters.get("refused", 0)
+    reason = interrupt_reason(
+        handed_off=attempts, hard_bounces=counters.get("hard_bounces", 0),
+        complaints=counters.get("complaints", 0), limits=limits,
+    )
+    if reason:
+        interrupt(mailing_id, reason)
+        return
+    finish_if_done(mailing_id)
+
+
+# ---------------------------------------------------------------- mailing state changes
+
+
+def _set_stop_flag(mailing_id: int) -> None:
+    from app.redis_conn import get_redis
+
+    try:
+        get_redis().set(stop_key(mailing_id), 1, ex=7 * 24 * 3600)
+    except (RedisError, RuntimeError) as exc:  # senders also see the status at flush
+        log.warning("stop flag for mailing %s not set: %s", mailing_id, exc)
+
+
+def clear_stop_flag(mailing_id: int) -> None:
+    from app.redis_conn import get_redis
+
+    try:
+        get_redis().delete(stop_key(mailing_id))
+    except (RedisError, RuntimeError) as exc:
+        log.warning("stop flag for mailing %s not cleared: %s", mailing_id, exc)
+
+
+def interrupt(mailing_id: int, reason: str) -> bool:
+    """Sending -> Interrupted with the reason; the rest stays Planned for a resume."""
+    changed = db.session.execute(
+        update(Mailing)
+        .where(Mailing.id == mailing_id,
+               Mailing.status.in_([Status.SENDING.value, Status.PREPARING.value]))
+        .values(status=Status.INTERRUPTED.value, status_reason=reason[:2000])
+    ).rowcount
+    db.session.commit()
+    if changed:
+        log.warning("mailing %s interrupted: %s", mailing_id, reason)
+        _set_stop_flag(mailing_id)
+        from app.services.chains import on_step_interrupted
+
+        on_step_interrupted(mailing_id)
+    return bool(changed)
+
+
+def cancel_unclaimed(mailing_id: int, response: Response = Response.CANCELED) -> int:
+    """Planned recipients not held by a batch get `response`, in the caller's transaction."""
+    now = utcnow()
+    count = int(db.session.execute(
+        update(RT).where(RT.c.mailing_id == mailing_id,
+                         RT.c.response == Response.PLANNED.value, RT.c.batch_id.is_(None))
+        .values(response=response.value, response_at=now, updated_at=now)
+    ).rowcount or 0)
+    if count:
+        totals.move(mailing_id, Response.PLANNED, response, count)
+    return count
+
+
+def expire(mailing_id: int) -> None:
+    """The send-until deadline passed: the rest is Stopped (expired) and the mailing ends."""
+    cancel_unclaimed(mailing_id, Response.EXPIRED)
+    db.session.execute(
+        update(Mailing).where(Mailing.id == mailing_id, Mailing.status == Status.SENDING.value)
+        .values(status_reason="the send-until deadline passed")
+    )
+    db.session.commit()
+    finish_if_done(mailing_id)
+
+
+def _open_batches(mailing_id: int) -> int:
+    return int(db.session.execute(
+        select(func.count()).select_from(SendBatch)
+        .where(SendBatch.mailing_id == mailing_id, SendBatch.state == "claimed")
+    ).scalar_one())
+
+
+def finish_if_done(mailing_id: int) -> bool:
+    """Sending -> Sent once no recipient is Planned and no batch is in flight."""
+    planned = db.session.execute(
+        select(RT.c.id).where(RT.c.mailing_id == mailing_id,
+                              RT.c.response == Response.PLANNED.value).limit(1)
+    ).first()
+    if planned is not None or _open_batches(mailing_id):
+        db.session.rollback()
+        return False
+    changed = db.session.execute(
+        update(Mailing).where(Mailing.id == mailing_id, Mailing.status == Status.SENDING.value)
+        .values(status=Status.SENT.value, finished_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    if changed:
+        log.info("mailing %s sent", mailing_id)
+        from app.services.chains import on_parent_sent
+
+        on_parent_sent(mailing_id)
+    return bool(changed)
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def settle_abandoned(redis: Redis) -> int:
+    """Settle batches whose worker is gone, from the ledger; returns how many were settled."""
+    now = utcnow()
+    batches = db.session.execute(
+        select(SendBatch.id, SendBatch.mailing_id, SendBatch.claimed_at)
+        .where(SendBatch.state == "claimed")
+    ).all()
+    db.session.rollback()
+    settled = 0
+    for batch_id, mailing_id, claimed_at in batches:
+        if is_alive(redis, batch_id):
+            continue
+        ledger_present = bool(redis.exists(f"sb:ledger:{batch_id}"))
+        if not ledger_present and now - claimed_at < LOST_LEDGER_GRACE:
+            # Redis lost its data: a live sender flushes from memory; give it time to do so.
+            continue
+        if _settle(redis, batch_id, mailing_id):
+            settled += 1
+    return settled
+
+
+def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
+    record = fence_and_read(redis, batch_id)
+    now = utcnow()
+    won = db.session.execute(
+        update(SendBatch).where(SendBatch.id == batch_id, SendBatch.state == "claimed")
+        .values(state="settled", finished_at=now)
+    ).rowcount
+    if not won:
+        db.session.rollback()
+        return False
+    mailing = db.session.get(Mailing, mailing_id)
+    assert mailing is not None
+    version_id = db.session.execute(
+        select(func.max(MailingVersion.id)).where(MailingVersion.mailing_id == mailing_id)
+    ).scalar_one()
+    rows = db.session.execute(
+        select(RT.c.id, RT.c.address, Contact.name, Contact.fields)
+        .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
+        .where(RT.c.batch_id == batch_id, RT.c.response == Response.PLANNED.value)
+    ).all()
+    moves: Counter[str] = Counter()
+    sent_rows, unknown_ids, rest_ids = [], [], []
+    for r in rows:
+        if record.lost or r.id in record.ambiguous:
+            unknown_ids.append(r.id)
+        elif r.id in record.sent:
+            stamp, _, mid = record.sent[r.id].partition(":")
+            at = datetime.fromtimestamp(int(stamp), UTC)
+            sent_rows.append({"rid": r.id, "mid": mid, "at": at,
+                              "merge": merge_data(r.name or "", r.address, r.fields)})
+        else:
+            rest_ids.append(r.id)
+    if sent_rows:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(
+                response=Response.SENT.value, response_at=bindparam("at"),
+                message_id=bindparam("mid"), handed_off_at=bindparam("at"),
+                merge_data=bindparam("merge"), version_id=version_id, updated_at=now,
+            ), sent_rows,
+        )
+        moves[Response.SENT.value] += len(sent_rows)
+    if unknown_ids:
+        detail = ("the Redis hand-off record was lost with the worker" if record.lost
+                  else "the worker stopped during this hand-off; it may have been delivered")
+        db.session.execute(
+            update(RT).where(RT.c.id.in_(unknown_ids)).values(
+                response=Response.UNKNOWN.value, response_at=now, crash_unknown=True,
+                detail=detail, updated_at=now,
+            )
+        )
+        moves[Response.UNKNOWN.value] += len(unknown_ids)
+    if rest_ids:
+        if mailing.status == Status.CANCELED.value:
+            db.session.execute(update(RT).where(RT.c.id.in_(rest_ids)).values(
+                response=Response.CANCELED.value, response_at=now, updated_at=now))
+            moves[Response.CANCELED.value] += len(rest_ids)
+        else:
+            db.session.execute(update(RT).where(RT.c.id.in_(rest_ids)).values(batch_id=None))
+    _count_moves(mailing_id, moves, handed_off=len(sent_rows), now=now)
+    db.session.commit()
+    log.warning("settled abandoned batch %s: %d sent, %d unknown, %d back in the queue",
+                batch_id, len(sent_rows), len(unknown_ids), len(rest_ids))
+    return True
+
+
+def has_work() -> bool:
+    """Is any mailing sending with recipients still Planned?"""
+    row = db.session.execute(
+        select(Mailing.id).where(Mailing.status == Status.SENDING.value).limit(1)
+    ).first()
+    return row is not None
+
+
+__all__ = [
+    "ALIVE_TTL",
+    "Claim",
+    "claim_batch",
+    "finish_if_done",
+    "flush",
+    "has_work",
+    "interrupt",
+    "send_claim",
+    "settle_abandoned",
+    "stop_key",
+]

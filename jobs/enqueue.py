@@ -1,0 +1,62 @@
+"""Enqueueing sending work. Views and services call these; the jobs live in jobs/sending.py."""
+
+from __future__ import annotations
+
+import logging
+
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.worker import Worker
+
+from app.redis_conn import get_redis
+
+log = logging.getLogger("sendboard.enqueue")
+
+SEND_JOB_TIMEOUT = 3600  # a 20,000-recipient batch through a slow relay still fits
+
+
+def _queue() -> Queue:
+    return Queue("sending", connection=get_redis())
+
+
+def prepare(mailing_id: int) -> None:
+    """Enqueue the preparation of one mailing (idempotent: one job id per mailing)."""
+    try:
+        _queue().enqueue("jobs.sending.prepare_mailing", mailing_id,
+                         job_id=f"prepare-{mailing_id}", unique=True, job_timeout=3600,
+                         result_ttl=60, failure_ttl=24 * 3600)
+    except DuplicateJobError:
+        pass  # already queued or running
+    except (RedisError, RuntimeError) as exc:
+        # The database says Preparing; the scheduler tick enqueues it again when Redis is back.
+        log.warning("prepare of mailing %s not enqueued now: %s", mailing_id, exc)
+
+
+def queued_send_jobs(queue: Queue) -> int:
+    return sum(1 for job_id in queue.get_job_ids() if job_id.startswith("send-"))
+
+
+def kick_sending(successor: bool = False) -> None:
+    """Keep send jobs waiting for every sending worker while anything is sending.
+
+    A send job enqueues its successor as soon as it has claimed a batch (`successor=True`), so
+    another worker can take the next batch meanwhile; a job that finds nothing to send enqueues
+    none, so the chain ends with the work. The tick tops the queue up after a crash or a Redis
+    restart. Jobs started by a dead worker are not counted: their chain already moved on.
+    """
+    import uuid
+
+    try:
+        queue = _queue()
+        if successor:
+            wanted = 1
+        else:
+            workers = max(1, sum(1 for w in Worker.all(connection=get_redis())
+                                 if "sending" in w.queue_names()))
+            wanted = workers - queued_send_jobs(queue)
+        for _ in range(max(0, wanted)):
+            queue.enqueue("jobs.sending.send_next_batch", job_id=f"send-{uuid.uuid4().hex}",
+                          job_timeout=SEND_JOB_TIMEOUT, result_ttl=30, failure_ttl=24 * 3600)
+    except (RedisError, RuntimeError) as exc:
+        log.warning("send jobs not enqueued now: %s", exc)

@@ -1,0 +1,404 @@
+"""The sending engine against a real Redis, a real RQ worker and a real SMTP server."""
+
+from __future__ import annotations
+
+import email
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from app.domain.lifecycle import Status
+from app.domain.responses import Response
+from rq import SimpleWorker
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import (
+    Contact,
+    ContactList,
+    EmailType,
+    ListMember,
+    Mailing,
+    Recipient,
+    SendBatch,
+    TypeOptOut,
+    User,
+)
+from app.services import mailings, sending, totals
+from app.services.ledger import Ledger
+from tests.smtp_server import SmtpServer
+
+HTML = (
+    '<html><body><p>Hello {{ name }}</p><a href="https://example.org/offer?a=1&amp;b=2">Offer</a>'
+    ' <a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>'
+)
+TEXT = "Hello {{ name }}\nUnsubscribe: {{ unsubscribe_url }}\n"
+
+
+@pytest.fixture
+def smtp(app):
+    server = SmtpServer().start()
+    app.config["CAPTURE_SMTP_PORT"] = server.port
+    app.config["SMTP_HOST"] = ""
+    sending._transports.clear()
+    yield server
+    server.stop()
+    sending._transports.clear()
+
+
+def run_worker(redis_conn):
+    SimpleWorker(["sending", "default"], connection=redis_conn).work(burst=True)
+
+
+def make_audience(n: int, *, list_name: str = "Customers", start: int = 0) -> ContactList:
+    lst = ContactList(name=list_name)
+    db.session.add(lst)
+    db.session.flush()
+    now = datetime.now(UTC)
+    for i in range(start, start + n):
+        c = Contact(email=f"user{i}@example.org", email_key=f"user{i}@example.org",
+                    name=f"User {i}", last_transaction_at=now)
+        db.session.add(c)
+        db.session.flush()
+        db.session.add(ListMember(list_id=lst.id, contact_id=c.id))
+    db.session.commit()
+    return lst
+
+
+def make_mailing(lists: list[ContactList], **values) -> Mailing:
+    owner = User(email="owner@example.org", password_hash="x")
+    db.session.add(owner)
+    db.session.commit()
+    fields = dict(subject="Hi {{ name }}", from_name="Shop", from_address="news@shop.example",
+                  html_body=HTML, text_body=TEXT)
+    fields.update(values)
+    return mailings.create(owner_id=owner.id, name="Autumn", list_ids=[x.id for x in lists],
+                           **fields)
+
+
+def responses_of(mailing: Mailing) -> Counter[str]:
+    rows = db.session.execute(
+        select(Recipient.response, func.count()).where(Recipient.mailing_id == mailing.id)
+        .group_by(Recipient.response)
+    )
+    return Counter({r: n for r, n in rows})
+
+
+def test_send_now_delivers_every_eligible_recipient_once(app, redis_conn, smtp):
+    app.config["BATCH_SIZE"] = 7
+    mailing = make_mailing([make_audience(30)])
+    mailings.send_now(mailing)
+    assert mailing.status == Status.PREPARING.value
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert mailing.started_at is not None and mailing.finished_at is not None
+    assert responses_of(mailing) == Counter({"sent": 30})
+    received = smtp.by_recipient()
+    assert len(received) == 30 and all(len(v) == 1 for v in received.values())
+    counters = totals.get(mailing.id)
+    assert counters["handed_off"] == 30 and counters["eligible"] == 30
+    assert counters["response:sent"] == 30 and counters.get("response:planned", 0) == 0
+    # More than one batch was needed, and every batch was closed.
+    batches = db.session.execute(select(SendBatch.state, SendBatch.size)).all()
+    assert len(batches) == 5 and {s for s, _ in batches} == {"done"}
+    assert max(size for _, size in batches) == 7
+
+
+def test_message_has_headers_tracking_and_both_parts(app, redis_conn, smtp):
+    mailing = make_mailing([make_audience(1)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    raw = smtp.handler.messages[0]
+    msg = email.message_from_bytes(raw.data)
+    recipient = db.session.execute(select(Recipient)).scalar_one()
+    assert msg["Message-ID"] == f"<{recipient.message_id}>"
+    assert msg["Subject"] == "Hi User 0"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "/u/" in msg["List-Unsubscribe"]
+    assert raw.mail_from.startswith("bounce+") and raw.mail_from.endswith(
+        app.config["BOUNCE_DOMAIN"])
+    parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in msg.walk()
+             if not p.is_multipart()}
+    assert set(parts) == {"text/plain", "text/html"}
+    html = parts["text/html"]
+    assert "Hello User 0" in html and "/t/o/" in html
+    assert "https://example.org/offer" not in html  # rewritten to the click endpoint
+    assert "/t/c/" in html
+    assert "Unsubscribe" in html and html.count("/u/") == 1  # unsubscribe link not tracked
+    assert "Hello User 0" in parts["text/plain"]
+
+
+def test_exact_message_can_be_rebuilt_byte_for_byte(app, redis_conn, smtp):
+    from app.services.history import rebuild_message
+
+    mailing = make_mailing([make_audience(3)], subject="Ahoj {{ name }} – ☃")
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    # The contact changes afterwards: the stored message must not.
+    for c in db.session.execute(select(Contact)).scalars():
+        c.name = "Renamed"
+    db.session.commit()
+    by_rcpt = smtp.by_recipient()
+    for recipient in db.session.execute(select(Recipient)).scalars():
+        assert rebuild_message(recipient) == by_rcpt[recipient.address][0].data
+
+
+def test_eligibility_rules_become_visible_responses(app, redis_conn, smtp):
+    newsletter = EmailType(name="Newsletter")
+    db.session.add(newsletter)
+    first = make_audience(6, list_name="A")
+    second = make_audience(0, list_name="B")
+    contacts = db.session.execute(select(Contact).order_by(Contact.id)).scalars().all()
+    db.session.add(ListMember(list_id=second.id, contact_id=contacts[0].id))  # duplicate
+    contacts[1].do_not_email = True
+    db.session.add(TypeOptOut(contact_id=contacts[2].id, email_type_id=newsletter.id or 1))
+    contacts[3].valid = False
+    contacts[4].last_transaction_at = datetime.now(UTC) - timedelta(days=800)
+    contacts[4].created_at = datetime.now(UTC) - timedelta(days=900)
+    db.session.commit()
+    mailing = make_mailing([first, second], email_type_id=newsletter.id)
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    assert responses_of(mailing) == Counter({
+        "sent": 2, "duplicate": 1, "do_not_email": 1, "type_unsubscribed": 1,
+        "invalid_address": 1, "inactive": 1,
+    })
+    assert set(smtp.by_recipient()) == {contacts[0].email, contacts[5].email}
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+
+
+def test_unsubscribe_during_sending_is_honoured_before_hand_off(app, redis_conn, smtp):
+    mailing = make_mailing([make_audience(4)])
+    mailings.send_now(mailing)
+    # Prepare only; then the contact leaves before the batch is sent.
+    from jobs.sending import prepare_mailing
+
+    prepare_mailing(mailing.id)
+    contact = db.session.execute(select(Contact).order_by(Contact.id)).scalars().first()
+    contact.do_not_email = True
+    db.session.commit()
+    run_worker(redis_conn)
+    assert contact.email not in smtp.by_recipient()
+    assert responses_of(mailing)["do_not_email"] == 1
+
+
+def test_permanent_refusal_is_recorded_and_sending_goes_on(app, redis_conn, smtp):
+    smtp.handler.refuse["user1@example.org"] = "550 5.1.1 No such user"
+    mailing = make_mailing([make_audience(3)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"sent": 2, "hard_bounce": 1})
+    bounced = db.session.execute(
+        select(Contact).where(Contact.email == "user1@example.org")).scalar_one()
+    assert bounced.do_not_email and not bounced.valid
+    assert totals.get(mailing.id)["hard_bounces"] == 1
+
+
+def test_template_error_for_one_contact_is_a_delivery_error(app, redis_conn, smtp):
+    lst = make_audience(3)
+    contact = db.session.execute(select(Contact).order_by(Contact.id)).scalars().first()
+    contact.fields = {"n": "not a number"}
+    db.session.commit()
+    mailing = make_mailing([lst], text_body="Total {{ n + 1 if n is defined else 0 }}",
+                           html_body="")
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    assert responses_of(mailing) == Counter({"sent": 2, "delivery_error": 1})
+    detail = db.session.execute(
+        select(Recipient.detail).where(Recipient.response == "delivery_error")).scalar_one()
+    assert "render failed" in detail
+
+
+def test_template_that_cannot_compile_is_refused_at_save(app):
+    with pytest.raises(mailings.MailingError, match="line 1"):
+        make_mailing([make_audience(1)], html_body="<p>{{ name </p>")
+
+
+def test_empty_eligible_audience_finishes_as_sent(app, redis_conn, smtp):
+    lst = make_audience(2)
+    for c in db.session.execute(select(Contact)).scalars():
+        c.do_not_email = True
+    db.session.commit()
+    mailing = make_mailing([lst])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"do_not_email": 2})
+    assert not smtp.handler.messages
+
+
+def test_smtp_outage_interrupts_and_resume_completes_without_duplicates(app, redis_conn, smtp, monkeypatch):
+    monkeypatch.setattr(sending, "CONNECT_RETRIES", (0.05, 0.05))
+    app.config["BATCH_SIZE"] = 5
+    mailing = make_mailing([make_audience(20)])
+    port = smtp.port
+    smtp.stop()
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.INTERRUPTED.value
+    assert "cannot connect" in mailing.status_reason
+    assert responses_of(mailing) == Counter({"planned": 20})
+    restarted = SmtpServer(port).start()
+    try:
+        mailings.resume(mailing)
+        run_worker(redis_conn)
+        db.session.refresh(mailing)
+        assert mailing.status == Status.SENT.value
+        assert responses_of(mailing) == Counter({"sent": 20})
+        assert all(len(v) == 1 for v in restarted.by_recipient().values())
+        assert len(restarted.by_recipient()) == 20
+    finally:
+        restarted.stop()
+
+
+def test_cancel_stops_a_batch_within_a_second_and_lists_the_rest(app, redis_conn, smtp):
+    app.config["BATCH_SIZE"] = 1000
+    smtp.handler.delay = 0.02  # 50 messages a second: the batch would take 8 s
+    mailing = make_mailing([make_audience(400)])
+    mailing_id = mailing.id
+    mailings.send_now(mailing)
+    timings: dict[str, float] = {}
+
+    def cancel_soon() -> None:
+        deadline = time.monotonic() + 20
+        while len(smtp.handler.messages) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with app.app_context():
+            timings["canceled"] = time.monotonic()
+            timings["sent_at_cancel"] = len(smtp.handler.messages)
+            mailings.cancel(db.session.get(Mailing, mailing_id))
+            db.session.remove()
+
+    canceller = threading.Thread(target=cancel_soon)
+    canceller.start()
+    run_worker(redis_conn)  # the worker must run in the main thread (RQ uses signals)
+    finished = time.monotonic()
+    canceller.join()
+    db.session.expire_all()
+    mailing = db.session.get(Mailing, mailing_id)
+    assert mailing.status == Status.CANCELED.value
+    counts = responses_of(mailing)
+    assert counts["sent"] == len(smtp.handler.messages)
+    # About a second: no more than ~1 s of messages left after the cancel, far from the batch end.
+    assert len(smtp.handler.messages) - timings["sent_at_cancel"] <= 60
+    assert finished - timings["canceled"] < 5
+    assert counts["canceled"] == 400 - counts["sent"] and counts["canceled"] > 200
+    not_sent = mailings.not_sent_recipients(mailing.id, limit=1000)
+    assert len(not_sent) == counts["canceled"]
+
+
+def test_quota_exhausted_interrupts(app, redis_conn, smtp):
+    app.config["MONTHLY_QUOTA"] = 5
+    app.config["BATCH_SIZE"] = 3
+    mailing = make_mailing([make_audience(8)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.INTERRUPTED.value
+    assert "quota" in mailing.status_reason
+    assert responses_of(mailing) == Counter({"sent": 5, "planned": 3})
+
+
+def test_send_until_deadline_stops_the_rest_as_expired(app, redis_conn, smtp):
+    mailing = make_mailing([make_audience(4)])
+    mailings.send_now(mailing)
+    from jobs.sending import prepare_mailing
+
+    prepare_mailing(mailing.id)
+    mailing = db.session.get(Mailing, mailing.id)
+    mailing.send_until = datetime.now(UTC) - timedelta(seconds=1)
+    db.session.commit()
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"expired": 4})
+
+
+def test_bounce_threshold_interrupts(app, redis_conn, smtp):
+    app.config["THRESHOLD_MIN_SAMPLE"] = 5
+    app.config["BOUNCE_RATE_LIMIT"] = 0.2
+    app.config["BATCH_SIZE"] = 5
+    for i in range(3):
+        smtp.handler.refuse[f"user{i}@example.org"] = "550 5.1.1 No such user"
+    mailing = make_mailing([make_audience(20)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.INTERRUPTED.value
+    assert "bounce rate" in mailing.status_reason
+    assert responses_of(mailing)["planned"] == 15
+
+
+def test_mailings_are_served_in_queue_order(app, redis_conn, smtp):
+    app.config["BATCH_SIZE"] = 2
+    first = make_mailing([make_audience(4, list_name="L1")])
+    second = mailings.create(owner_id=first.owner_id, name="Second",
+                             list_ids=[make_audience(4, list_name="L2", start=100).id],
+                             subject="S", from_address="a@shop.example", text_body="x")
+    mailings.send_now(first)
+    mailings.send_now(second)
+    run_worker(redis_conn)
+    order = [m.rcpt[0] for m in smtp.handler.messages]
+    assert order[:4] == [f"user{i}@example.org" for i in range(4)]
+    assert set(order[4:]) == {f"user{i}@example.org" for i in range(100, 104)}
+
+
+def test_crashed_batch_is_settled_from_the_ledger(app, redis_conn, smtp):
+    mailing = make_mailing([make_audience(5)])
+    mailings.send_now(mailing)
+    from jobs.sending import prepare_mailing
+
+    prepare_mailing(mailing.id)
+    claim = sending.claim_batch(redis_conn, worker="dead")
+    assert claim is not None and claim.size == 5
+    ids = db.session.execute(
+        select(Recipient.id).where(Recipient.batch_id == claim.batch_id).order_by(Recipient.id)
+    ).scalars().all()
+    ledger = Ledger(redis_conn, claim.batch_id)
+    stamp = int(time.time())
+    ledger.append(f"h:{ids[0]}", f"s:{ids[0]}:{stamp}:m0@x", f"h:{ids[1]}")
+    redis_conn.delete(f"sb:alive:{claim.batch_id}")  # the worker's heartbeat stopped
+    assert sending.settle_abandoned(redis_conn) == 1
+    rows = dict(db.session.execute(
+        select(Recipient.id, Recipient.response).where(Recipient.mailing_id == mailing.id)
+    ).all())
+    assert rows[ids[0]] == "sent" and rows[ids[1]] == "unknown"
+    assert [rows[i] for i in ids[2:]] == ["planned"] * 3
+    # A sender still holding the batch is fenced off: it cannot append any more.
+    from app.services.ledger import LedgerRefused
+
+    with pytest.raises(LedgerRefused):
+        ledger.append(f"h:{ids[2]}")
+    run_worker(redis_conn)
+    assert responses_of(mailing) == Counter({"sent": 4, "unknown": 1})
+    assert set(smtp.by_recipient()) == {f"user{i}@example.org" for i in range(2, 5)}
+    unknown = db.session.execute(
+        select(Recipient).where(Recipient.response == Response.UNKNOWN.value)).scalar_one()
+    assert unknown.crash_unknown
+
+
+def test_lost_ledger_makes_the_whole_batch_unknown(app, redis_conn, smtp):
+    mailing = make_mailing([make_audience(3)])
+    mailings.send_now(mailing)
+    from jobs.sending import prepare_mailing
+
+    prepare_mailing(mailing.id)
+    claim = sending.claim_batch(redis_conn, worker="dead")
+    assert claim is not None
+    batch = db.session.get(SendBatch, claim.batch_id)
+    batch.claimed_at = datetime.now(UTC) - timedelta(minutes=5)
+    db.session.commit()
+    redis_conn.flushall()  # Redis lost everything, the worker died too
+    assert sending.settle_abandoned(redis_conn) == 1
+    assert responses_of(mailing) == Counter({"unknown": 3})
+    sending.finish_if_done(mailing.id)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
