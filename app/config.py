@@ -96,6 +96,8 @@ class TestConfig(Config):
             self.SQLALCHEMY_DATABASE_URI = os.environ.get(
                 "TEST_DATABASE_URL", f"sqlite:///{Path(instance) / 'test.db'}"
             )
+            if not self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+                self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
 
 def check_config(config: Mapping[str, Any]) -> None:
