@@ -276,12 +276,9 @@ def copy(mailing: Mailing, owner_id: int | None) -> Mailing:
 
 
 def delete_mailing(mailing: Mailing) -> None:
-    """Only a Draft can be deleted; its later chain steps go with it."""
+    """Only a Draft can be deleted; its later chain steps go with it (the chain_parent_id
+    foreign key cascades)."""
     _act(mailing, Action.DELETE)
-    from app.services.chains import later_steps
-
-    for step in later_steps(mailing):
-        db.session.delete(step)
     db.session.delete(mailing)
     db.session.commit()
 
