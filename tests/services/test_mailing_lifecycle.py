@@ -12,10 +12,15 @@ from app.domain.lifecycle import Status
 from app.extensions import db
 from app.models import Mailing, Recipient
 from app.services import chains, mailings, sending
-from tests.services.test_sending import make_audience, make_mailing, responses_of, run_worker
 
 # Fixtures used by name below.
-from tests.services.test_sending import smtp  # noqa: F401
+from tests.services.test_sending import (
+    make_audience,
+    make_mailing,
+    responses_of,
+    run_worker,
+    smtp,  # noqa: F401
+)
 
 
 def test_schedule_converts_local_time_and_refuses_a_dst_gap(app):

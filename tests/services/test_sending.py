@@ -9,11 +9,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from app.domain.lifecycle import Status
-from app.domain.responses import Response
 from rq import SimpleWorker
 from sqlalchemy import func, select
 
+from app.domain.lifecycle import Status
+from app.domain.responses import Response
 from app.extensions import db
 from app.models import (
     Contact,
