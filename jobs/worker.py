@@ -32,7 +32,8 @@ def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | 
         while True:
             try:
                 worker = SimpleWorker(list(QUEUE_NAMES), connection=get_redis(), name=name)
-                worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+                # RQ logs four lines per job; batches and the tick would drown the useful lines.
+                worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="WARNING")
                 return
             except RedisError as exc:
                 log.warning("Redis unavailable (%s); the worker starts again in 1 s", exc)
