@@ -79,8 +79,11 @@ FINAL: frozenset[Response] = OVERRIDING | FAILURES | NOT_SENT
 _FAILURE_REPLACES: frozenset[Response] = frozenset({
     Response.PLANNED, Response.SENT, Response.SOFT_BOUNCE, Response.DELIVERED,
 })
-# Events that prove a message went out (lift an Unknown set by crash recovery).
-_EVIDENCE: frozenset[Response] = frozenset(Response) - NOT_SENT - {Response.PLANNED, Response.UNKNOWN}
+# Provider and tracking events prove a message went out (they lift an Unknown set by crash
+# recovery). Delivery error is our own failure to hand over, so it proves nothing of the kind.
+_EVIDENCE: frozenset[Response] = (
+    frozenset(Response) - NOT_SENT - {Response.PLANNED, Response.UNKNOWN, Response.DELIVERY_ERROR}
+)
 
 
 def is_final(response: Response) -> bool:

@@ -45,16 +45,22 @@ def to_utc(local: datetime, zone: str) -> ResolvedTime:
     # A wall time that does not survive the round trip through UTC does not exist in the zone.
     back = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
     if back != local:
-        before = (local - timedelta(hours=3)).replace(tzinfo=tz)
-        after = (local + timedelta(hours=3)).replace(tzinfo=tz)
-        jump = (after.utcoffset() or timedelta()) - (before.utcoffset() or timedelta())
-        start = (first.astimezone(UTC) - (first.utcoffset() or timedelta()) +
-                 (before.utcoffset() or timedelta()))
-        gap_start = local.replace(minute=0, second=0, microsecond=0)
+        old = (local - timedelta(hours=3)).replace(tzinfo=tz).utcoffset() or timedelta()
+        new = (local + timedelta(hours=3)).replace(tzinfo=tz).utcoffset() or timedelta()
+        # The instant of the change: the gap is [change + old, change + new) in wall-clock time.
+        low, high = (local - new).replace(tzinfo=UTC), (local - old).replace(tzinfo=UTC)
+        while high - low > timedelta(seconds=1):
+            middle = low + (high - low) / 2
+            if middle.astimezone(tz).utcoffset() == old:
+                low = middle
+            else:
+                high = middle
+        change = high.replace(microsecond=0)
+        gap_start, gap_end = (change + old).replace(tzinfo=None), (change + new).replace(tzinfo=None)
         raise ScheduleError(
             f"{local:%Y-%m-%d %H:%M} does not exist in {zone}: clocks jump forward by "
-            f"{int(jump.total_seconds() // 60)} minutes around {gap_start:%H:%M} "
-            f"(UTC {start:%H:%M}). Pick another time."
+            f"{int((new - old).total_seconds() // 60)} minutes at {gap_start:%H:%M} "
+            f"(UTC {change:%H:%M}), straight to {gap_end:%H:%M}. Pick another time."
         )
     ambiguous = first.utcoffset() != second.utcoffset()
     note = None
