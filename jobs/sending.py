@@ -44,9 +44,9 @@ def send_next_batch() -> int:
 @in_app_context
 def tick() -> None:
     """The scheduler tick: start due mailings, settle abandoned batches, keep sending going."""
-    from app.domain.lifecycle import Status
     from sqlalchemy import select
 
+    from app.domain.lifecycle import Status
     from app.extensions import db
     from app.models import Mailing
     from app.services import mailings, sending

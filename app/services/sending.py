@@ -278,14 +278,15 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
     rows = _load_rows(claim.batch_id, mailing.email_type_id)
     send_until = mailing.send_until
     email_type_id = mailing.email_type_id
+    version_id, content = version.id, version.content
     db.session.commit()  # end the read transaction: no database lock is held while sending
 
     outcome = BatchOutcome()
     try:
-        builder = builder_for(version.id, version.content)
+        builder = builder_for(version_id, content)
     except TemplateProblem as exc:
         outcome.stop, outcome.stop_detail = "template", str(exc)
-        flush(redis, claim, outcome, version.id)
+        flush(redis, claim, outcome, version_id)
         return outcome
     smtp, rate_key, rate = provider_settings()
     transport = _transport(smtp)
@@ -294,7 +295,7 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
     secret = current_app.config["SECRET_KEY"]
     inactivity_days = int(settings.get("inactivity_days"))
     inactivity = timedelta(days=inactivity_days) if inactivity_days > 0 else None
-    domain = version.content.get("domain") or "sendboard.local"
+    domain = content.get("domain") or "sendboard.local"
     pending: list[str] = []  # "sent" entries, appended together with the next hand-off
     next_check = 0.0
     next_beat = time.monotonic() + HEARTBEAT_EVERY
@@ -378,7 +379,7 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
         outcome.stop, outcome.stop_detail = "redis", "the Redis hand-off record was lost"
     except RedisError as exc:
         outcome.stop, outcome.stop_detail = "redis", f"Redis failed: {exc}"
-    flush(redis, claim, outcome, version.id)
+    flush(redis, claim, outcome, version_id)
     return outcome
 
 

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from app.domain.lifecycle import Status
 from sqlalchemy import create_engine, func, insert, select, text
 
+from app.domain.lifecycle import Status
 from app.runtime.redis_server import EmbeddedRedis
 from tests.smtp_server import free_port
 
