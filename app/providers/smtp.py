@@ -4,12 +4,19 @@ The SMTP dialogue is driven step by step (MAIL, RCPT, DATA) rather than through 
 failure is known to have happened before the message could have been accepted (safe to send
 again later) or after DATA was under way (ambiguous: the server may have it, so it must never be
 sent again).
+
+When the server announces PIPELINING (RFC 2920; Postfix and most relays do), MAIL, RCPT and DATA
+go out in one write and their three replies are read together: one round trip instead of three
+before the message body, with the same outcomes. The body is only sent after a 354, so nothing
+can be accepted before the caller's hand-off record was written.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -50,6 +57,44 @@ class SmtpSettings:
         return f"{self.host}:{self.port}"
 
 
+# A dot-atom address (what nearly every recipient and our VERP sender are): smtplib.quoteaddr
+# would parse it with email.utils and return it unchanged inside angle brackets.
+_SIMPLE_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _quoteaddr(address: str) -> str:
+    """smtplib.quoteaddr, without the parse for plain addresses."""
+    if _SIMPLE_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
+def _command(cmd: str, args: str) -> str:
+    """One command line as smtplib.putcmd writes it (and refuses it) ."""
+    line = f"{cmd} {args}"
+    if "\r" in line or "\n" in line:
+        line = line.replace("\n", "\\n").replace("\r", "\\r")
+        raise ValueError(f"command and arguments contain prohibited newline characters: {line}")
+    return line + "\r\n"
+
+
+def _dot_terminated(data: bytes) -> bytes:
+    """The message as smtplib.SMTP.data puts it on the wire: leading dots doubled, CRLF . CRLF."""
+    if data[:1] == b"." or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    if data[-2:] != b"\r\n":
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _reply(exc: smtplib.SMTPResponseException) -> tuple[int, str]:
     text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(
         exc.smtp_error
@@ -63,6 +108,7 @@ class SmtpTransport:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self.conn: smtplib.SMTP | None = None
+        self.pipelining = False  # the server announced PIPELINING (RFC 2920)
 
     def open(self) -> None:
         s = self.settings
@@ -83,6 +129,7 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException) as exc:
             raise ConnectionLost(f"cannot connect to {s.label}: {exc}", ambiguous=False) from exc
         self.conn = conn
+        self.pipelining = conn.has_extn("pipelining")
 
     def close(self) -> None:
         if self.conn is None:
@@ -101,12 +148,20 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             return False
 
-    def send(self, envelope_from: str, recipient: str, data: bytes) -> Result:
-        """Hand over one message. Raises ConnectionLost when the connection fails."""
+    def send(self, envelope_from: str, recipient: str, data: bytes,
+             before_data: Callable[[], None] | None = None) -> Result:
+        """Hand over one message. Raises ConnectionLost when the connection fails.
+
+        `before_data`, when given, runs once the recipient is accepted and before DATA (the
+        caller's hand-off record): its round trip overlaps the server's MAIL/RCPT replies. If it
+        raises, the transaction is reset and the exception passes through; nothing was sent.
+        """
         if self.conn is None:
             self.open()
         conn = self.conn
         assert conn is not None
+        if self.pipelining:
+            return self._send_pipelined(conn, envelope_from, recipient, data, before_data)
         try:
             code, text = conn.mail(envelope_from)
             if code != 250:
@@ -122,6 +177,12 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self.conn = None
             raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
+        if before_data is not None:
+            try:
+                before_data()
+            except BaseException:
+                self._reset()
+                raise
         try:
             code, text = conn.data(data)
         except smtplib.SMTPDataError as exc:
@@ -135,6 +196,72 @@ class SmtpTransport:
         if code == 250:
             return Result(Outcome.ACCEPTED, code, message)
         return self._refused(code, message)
+
+    def _send_pipelined(self, conn: smtplib.SMTP, envelope_from: str, recipient: str,
+                        data: bytes, before_data: Callable[[], None] | None) -> Result:
+        """`send` in two round trips: MAIL, RCPT and DATA together, then the body."""
+        commands = (_command("mail", f"FROM:{_quoteaddr(envelope_from)}")
+                    + _command("rcpt", f"TO:{_quoteaddr(recipient)}"))
+        mail: tuple[int, bytes] | None = None
+        try:
+            if before_data is None:
+                conn.send(commands + "data\r\n")
+            else:
+                conn.send(commands)
+                try:
+                    before_data()
+                except BaseException:
+                    self._abandon(conn)
+                    raise
+                conn.send("data\r\n")
+            mail = conn.getreply()
+            rcpt = conn.getreply()
+            go = conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.conn = None
+            if mail is not None and mail[0] != 250:  # a refused sender, then the server hung up
+                raise ConnectionLost(f"{self.settings.label} refused the sender: {mail[0]} "
+                                     f"{_text(mail[1])}", ambiguous=False) from exc
+            raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
+        assert mail is not None
+        code, text = mail
+        if go[0] == 354 and (code != 250 or rcpt[0] not in (250, 251)):
+            # The server wants a body for a transaction we drop: hang up rather than send one.
+            conn.close()
+            self.conn = None
+        if code != 250:
+            # The server refuses our sender: no recipient can be sent, so it is an outage.
+            self._reset()
+            raise ConnectionLost(f"{self.settings.label} refused the sender: {code} {_text(text)}",
+                                 ambiguous=False)
+        code, text = rcpt
+        if code not in (250, 251):
+            self._reset()
+            return self._refused(code, text)
+        code, text = go
+        if code != 354:
+            self._reset()
+            return self._refused(code, _text(text))
+        try:
+            conn.send(_dot_terminated(data))
+            code, text = conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.conn = None
+            raise ConnectionLost(f"{self.settings.label} during DATA: {exc}", ambiguous=True) from exc
+        message = _text(text)
+        if code == 250:
+            return Result(Outcome.ACCEPTED, code, message)
+        return self._refused(code, message)
+
+    def _abandon(self, conn: smtplib.SMTP) -> None:
+        """Drop a pipelined MAIL/RCPT whose DATA will not follow: read their replies, RSET."""
+        try:
+            conn.getreply()
+            conn.getreply()
+        except (OSError, smtplib.SMTPException):
+            self.conn = None
+            return
+        self._reset()
 
     def _refused(self, code: int, text: bytes | str) -> Result:
         message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
