@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -148,20 +147,14 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             return False
 
-    def send(self, envelope_from: str, recipient: str, data: bytes,
-             before_data: Callable[[], None] | None = None) -> Result:
-        """Hand over one message. Raises ConnectionLost when the connection fails.
-
-        `before_data`, when given, runs once the recipient is accepted and before DATA (the
-        caller's hand-off record): its round trip overlaps the server's MAIL/RCPT replies. If it
-        raises, the transaction is reset and the exception passes through; nothing was sent.
-        """
+    def send(self, envelope_from: str, recipient: str, data: bytes) -> Result:
+        """Hand over one message. Raises ConnectionLost when the connection fails."""
         if self.conn is None:
             self.open()
         conn = self.conn
         assert conn is not None
         if self.pipelining:
-            return self._send_pipelined(conn, envelope_from, recipient, data, before_data)
+            return self._send_pipelined(conn, envelope_from, recipient, data)
         try:
             code, text = conn.mail(envelope_from)
             if code != 250:
@@ -177,12 +170,6 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self.conn = None
             raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
-        if before_data is not None:
-            try:
-                before_data()
-            except BaseException:
-                self._reset()
-                raise
         try:
             code, text = conn.data(data)
         except smtplib.SMTPDataError as exc:
@@ -198,22 +185,13 @@ class SmtpTransport:
         return self._refused(code, message)
 
     def _send_pipelined(self, conn: smtplib.SMTP, envelope_from: str, recipient: str,
-                        data: bytes, before_data: Callable[[], None] | None) -> Result:
+                        data: bytes) -> Result:
         """`send` in two round trips: MAIL, RCPT and DATA together, then the body."""
         commands = (_command("mail", f"FROM:{_quoteaddr(envelope_from)}")
                     + _command("rcpt", f"TO:{_quoteaddr(recipient)}"))
         mail: tuple[int, bytes] | None = None
         try:
-            if before_data is None:
-                conn.send(commands + "data\r\n")
-            else:
-                conn.send(commands)
-                try:
-                    before_data()
-                except BaseException:
-                    self._abandon(conn)
-                    raise
-                conn.send("data\r\n")
+            conn.send(commands + "data\r\n")
             mail = conn.getreply()
             rcpt = conn.getreply()
             go = conn.getreply()
@@ -252,16 +230,6 @@ class SmtpTransport:
         if code == 250:
             return Result(Outcome.ACCEPTED, code, message)
         return self._refused(code, message)
-
-    def _abandon(self, conn: smtplib.SMTP) -> None:
-        """Drop a pipelined MAIL/RCPT whose DATA will not follow: read their replies, RSET."""
-        try:
-            conn.getreply()
-            conn.getreply()
-        except (OSError, smtplib.SMTPException):
-            self.conn = None
-            return
-        self._reset()
 
     def _refused(self, code: int, text: bytes | str) -> Result:
         message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)

@@ -99,37 +99,6 @@ def test_closing_reply_is_an_outage(server) -> None:
     assert t.conn is None
 
 
-def test_before_data_runs_before_the_body_and_a_failure_sends_nothing(server) -> None:
-    t = transport(server)
-    calls = []
-    assert t.send("b@example.org", "one@example.org", MESSAGE,
-                  before_data=lambda: calls.append(len(server.handler.messages))).outcome is (
-        Outcome.ACCEPTED)
-    assert calls == [0]  # called while nothing was received yet
-
-    def fail() -> None:
-        raise RuntimeError("ledger refused")
-
-    with pytest.raises(RuntimeError):
-        t.send("b@example.org", "two@example.org", MESSAGE, before_data=fail)
-    # The transaction was dropped; the connection still works for the next message.
-    assert t.send("b@example.org", "three@example.org", MESSAGE).outcome is Outcome.ACCEPTED
-    assert [m.rcpt for m in server.handler.messages] == [["one@example.org"],
-                                                          ["three@example.org"]]
-    t.close()
-
-
-def test_before_data_is_not_called_for_a_refused_recipient_step_by_step() -> None:
-    s = _server(False)
-    s.handler.refuse["gone@example.org"] = "550 5.1.1 No such user"
-    t = transport(s)
-    calls = []
-    t.send("b@example.org", "gone@example.org", MESSAGE, before_data=lambda: calls.append(1))
-    assert calls == []
-    t.close()
-    s.stop()
-
-
 def test_lost_server_before_data_is_not_ambiguous(server) -> None:
     t = transport(server)
     t.open()
