@@ -1,0 +1,629 @@
+"""Applying response events: the one path for every open, click, bounce and unsubscribe.
+
+Tracking, webhooks, bounce mail and the time rules all call `apply_events` (or `apply_event` for
+one). A batch is one transaction: timeline rows, recipient responses, mailing counters and contact
+effects commit together or not at all, so totals never drift from responses.
+
+Rules (DESIGN.md, "Per-recipient responses"):
+- every event is appended to the recipient's timeline (``response_events``), applied or not;
+- the response changes only as `app.domain.responses.decide` allows; an Unknown set by crash
+  recovery is replaced by later evidence, and the crash flag is cleared when it is;
+- opens and clicks always grow the recipient's counters; a machine open or click (privacy proxy,
+  link scanner) counts apart and only proves delivery: it moves the response to Delivered at most;
+- a repeated (source, provider_event_id) changes nothing; the unique constraint settles a race;
+- unsubscribes and complaints always reach the contact, even when the recipient's response is
+  already final: a person who asks to leave is never mailed again.
+
+Event kinds: a Response value that events may set (sent, delivered, soft_bounce, hard_bounce,
+blocked, dropped, spam, unsubscribed, delivery_error, unknown), ``open``, ``click``, and two that
+only go to the timeline: ``deferred`` (the provider retries later) and ``resubscribed``.
+
+Mailing counters written here (MailingCounter names; the dashboard reads them):
+
+=========================  =================================================================
+``response:<response>``    recipients currently in that response (moved, never only grown)
+``opens`` / ``clicks``     every open / click, human and machine
+``opens_machine``          opens flagged as machine (privacy proxy, prefetch after delivery)
+``clicks_machine``         clicks flagged as machine (HEAD, link scanners right after hand-off)
+``opened_unique``          recipients with at least one open (any)
+``opened_unique_human``    recipients with at least one human open
+``clicked_unique``         recipients with at least one click (any)
+``clicked_unique_human``   recipients with at least one human click
+``delivered_unique``       recipients known delivered: their response first reached Delivered
+                           or anything that proves delivery (Opened, Clicked, Spam, Unsubscribed)
+``unsubscribed``           recipients whose response became Unsubscribed
+``complaints``             recipients whose response became Spam complaint
+``hard_bounces``           recipients whose response became Hard bounce (the sender adds
+                           hand-off refusals to the same counter)
+``soft_bounces``           recipients whose response became Soft bounce
+``blocked`` / ``dropped``  recipients whose response became Blocked / Dropped
+``opens@YYYY-MM-DDTHH``    opens in that UTC hour (all), for the opens-over-time chart
+``clicks@YYYY-MM-DDTHH``   clicks in that UTC hour (all)
+=========================  =================================================================
+
+Why hourly counters rather than a GROUP BY on ``response_events``: at 2,000,000 events a GROUP BY
+over (mailing_id, kind, occurred_at) still reads every open row of the mailing (seconds on SQLite),
+while the counters are one upsert per hour bucket per batch and the chart reads a few hundred rows
+by primary-key prefix (`activity`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from app.domain.responses import NOT_SENT, Response, decide
+from app.extensions import db
+from app.models import (
+    Contact,
+    Mailing,
+    MailingCounter,
+    Recipient,
+    ResponseEvent,
+    TrackedLink,
+    TypeOptOut,
+)
+from app.services import totals
+
+log = logging.getLogger(__name__)
+
+OPEN = "open"
+CLICK = "click"
+DEFERRED = "deferred"
+RESUBSCRIBED = "resubscribed"
+TIMELINE_ONLY = frozenset({DEFERRED, RESUBSCRIBED})
+# Responses an event may ask for; the not-sent ones and Planned belong to the sender alone.
+EVENT_RESPONSES = frozenset(r.value for r in Response) - {r.value for r in NOT_SENT} - {
+    Response.PLANNED.value
+}
+KINDS = EVENT_RESPONSES | {OPEN, CLICK} | TIMELINE_ONLY
+
+# Responses that prove the message reached the mailbox (for delivered_unique).
+_DELIVERED_OR_BETTER = frozenset({
+    Response.DELIVERED, Response.OPENED, Response.CLICKED, Response.SPAM, Response.UNSUBSCRIBED,
+})
+_BECAME = {
+    Response.UNSUBSCRIBED: "unsubscribed",
+    Response.SPAM: "complaints",
+    Response.HARD_BOUNCE: "hard_bounces",
+    Response.SOFT_BOUNCE: "soft_bounces",
+    Response.BLOCKED: "blocked",
+    Response.DROPPED: "dropped",
+}
+DETAIL_TEXT_LIMIT = 2000
+RT = Recipient.__table__
+ET = ResponseEvent.__table__
+
+
+@dataclass(frozen=True)
+class Event:
+    """One incoming event. Name the recipient by `recipient_id` or by our `message_id`."""
+
+    kind: str
+    source: str
+    occurred_at: datetime
+    recipient_id: int | None = None
+    message_id: str | None = None
+    provider_event_id: str | None = None
+    detail: Mapping[str, Any] | None = None
+    machine: bool = False
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What one event did: `applied` when it changed the response; `duplicate` when ignored."""
+
+    recipient_id: int | None
+    kind: str
+    applied: bool = False
+    duplicate: bool = False
+    unmatched: bool = False
+    response: Response | None = None
+    previous: Response | None = None
+
+
+@dataclass
+class BatchResult:
+    """The outcome of `apply_events`, in the order the events were given."""
+
+    results: list[ApplyResult] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        return len(self.results)
+
+    @property
+    def applied(self) -> int:
+        return sum(r.applied for r in self.results)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.duplicate for r in self.results)
+
+    @property
+    def unmatched(self) -> int:
+        return sum(r.unmatched for r in self.results)
+
+    def summary(self) -> dict[str, int]:
+        return {"received": self.received, "applied": self.applied,
+                "duplicates": self.duplicates, "unmatched": self.unmatched}
+
+
+class EventError(ValueError):
+    """An event that cannot be applied as given (unknown kind, naive time)."""
+
+
+def normalize_message_id(value: str | None) -> str | None:
+    """Our Message-ID as stored: no angle brackets, no surrounding blanks; None when empty."""
+    if not value:
+        return None
+    cleaned = value.strip().strip("<>").strip()
+    return cleaned or None
+
+
+def check_event(event: Event) -> None:
+    """Raise EventError if the event could never be applied; webhooks validate a whole payload
+    with this before applying any of it."""
+    if event.kind not in KINDS:
+        raise EventError(f"unknown event kind {event.kind!r}")
+    if event.occurred_at.tzinfo is None:
+        raise EventError("occurred_at must be timezone-aware")
+    if not event.source or len(event.source) > 30:
+        raise EventError("source must be 1 to 30 characters")
+    if event.provider_event_id is not None and len(event.provider_event_id) > 255:
+        raise EventError("provider event id longer than 255 characters")
+
+
+def apply_event(
+    recipient: int | Recipient,
+    *,
+    kind: str,
+    source: str,
+    occurred_at: datetime,
+    provider_event_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    machine: bool = False,
+    commit: bool = True,
+) -> ApplyResult:
+    """Apply one event to one recipient (by id or row); see `apply_events`."""
+    rid = recipient if isinstance(recipient, int) else recipient.id
+    event = Event(kind=kind, source=source, occurred_at=occurred_at, recipient_id=rid,
+                  provider_event_id=provider_event_id, detail=detail, machine=machine)
+    return apply_events([event], commit=commit).results[0]
+
+
+def apply_events(events: Sequence[Event], *, commit: bool = True) -> BatchResult:
+    """Apply a batch of events in one transaction, set-based: a few statements per batch, not per
+    event. Raises EventError (before writing anything) if any event is invalid.
+
+    A concurrent batch carrying the same provider event id makes our insert fail on the unique
+    constraint; the batch is then rolled back and applied once more, when the check finds it.
+    """
+    for event in events:
+        check_event(event)
+    if not events:
+        return BatchResult()
+    try:
+        result = _apply(events)
+    except IntegrityError:
+        db.session.rollback()
+        log.info("provider event ids raced with another request; applying the batch again")
+        result = _apply(events)
+    if commit:
+        db.session.commit()
+    return result
+
+
+# ---------------------------------------------------------------- the batch, step by step
+
+
+@dataclass
+class _State:
+    """A recipient as the batch sees it while its events are folded in, oldest first."""
+
+    id: int
+    mailing_id: int
+    contact_id: int | None
+    response: Response
+    crash_unknown: bool
+    opens: int
+    clicks: int
+    machine_opens: int
+    machine_clicks: int
+    response_at: datetime | None = None
+    detail: str | None = None
+    changed: bool = False
+    d_opens: int = 0
+    d_clicks: int = 0
+    d_machine_opens: int = 0
+    d_machine_clicks: int = 0
+    original: Response | None = None
+
+
+def _lock_for_write() -> None:
+    """Take the write lock before reading, so what we read is still true when we write.
+
+    SQLite: a write statement starts the transaction and takes the database's write lock (waiting
+    out busy_timeout), so no other writer can slip in between our reads and our writes.
+    PostgreSQL: the recipient rows are read FOR UPDATE instead (see _load_recipients).
+    """
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(text("UPDATE mailing_counters SET value = value WHERE 0 = 1"))
+
+
+def _apply(events: Sequence[Event]) -> BatchResult:
+    _lock_for_write()
+    states = _load_recipients(events)
+    seen = _existing_provider_ids(events)
+
+    results: list[ApplyResult | None] = [None] * len(events)
+    # Per recipient, oldest event first: "events may arrive in any order" within a batch too.
+    order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
+    event_rows: list[dict[str, Any]] = []
+    deltas: dict[int, Counter[str]] = defaultdict(Counter)
+    effects = _ContactEffects()
+    link_clicks: Counter[int] = Counter()
+    now = datetime.now(UTC)
+
+    for i in order:
+        event = events[i]
+        state = _state_for(event, states)
+        if state is None:
+            results[i] = ApplyResult(recipient_id=event.recipient_id, kind=event.kind,
+                                     unmatched=True)
+            continue
+        if event.provider_event_id is not None:
+            key = (event.source, event.provider_event_id)
+            if key in seen:
+                results[i] = ApplyResult(recipient_id=state.id, kind=event.kind, duplicate=True,
+                                         response=state.response)
+                continue
+            seen.add(key)
+        previous = state.response
+        applied = _fold(state, event, deltas[state.mailing_id])
+        effects.note(state, event, applied)
+        if event.kind == CLICK and not event.machine and event.detail:
+            link_id = event.detail.get("link_id")
+            if isinstance(link_id, int):
+                link_clicks[link_id] += 1
+        event_rows.append({
+            "recipient_id": state.id, "mailing_id": state.mailing_id, "kind": event.kind,
+            "source": event.source, "provider_event_id": event.provider_event_id,
+            "occurred_at": event.occurred_at, "received_at": now, "applied": applied,
+            "machine": event.machine, "detail": dict(event.detail) if event.detail else None,
+        })
+        results[i] = ApplyResult(recipient_id=state.id, kind=event.kind, applied=applied,
+                                 response=state.response, previous=previous)
+
+    if event_rows:
+        db.session.execute(insert(ResponseEvent), event_rows)
+    _write_recipients(states, now)
+    for mailing_id, counter in deltas.items():
+        totals.bump(mailing_id, counter)
+    effects.write()
+    for link_id, n in link_clicks.items():
+        db.session.execute(
+            update(TrackedLink).where(TrackedLink.id == link_id)
+            .values(clicks=TrackedLink.clicks + n)
+        )
+    return BatchResult([r for r in results if r is not None])
+
+
+def _load_recipients(events: Sequence[Event]) -> dict[Any, _State]:
+    """The batch's recipients, keyed both by id and by ("mid", message_id)."""
+    ids = {e.recipient_id for e in events if e.recipient_id is not None}
+    mids = {m for e in events if e.recipient_id is None
+            and (m := normalize_message_id(e.message_id)) is not None}
+    cols = (RT.c.id, RT.c.mailing_id, RT.c.contact_id, RT.c.response, RT.c.crash_unknown,
+            RT.c.opens, RT.c.clicks, RT.c.machine_opens, RT.c.machine_clicks, RT.c.message_id)
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    out: dict[Any, _State] = {}
+    for column, values in ((RT.c.id, ids), (RT.c.message_id, mids)):
+        values_list = sorted(values)
+        # Chunked so no statement passes the driver's bound-parameter limit.
+        for start in range(0, len(values_list), 5000):
+            stmt = select(*cols).where(column.in_(values_list[start:start + 5000]))
+            if postgres:
+                stmt = stmt.order_by(RT.c.id).with_for_update()  # id order: no deadlocks
+            for row in db.session.execute(stmt):
+                state = out.get(row.id)
+                if state is None:
+                    state = _State(
+                        id=row.id, mailing_id=row.mailing_id, contact_id=row.contact_id,
+                        response=Response(row.response), crash_unknown=bool(row.crash_unknown),
+                        opens=row.opens, clicks=row.clicks, machine_opens=row.machine_opens,
+                        machine_clicks=row.machine_clicks,
+                    )
+                    state.original = state.response
+                    out[row.id] = state
+                if row.message_id:
+                    out[("mid", row.message_id)] = state
+    return out
+
+
+def _state_for(event: Event, states: dict[Any, _State]) -> _State | None:
+    if event.recipient_id is not None:
+        return states.get(event.recipient_id)
+    mid = normalize_message_id(event.message_id)
+    return states.get(("mid", mid)) if mid else None
+
+
+def _existing_provider_ids(events: Sequence[Event]) -> set[tuple[str, str]]:
+    by_source: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if e.provider_event_id is not None:
+            by_source[e.source].add(e.provider_event_id)
+    seen: set[tuple[str, str]] = set()
+    for source, ids in by_source.items():
+        id_list = sorted(ids)
+        for start in range(0, len(id_list), 5000):
+            rows = db.session.execute(
+                select(ET.c.provider_event_id).where(
+                    ET.c.source == source, ET.c.provider_event_id.in_(id_list[start:start + 5000])
+                )
+            )
+            seen.update((source, pid) for (pid,) in rows)
+    return seen
+
+
+def _incoming_response(event: Event) -> Response | None:
+    if event.kind in TIMELINE_ONLY:
+        return None
+    if event.kind in (OPEN, CLICK):
+        if event.machine:
+            return Response.DELIVERED  # a proxy or scanner proves delivery, not interest
+        return Response.OPENED if event.kind == OPEN else Response.CLICKED
+    return Response(event.kind)
+
+
+def _fold(state: _State, event: Event, deltas: Counter[str]) -> bool:
+    """Fold one event into the recipient state and the mailing deltas; True if it applied."""
+    if event.kind == OPEN:
+        if state.opens == 0:
+            deltas["opened_unique"] += 1
+        if not event.machine and state.opens - state.machine_opens == 0:
+            deltas["opened_unique_human"] += 1
+        state.opens += 1
+        state.d_opens += 1
+        deltas["opens"] += 1
+        deltas[f"opens@{hour_bucket(event.occurred_at)}"] += 1
+        if event.machine:
+            state.machine_opens += 1
+            state.d_machine_opens += 1
+            deltas["opens_machine"] += 1
+    elif event.kind == CLICK:
+        if state.clicks == 0:
+            deltas["clicked_unique"] += 1
+        if not event.machine and state.clicks - state.machine_clicks == 0:
+            deltas["clicked_unique_human"] += 1
+        state.clicks += 1
+        state.d_clicks += 1
+        deltas["clicks"] += 1
+        deltas[f"clicks@{hour_bucket(event.occurred_at)}"] += 1
+        if event.machine:
+            state.machine_clicks += 1
+            state.d_machine_clicks += 1
+            deltas["clicks_machine"] += 1
+
+    incoming = _incoming_response(event)
+    if incoming is None:
+        return False
+    new = decide(state.response, incoming, crash_unknown=state.crash_unknown)
+    if new is None:
+        return False
+    old = state.response
+    deltas[totals.response_key(old)] -= 1
+    deltas[totals.response_key(new)] += 1
+    if new in _BECAME:
+        deltas[_BECAME[new]] += 1
+    if new in _DELIVERED_OR_BETTER and old not in _DELIVERED_OR_BETTER:
+        deltas["delivered_unique"] += 1
+    state.response = new
+    state.crash_unknown = False
+    state.response_at = event.occurred_at
+    state.detail = _detail_text(event)
+    state.changed = True
+    return True
+
+
+def _detail_text(event: Event) -> str:
+    """The recipient's one-line detail: the server's words for a bounce, else empty."""
+    if not event.detail:
+        return ""
+    for key in ("diagnostic", "reason", "status"):
+        value = event.detail.get(key)
+        if value:
+            return str(value)[:DETAIL_TEXT_LIMIT]
+    return ""
+
+
+def _write_recipients(states: dict[Any, _State], now: datetime) -> None:
+    unique = {id(s): s for s in states.values()}.values()
+    counts_only = []
+    changed = []
+    for s in unique:
+        if s.changed:
+            changed.append(s)
+        elif s.d_opens or s.d_clicks:
+            counts_only.append(s)
+    increments = {
+        "opens": RT.c.opens + bindparam("d_opens"),
+        "clicks": RT.c.clicks + bindparam("d_clicks"),
+        "machine_opens": RT.c.machine_opens + bindparam("d_mopens"),
+        "machine_clicks": RT.c.machine_clicks + bindparam("d_mclicks"),
+        "updated_at": now,
+    }
+
+    def params(s: _State) -> dict[str, Any]:
+        return {"rid": s.id, "d_opens": s.d_opens, "d_clicks": s.d_clicks,
+                "d_mopens": s.d_machine_opens, "d_mclicks": s.d_machine_clicks}
+
+    if changed:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(
+                response=bindparam("resp"), response_at=bindparam("resp_at"),
+                crash_unknown=False, detail=bindparam("det"), **increments,
+            ),
+            [{**params(s), "resp": s.response.value, "resp_at": s.response_at,
+              "det": s.detail or ""} for s in changed],
+        )
+    if counts_only:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(**increments),
+            [params(s) for s in counts_only],
+        )
+
+
+class _ContactEffects:
+    """What the batch does to contacts, gathered per kind and written set-based at the end."""
+
+    def __init__(self) -> None:
+        self.hard: set[int] = set()
+        self.complained: set[int] = set()
+        self.unsubscribed: set[int] = set()
+        self.type_opt_outs: set[tuple[int, int]] = set()
+        self.resubscribe_all: set[int] = set()
+        self.resubscribe_types: set[tuple[int, int]] = set()
+        self.mailing_types: dict[int, int | None] = {}
+
+    def _email_type(self, state: _State, event: Event) -> int | None:
+        wanted = (event.detail or {}).get("email_type_id")
+        if isinstance(wanted, int):
+            return wanted
+        if state.mailing_id not in self.mailing_types:
+            self.mailing_types[state.mailing_id] = db.session.execute(
+                select(Mailing.email_type_id).where(Mailing.id == state.mailing_id)
+            ).scalar_one_or_none()
+        return self.mailing_types[state.mailing_id]
+
+    def note(self, state: _State, event: Event, applied: bool) -> None:
+        contact = state.contact_id
+        if contact is None:
+            return
+        scope = (event.detail or {}).get("scope", "all")
+        if event.kind == Response.HARD_BOUNCE.value and applied:
+            # Only when applied: a hard bounce after an open is a forwarding artefact, not proof
+            # that the address is dead.
+            self.hard.add(contact)
+        elif event.kind == Response.SPAM.value:
+            self.complained.add(contact)
+        elif event.kind == Response.UNSUBSCRIBED.value:
+            type_id = self._email_type(state, event) if scope == "type" else None
+            if type_id is not None:
+                self.type_opt_outs.add((contact, type_id))
+            else:
+                self.unsubscribed.add(contact)
+        elif event.kind == RESUBSCRIBED:
+            type_id = self._email_type(state, event) if scope == "type" else None
+            if type_id is not None:
+                self.resubscribe_types.add((contact, type_id))
+                self.type_opt_outs.discard((contact, type_id))
+            else:
+                self.resubscribe_all.add(contact)
+                self.unsubscribed.discard(contact)
+
+    def write(self) -> None:
+        now = datetime.now(UTC)
+        if self.hard:
+            db.session.execute(
+                update(Contact).where(Contact.id.in_(sorted(self.hard))).values(
+                    do_not_email=True, do_not_email_reason="hard bounce", valid=False,
+                    invalid_reason="hard bounce", updated_at=now,
+                )
+            )
+        if self.complained:
+            # A hard bounce already recorded stays the reason: it is the stronger one.
+            db.session.execute(
+                update(Contact).where(
+                    Contact.id.in_(sorted(self.complained)),
+                    Contact.do_not_email_reason != "hard bounce",
+                ).values(do_not_email=True, do_not_email_reason="spam complaint", updated_at=now)
+            )
+        if self.unsubscribed:
+            db.session.execute(
+                update(Contact).where(
+                    Contact.id.in_(sorted(self.unsubscribed)), Contact.do_not_email.is_(False)
+                ).values(do_not_email=True, do_not_email_reason="unsubscribed", updated_at=now)
+            )
+        if self.resubscribe_all:
+            # Only an unsubscribe is undone by the contact; a bounce or complaint is not theirs
+            # to lift.
+            db.session.execute(
+                update(Contact).where(
+                    Contact.id.in_(sorted(self.resubscribe_all)),
+                    Contact.do_not_email_reason == "unsubscribed",
+                ).values(do_not_email=False, do_not_email_reason="", updated_at=now)
+            )
+        for contact_id, type_id in sorted(self.resubscribe_types):
+            db.session.execute(
+                delete(TypeOptOut).where(TypeOptOut.contact_id == contact_id,
+                                         TypeOptOut.email_type_id == type_id)
+            )
+        if self.type_opt_outs:
+            rows = [{"contact_id": c, "email_type_id": t, "created_at": now}
+                    for c, t in sorted(self.type_opt_outs)]
+            dialect = db.session.get_bind().dialect.name
+            ins = pg_insert if dialect == "postgresql" else sqlite_insert
+            db.session.execute(ins(TypeOptOut).values(rows).on_conflict_do_nothing())
+
+
+# ---------------------------------------------------------------- reading
+
+
+def hour_bucket(moment: datetime) -> str:
+    """The UTC hour an activity counter is kept under, e.g. "2026-11-23T10"."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def activity(mailing_id: int, kind: str = OPEN) -> list[tuple[datetime, int]]:
+    """Opens (or clicks) per UTC hour for a mailing, oldest first, for the over-time chart."""
+    if kind not in (OPEN, CLICK):
+        raise ValueError("kind is open or click")
+    prefix = ("opens@" if kind == OPEN else "clicks@")
+    rows = db.session.execute(
+        select(MailingCounter.name, MailingCounter.value).where(
+            MailingCounter.mailing_id == mailing_id,
+            and_(MailingCounter.name >= prefix, MailingCounter.name < prefix[:-1] + "A"),
+        ).order_by(MailingCounter.name)
+    )
+    out = []
+    for name, value in rows:
+        hour = datetime.strptime(name[len(prefix):], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        out.append((hour, int(value)))
+    return out
+
+
+def timeline(recipient_id: int) -> list[ResponseEvent]:
+    """A recipient's events in the order they happened (hand-off is recipient.handed_off_at)."""
+    return list(db.session.execute(
+        select(ResponseEvent).where(ResponseEvent.recipient_id == recipient_id)
+        .order_by(ResponseEvent.occurred_at, ResponseEvent.id)
+    ).scalars())
+
+
+def email_types_left(contact_id: int) -> set[int]:
+    """The email types a contact has left."""
+    return set(db.session.execute(
+        select(TypeOptOut.email_type_id).where(TypeOptOut.contact_id == contact_id)
+    ).scalars())
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    """Lists of at most `size` items, in order."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
