@@ -1,0 +1,1 @@
+"""Open pixel, click redirect, unsubscribe and preference pages: the pages recipients reach."""
