@@ -1,0 +1,106 @@
+"""Charts: pure functions from totals to plotly figures; templates only place them.
+
+Figures are built as plain plotly figure dicts wrapped in go.Figure only when asked for (the
+test-facing API); the pages serialise the dict directly, which is many times faster than validating
+a go.Figure on every page view.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from app.domain.responses import LABELS, Response
+
+# Delivery chart order and colours: the journey of a message, then the failures and not-sent.
+DELIVERY_ORDER: tuple[tuple[Response, str], ...] = (
+    (Response.PLANNED, "#c9ced8"),
+    (Response.SENT, "#8fa8f5"),
+    (Response.DELIVERED, "#2f5bea"),
+    (Response.OPENED, "#1a7f4b"),
+    (Response.CLICKED, "#0b5d35"),
+    (Response.SOFT_BOUNCE, "#e3a13b"),
+    (Response.HARD_BOUNCE, "#c0362c"),
+    (Response.BLOCKED, "#8c1d40"),
+    (Response.DROPPED, "#a35a00"),
+    (Response.SPAM, "#6b1d8c"),
+    (Response.UNSUBSCRIBED, "#5c6b8a"),
+    (Response.DELIVERY_ERROR, "#7a271a"),
+    (Response.UNKNOWN, "#98a2b3"),
+    (Response.DUPLICATE, "#d0d5dd"),
+    (Response.DO_NOT_EMAIL, "#d0d5dd"),
+    (Response.TYPE_UNSUBSCRIBED, "#d0d5dd"),
+    (Response.INVALID_ADDRESS, "#d0d5dd"),
+    (Response.INACTIVE, "#d0d5dd"),
+    (Response.CANCELED, "#b0b6c3"),
+    (Response.EXPIRED, "#b0b6c3"),
+)
+
+_LAYOUT: dict[str, Any] = {
+    "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
+    "paper_bgcolor": "rgba(0,0,0,0)",
+    "plot_bgcolor": "rgba(0,0,0,0)",
+    "font": {"family": "system-ui, sans-serif", "size": 12},
+    "height": 300,
+}
+
+
+def delivery_figure_dict(responses: dict[Response, int]) -> dict[str, Any]:
+    """Recipients per current response as a horizontal bar chart (responses with none left out)."""
+    present = [(r, colour) for r, colour in DELIVERY_ORDER if responses.get(r, 0) > 0]
+    labels = [LABELS[r] for r, _ in present]
+    values = [responses[r] for r, _ in present]
+    return {
+        "data": [{
+            "type": "bar", "orientation": "h", "x": values, "y": labels,
+            "marker": {"color": [c for _, c in present]},
+            "hovertemplate": "%{y}: %{x:,}<extra></extra>",
+        }],
+        "layout": {**_LAYOUT, "title": {"text": "Responses"},
+                   "yaxis": {"autorange": "reversed", "automargin": True},
+                   "xaxis": {"rangemode": "tozero"},
+                   "height": max(160, 40 + 26 * len(present))},
+    }
+
+
+def activity_figure_dict(opens: Sequence[tuple[datetime, int]],
+                         clicks: Sequence[tuple[datetime, int]]) -> dict[str, Any]:
+    """Opens and clicks per hour (UTC) as two lines."""
+
+    def trace(points: Sequence[tuple[datetime, int]], name: str, colour: str) -> dict[str, Any]:
+        return {"type": "scatter", "mode": "lines+markers", "name": name,
+                "x": [t.strftime("%Y-%m-%d %H:%M") for t, _ in points],
+                "y": [n for _, n in points], "line": {"color": colour, "shape": "hv"}}
+
+    return {
+        "data": [trace(opens, "Opens", "#1a7f4b"), trace(clicks, "Clicks", "#2f5bea")],
+        "layout": {**_LAYOUT, "title": {"text": "Opens and clicks per hour (UTC)"},
+                   "xaxis": {"type": "date"}, "yaxis": {"rangemode": "tozero"},
+                   "legend": {"orientation": "h"}},
+    }
+
+
+def delivery_figure(responses: dict[Response, int]) -> Any:
+    """The delivery chart as a plotly figure."""
+    import plotly.graph_objects as go
+
+    return go.Figure(delivery_figure_dict(responses))
+
+
+def activity_figure(opens: Sequence[tuple[datetime, int]],
+                    clicks: Sequence[tuple[datetime, int]]) -> Any:
+    """The opens-and-clicks-over-time chart as a plotly figure."""
+    import plotly.graph_objects as go
+
+    return go.Figure(activity_figure_dict(opens, clicks))
+
+
+def to_json(figure: Any) -> str:
+    """JSON for Plotly.newPlot, safe to embed in a <script> element."""
+    if not isinstance(figure, dict):
+        figure = figure.to_plotly_json()
+    text = json.dumps(figure, separators=(",", ":"), default=str)
+    # No "</script>" or HTML comment can end the script element early.
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

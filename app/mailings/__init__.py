@@ -1,0 +1,1 @@
+"""Mailings area: list, mailing page, editor, audience, actions, contact history."""

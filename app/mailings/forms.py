@@ -1,0 +1,71 @@
+"""Forms of the mailings area (CSRF-protected through Flask-WTF)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    EmailField,
+    IntegerField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    widgets,
+)
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
+
+CHAIN_CHOICES = [("all", "Everyone who received it"), ("openers", "Those who opened it"),
+                 ("non_openers", "Those who did not open it")]
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+class MailingForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    subject = StringField("Subject", validators=[Optional(), Length(max=500)])
+    from_name = StringField("From name", validators=[Optional(), Length(max=200)])
+    from_address = EmailField("From address",
+                              validators=[Optional(), Email(check_deliverability=False),
+                                          Length(max=320)])
+    reply_to = EmailField("Reply-to", validators=[Optional(), Email(check_deliverability=False),
+                                                  Length(max=320)])
+    email_type_id = SelectField("Email type", coerce=int, default=0)
+    lists = MultiCheckboxField("Audience", coerce=int, default=[])
+    prevent_duplicates = BooleanField("Send one copy per address", default=True)
+    html_body = TextAreaField("HTML body")
+    text_body = TextAreaField("Text part")
+    utm_source = StringField("utm_source", validators=[Optional(), Length(max=100)])
+    utm_medium = StringField("utm_medium", validators=[Optional(), Length(max=100)])
+    utm_campaign = StringField("utm_campaign", validators=[Optional(), Length(max=100)])
+    send_until = DateTimeLocalField("Send until (UTC, optional)", format="%Y-%m-%dT%H:%M",
+                                    validators=[Optional()])
+
+
+class ScheduleForm(FlaskForm):
+    local_time = DateTimeLocalField("Send at (local time)", format="%Y-%m-%dT%H:%M",
+                                    validators=[DataRequired("Pick a date and time.")])
+    zone = SelectField("Time zone", validators=[DataRequired()])
+
+
+class StepForm(FlaskForm):
+    name = StringField("Step name", validators=[DataRequired(), Length(max=200)])
+    delay_days = IntegerField("Days after the previous step", default=3,
+                              validators=[DataRequired(), NumberRange(min=0, max=365)])
+    condition = SelectField("Send to", choices=CHAIN_CHOICES, default="non_openers")
+
+
+class OneOffForm(FlaskForm):
+    from_name = StringField("From name", validators=[Optional(), Length(max=200)])
+    from_address = EmailField("From address", validators=[DataRequired(),
+                                                          Email(check_deliverability=False)])
+    subject = StringField("Subject", validators=[DataRequired(), Length(max=500)])
+    text_body = TextAreaField("Message", validators=[DataRequired()])
+
+
+class ActionForm(FlaskForm):
+    """A button-only form: carries the CSRF token and nothing else."""

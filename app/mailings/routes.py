@@ -1,0 +1,625 @@
+"""Mailings pages: parse the request, call app.services.mailings / reports, render."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user, login_required
+
+from app import charts
+from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
+from app.domain.responses import LABELS
+from app.domain.responses import Response as RecipientResponse
+from app.domain.schedule import ScheduleError, common_zones, local_display, to_utc
+from app.extensions import db
+from app.mailings.forms import ActionForm, MailingForm, OneOffForm, ScheduleForm, StepForm
+from app.models import EmailType, Mailing, Recipient, utcnow
+from app.services import chains, history, mailings, reports, totals
+from app.services import contacts as contact_service
+from app.services import responses as response_service
+from app.services.mailings import MailingError
+
+bp = Blueprint("mailings", __name__, url_prefix="/mailings")
+log = logging.getLogger(__name__)
+
+# htmx stops polling when a poll is answered with this status.
+STOP_POLLING = 286
+ZONES = ["UTC", *common_zones()]
+
+
+def _mailing_or_404(mailing_id: int) -> Mailing:
+    mailing = db.session.get(Mailing, mailing_id)
+    if mailing is None:
+        abort(404)
+    return mailing
+
+
+def _status_label(status: str) -> str:
+    return STATUS_LABELS[Status(status)]
+
+
+@bp.app_template_global()
+def mailing_status_label(status: str) -> str:
+    return _status_label(status)
+
+
+@bp.app_template_global()
+def response_label(response: str) -> str:
+    return LABELS[RecipientResponse(response)]
+
+
+@bp.app_template_global()
+def contact_history(contact_id: int) -> list[reports.HistoryEntry]:
+    """The contact page's email history (contacts/_history.html)."""
+    return reports.contact_history(contact_id)
+
+
+@bp.app_template_global()
+def one_off_form() -> OneOffForm:
+    form = OneOffForm()
+    if not form.from_address.data and current_user.is_authenticated:
+        form.from_address.data = current_user.email
+    return form
+
+
+@bp.app_template_filter("when")
+def when_filter(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+@bp.app_template_filter("pct")
+def pct_filter(value: float) -> str:
+    return f"{100 * value:.1f} %"
+
+
+@bp.app_template_filter("num")
+def num_filter(value: int) -> str:
+    return f"{value:,}"
+
+
+@bp.app_template_filter("duration")
+def duration_filter(value: Any) -> str:
+    return reports.human_duration(value)
+
+
+# ---------------------------------------------------------------- the mailings page
+
+
+@bp.route("")
+@login_required
+def index() -> Any:
+    older = request.args.get("older", type=int)
+    return render_template("mailings/index.html", overview=reports.overview(older), older=older,
+                           action_form=ActionForm())
+
+
+@bp.route("/_current")
+@login_required
+def current() -> Any:
+    """The Current section for its poll; 286 (stop polling) once nothing is sending."""
+    rows = reports.current_rows()
+    if rows:
+        return render_template("mailings/_current.html", rows=rows, action_form=ActionForm())
+    # Nothing is sending any more: the finished mailings move to Inactive in the same swap.
+    html = render_template("mailings/_current.html", rows=rows, action_form=ActionForm(),
+                           inactive=reports.overview().inactive)
+    return html, STOP_POLLING
+
+
+# ---------------------------------------------------------------- editor
+
+
+def _email_types() -> list[EmailType]:
+    return contact_service.email_types()
+
+
+def _fill_choices(form: MailingForm) -> None:
+    form.email_type_id.choices = [(0, "— none —")] + [(t.id, t.name) for t in _email_types()]
+    form.lists.choices = [(lst.id, f"{lst.name} ({n:,})")
+                          for lst, n in contact_service.lists_with_counts()]
+
+
+def _values(form: MailingForm) -> dict[str, Any]:
+    until = form.send_until.data
+    return {
+        "name": (form.name.data or "").strip(),
+        "subject": form.subject.data or "",
+        "from_name": form.from_name.data or "",
+        "from_address": form.from_address.data or "",
+        "reply_to": form.reply_to.data or "",
+        "email_type_id": form.email_type_id.data or None,
+        "prevent_duplicates": bool(form.prevent_duplicates.data),
+        "html_body": form.html_body.data or "",
+        "text_body": form.text_body.data or "",
+        "utm_source": form.utm_source.data or "",
+        "utm_medium": form.utm_medium.data or "",
+        "utm_campaign": form.utm_campaign.data or "",
+        "send_until": until.replace(tzinfo=UTC) if until else None,
+    }
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new() -> Any:
+    form = MailingForm()
+    _fill_choices(form)
+    if request.method == "GET" and not form.html_body.data:
+        form.html_body.data = STARTER_HTML
+        form.text_body.data = STARTER_TEXT
+        form.from_address.data = current_user.email
+    if form.validate_on_submit():
+        values = _values(form)
+        name = values.pop("name")
+        try:
+            mailing = mailings.create(owner_id=current_user.id, name=name,
+                                      list_ids=list(form.lists.data or []), **values)
+        except MailingError as exc:
+            flash(str(exc), "error")
+        else:
+            flash("Mailing saved as a draft.", "success")
+            return redirect(url_for("mailings.edit", mailing_id=mailing.id))
+    return render_template("mailings/editor.html", form=form, mailing=None,
+                           variables=_variables())
+
+
+@bp.route("/<int:mailing_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    if mailings.locked(mailing) and request.method == "GET":
+        flash("This mailing can no longer be edited: sending has started or is about to.", "info")
+        return redirect(url_for("mailings.detail", mailing_id=mailing.id))
+    form = MailingForm(obj=mailing if request.method == "GET" else None)
+    _fill_choices(form)
+    if request.method == "GET":
+        form.lists.data = mailings.list_ids(mailing)
+        form.email_type_id.data = mailing.email_type_id or 0
+        if mailing.send_until:
+            form.send_until.data = mailing.send_until.replace(tzinfo=None)
+    if form.validate_on_submit():
+        values = _values(form)
+        try:
+            mailings.update_content(
+                mailing, list_ids=None if mailing.chain_parent_id else list(form.lists.data or []),
+                **values)
+        except MailingError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            flash("Mailing saved.", "success")
+            return redirect(url_for("mailings.edit", mailing_id=mailing.id))
+    return render_template("mailings/editor.html", form=form, mailing=mailing,
+                           variables=_variables(), test_form=ActionForm())
+
+
+STARTER_HTML = """<html><body>
+<p>Hello {{ name }},</p>
+<p>Write your message here.</p>
+<p><a href="https://example.org">Read more</a></p>
+<p style="font-size:12px;color:#667085"><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+</body></html>
+"""
+STARTER_TEXT = """Hello {{ name }},
+
+Write your message here.
+
+Unsubscribe: {{ unsubscribe_url }}
+"""
+
+
+def _variables() -> list[str]:
+    return ["{{ name }}", "{{ email }}", "{{ unsubscribe_url }}", "{{ preferences_url }}",
+            *[f"{{{{ {key} }}}}" for key in _custom_fields()]]
+
+
+def _custom_fields(sample: int = 200) -> list[str]:
+    """Custom field names seen on recent contacts (for the variables hint)."""
+    from sqlalchemy import select
+
+    from app.models import Contact
+
+    keys: set[str] = set()
+    for fields in db.session.execute(
+        select(Contact.fields).order_by(Contact.id.desc()).limit(sample)
+    ).scalars():
+        keys.update(k for k in (fields or {}) if k.isidentifier())
+    return sorted(keys)[:30]
+
+
+@bp.route("/audience-count", methods=["POST"])
+@login_required
+def audience_count() -> Any:
+    """The editor's live eligible count for the audience as currently ticked."""
+    list_ids = [int(x) for x in request.form.getlist("lists") if x.isdigit()]
+    type_id = request.form.get("email_type_id", type=int) or None
+    prevent = request.form.get("prevent_duplicates") in ("y", "on", "true", "1")
+    mailing_id = request.form.get("mailing_id", type=int)
+    parent = None
+    if mailing_id:
+        mailing = db.session.get(Mailing, mailing_id)
+        parent = mailing.chain_parent_id if mailing else None
+    if not list_ids and parent is None:
+        return render_template("mailings/_audience_count.html", counts=None)
+    counts = reports.audience_preview(list_ids, type_id, prevent, mailing_id=mailing_id)
+    return render_template("mailings/_audience_count.html", counts=counts)
+
+
+@bp.route("/<int:mailing_id>/preview")
+@login_required
+def preview(mailing_id: int) -> Any:
+    """The mailing rendered for one contact (by address), or for a sample contact."""
+    from app.services.rendering import TemplateProblem, merge_data
+    from app.services.rendering import preview as render_preview
+
+    mailing = _mailing_or_404(mailing_id)
+    address = request.args.get("contact", "").strip()
+    contact = contact_service.find_contact(address) if address else None
+    if contact is not None:
+        merge = merge_data(contact.name, contact.email, contact.fields)
+    else:
+        merge = merge_data("Jane Doe", address or "jane@example.org", {})
+    try:
+        shown = render_preview(mailing, merge, mailings.base_url())
+        problem = None
+    except TemplateProblem as exc:
+        shown, problem = None, str(exc)
+    return render_template("mailings/_preview.html", shown=shown, problem=problem,
+                           contact=contact, address=address)
+
+
+@bp.route("/<int:mailing_id>/test-send", methods=["POST"])
+@login_required
+def test_send(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    if ActionForm().validate_on_submit():
+        try:
+            reports.send_test(mailing, current_user.email, current_user.name or "")
+        except reports.TestSendError as exc:
+            flash(f"Test not sent: {exc}", "error")
+        else:
+            flash(f"Test message sent to {current_user.email}.", "success")
+    target = "mailings.edit" if not mailings.locked(mailing) else "mailings.detail"
+    return redirect(url_for(target, mailing_id=mailing.id))
+
+
+# ---------------------------------------------------------------- the mailing page
+
+
+def _page_state(mailing: Mailing) -> dict[str, Any]:
+    counters = totals.get(mailing.id)
+    t = reports.email_totals(counters)
+    now = utcnow()
+    actions = allowed_actions(mailing.status_enum, now=now, send_at=mailing.send_at)
+    return {
+        "mailing": mailing,
+        "counters": counters,
+        "t": t,
+        "progress": reports.sending_progress(mailing, t, now),
+        "actions": actions,
+        "Action": Action,
+        "live": mailing.status_enum in reports.LIVE,
+        "locked": mailings.locked(mailing, now),
+        "when": local_display(mailing.send_at, mailing.send_at_zone or "UTC")
+        if mailing.send_at else "",
+        "action_form": ActionForm(),
+    }
+
+
+def _audience_args(mailing: Mailing, counters: dict[str, int]) -> reports.AudiencePage:
+    default = "not_sent" if mailing.status == Status.CANCELED.value else "all"
+    return reports.audience_page(
+        mailing.id, request.args.get("tab", default), q=request.args.get("q", ""),
+        after=request.args.get("after", type=int), before=request.args.get("before", type=int),
+        last=request.args.get("last") == "1", counters=counters,
+    )
+
+
+@bp.route("/<int:mailing_id>")
+@login_required
+def detail(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    state = _page_state(mailing)
+    page = _audience_args(mailing, state["counters"])
+    opens = response_service.activity(mailing.id, response_service.OPEN)
+    clicks = response_service.activity(mailing.id, response_service.CLICK)
+    schedule_form = ScheduleForm()
+    schedule_form.zone.choices = [(z, z) for z in ZONES]
+    schedule_form.zone.data = mailing.send_at_zone or "UTC"
+    if mailing.send_at:
+        schedule_form.local_time.data = mailing.send_at.astimezone(
+            _zone(mailing.send_at_zone)).replace(tzinfo=None)
+    return render_template(
+        "mailings/detail.html", **state, page=page,
+        tabs=reports.TABS, tab_counts=reports.tab_counts(state["counters"]),
+        delivery_chart=charts.to_json(charts.delivery_figure_dict(state["t"].responses))
+        if state["t"].recipients else None,
+        activity_chart=charts.to_json(charts.activity_figure_dict(opens, clicks))
+        if opens or clicks else None,
+        steps=chains.steps_of(mailing), parent=db.session.get(Mailing, mailing.chain_parent_id)
+        if mailing.chain_parent_id else None,
+        schedule_form=schedule_form, step_form=StepForm(),
+        owner=mailing.owner.name or mailing.owner.email if mailing.owner else "—",
+        list_names=_list_names(mailing),
+    )
+
+
+def _zone(name: str | None) -> Any:
+    from zoneinfo import ZoneInfo
+
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, KeyError):
+        return UTC
+
+
+def _list_names(mailing: Mailing) -> list[str]:
+    from sqlalchemy import select
+
+    from app.models import ContactList
+
+    ids = mailings.list_ids(mailing)
+    if not ids:
+        return []
+    return list(db.session.execute(
+        select(ContactList.name).where(ContactList.id.in_(ids)).order_by(ContactList.name)
+    ).scalars())
+
+
+@bp.route("/<int:mailing_id>/_live")
+@login_required
+def live(mailing_id: int) -> Any:
+    """Status, progress and totals for the poll; 286 once the mailing is no longer sending."""
+    mailing = _mailing_or_404(mailing_id)
+    state = _page_state(mailing)
+    html = render_template("mailings/_live.html", **state, oob=True)
+    return html, (200 if state["live"] else STOP_POLLING)
+
+
+@bp.route("/<int:mailing_id>/audience")
+@login_required
+def audience(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    counters = totals.get(mailing.id)
+    page = _audience_args(mailing, counters)
+    return render_template("mailings/_audience.html", mailing=mailing, page=page,
+                           tabs=reports.TABS, tab_counts=reports.tab_counts(counters))
+
+
+@bp.route("/<int:mailing_id>/audience.csv")
+@login_required
+def export(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    tab = request.args.get("tab", "all")
+    if tab not in reports.TABS:
+        abort(404)
+    counters = totals.get(mailing.id)
+    filename = f"mailing-{mailing.id}-{tab}.csv"
+    return Response(
+        stream_with_context(reports.audience_csv(mailing.id, tab, counters)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@bp.route("/<int:mailing_id>/recipients/<int:recipient_id>")
+@login_required
+def recipient(mailing_id: int, recipient_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    row = db.session.get(Recipient, recipient_id)
+    if row is None or row.mailing_id != mailing.id:
+        abort(404)
+    items = reports.timeline(row, response_service.timeline(row.id))
+    return render_template("mailings/recipient.html", mailing=mailing, recipient=row,
+                           timeline=items, message=_message_view(row))
+
+
+@bp.route("/recipients/<int:recipient_id>/_message")
+@login_required
+def recipient_message(recipient_id: int) -> Any:
+    row = db.session.get(Recipient, recipient_id)
+    if row is None:
+        abort(404)
+    return render_template("mailings/_message.html", recipient=row, message=_message_view(row))
+
+
+def _message_view(row: Recipient) -> reports.MessageView | None:
+    data = history.rebuild_message(row)
+    return reports.message_view(data) if data is not None else None
+
+
+# ---------------------------------------------------------------- actions
+
+
+def _back(mailing: Mailing) -> Any:
+    target = request.form.get("next", "")
+    if target == "index":
+        return redirect(url_for("mailings.index"))
+    return redirect(url_for("mailings.detail", mailing_id=mailing.id))
+
+
+def _act(mailing_id: int, do: Any, done: str) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        do(mailing)
+    except MailingError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        flash(done, "success")
+    return _back(mailing)
+
+
+@bp.route("/<int:mailing_id>/cancel", methods=["POST"])
+@login_required
+def cancel(mailing_id: int) -> Any:
+    def do(m: Mailing) -> None:
+        count = mailings.cancel(m)
+        if count:
+            flash(f"{count:,} recipients were not sent; they are listed under Not sent.", "info")
+
+    return _act(mailing_id, do, "Mailing canceled.")
+
+
+@bp.route("/<int:mailing_id>/unschedule", methods=["POST"])
+@login_required
+def unschedule(mailing_id: int) -> Any:
+    return _act(mailing_id, mailings.unschedule, "Schedule canceled; the mailing is a draft again.")
+
+
+@bp.route("/<int:mailing_id>/resume", methods=["POST"])
+@login_required
+def resume(mailing_id: int) -> Any:
+    return _act(mailing_id, mailings.resume, "Sending resumed where it stopped.")
+
+
+@bp.route("/<int:mailing_id>/send-now", methods=["POST"])
+@login_required
+def send_now(mailing_id: int) -> Any:
+    return _act(mailing_id, mailings.send_now, "Sending started.")
+
+
+@bp.route("/<int:mailing_id>/copy", methods=["POST"])
+@login_required
+def copy(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        clone = mailings.copy(mailing, owner_id=current_user.id)
+    except MailingError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return _back(mailing)
+    flash("Copied into a new draft.", "success")
+    return redirect(url_for("mailings.edit", mailing_id=clone.id))
+
+
+@bp.route("/<int:mailing_id>/delete", methods=["POST"])
+@login_required
+def delete(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    name = mailing.name
+    try:
+        mailings.delete_mailing(mailing)
+    except MailingError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return _back(mailing)
+    flash(f"Mailing {name} deleted.", "success")
+    return redirect(url_for("mailings.index"))
+
+
+@bp.route("/<int:mailing_id>/schedule", methods=["POST"])
+@login_required
+def schedule(mailing_id: int) -> Any:
+    mailing = _mailing_or_404(mailing_id)
+    form = ScheduleForm()
+    form.zone.choices = [(z, z) for z in ZONES]
+    if not form.validate_on_submit() or form.local_time.data is None:
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"Not scheduled: {error}", "error")
+        return _back(mailing)
+    try:
+        resolved = mailings.schedule(mailing, form.local_time.data, form.zone.data or "UTC")
+    except MailingError as exc:
+        db.session.rollback()
+        flash(f"Not scheduled: {exc}", "error")
+        return _back(mailing)
+    flash(f"Scheduled for {local_display(resolved.utc, resolved.zone)}.", "success")
+    if resolved.note:
+        flash(resolved.note, "info")
+    return _back(mailing)
+
+
+@bp.route("/schedule-check")
+@login_required
+def schedule_check() -> Any:
+    """What a local time in a zone means: its UTC instant, a DST note, or why it is refused."""
+    raw, zone = request.args.get("local_time", ""), request.args.get("zone", "UTC")
+    message, kind = "", "muted"
+    if raw:
+        try:
+            resolved = to_utc(datetime.strptime(raw, "%Y-%m-%dT%H:%M"), zone)
+        except ValueError as exc:  # ScheduleError is a ValueError; so is a malformed time
+            message, kind = (str(exc) if isinstance(exc, ScheduleError)
+                             else "Pick a date and time."), "error"
+        else:
+            message = f"= {resolved.utc:%Y-%m-%d %H:%M} UTC"
+            if resolved.note:
+                message, kind = f"{message}. {resolved.note}", "warn"
+    return render_template("mailings/_schedule_check.html", message=message, kind=kind)
+
+
+@bp.route("/<int:mailing_id>/steps", methods=["POST"])
+@login_required
+def add_step(mailing_id: int) -> Any:
+    parent = _mailing_or_404(mailing_id)
+    form = StepForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"Step not added: {error}", "error")
+        return _back(parent)
+    try:
+        step = chains.add_step(
+            parent, name=form.name.data or "", delay_days=int(form.delay_days.data or 0),
+            condition=form.condition.data or "all", owner_id=current_user.id,
+            subject=parent.subject, from_name=parent.from_name,
+            from_address=parent.from_address, reply_to=parent.reply_to,
+            html_body=parent.html_body, text_body=parent.text_body,
+        )
+    except MailingError as exc:
+        db.session.rollback()
+        flash(f"Step not added: {exc}", "error")
+        return _back(parent)
+    flash("Follow-up step added as a draft; edit its content now.", "success")
+    return redirect(url_for("mailings.edit", mailing_id=step.id))
+
+
+# ---------------------------------------------------------------- one-off email
+
+
+@bp.route("/one-off/<int:contact_id>", methods=["POST"])
+@login_required
+def one_off(contact_id: int) -> Any:
+    from app.services.one_off import OneOffError, send_one_off
+
+    contact = contact_service.get_contact(contact_id)
+    if contact is None:
+        abort(404)
+    form = OneOffForm()
+    back = url_for("contacts.detail", contact_id=contact.id) + "#history"
+    if not form.validate_on_submit():
+        for field_errors in form.errors.values():
+            for error in field_errors:
+                flash(f"Email not sent: {error}", "error")
+        return redirect(back)
+    try:
+        send_one_off(contact, owner_id=current_user.id, subject=form.subject.data or "",
+                     text_body=form.text_body.data or "", from_name=form.from_name.data or "",
+                     from_address=form.from_address.data or "")
+    except OneOffError as exc:
+        db.session.rollback()
+        flash(f"Email not sent: {exc}", "error")
+    else:
+        flash(f"Email to {contact.email} is on its way; it appears in the history below.",
+              "success")
+    return redirect(back)

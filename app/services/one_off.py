@@ -1,0 +1,80 @@
+"""A one-off email from staff to one contact, tracked like any mailing but not listed among them.
+
+The message is a Mailing with ``one_off=True`` and exactly one recipient. Its template is frozen
+the same way (so the exact message can be shown again in the contact's history) and it is handed
+off by the same batch engine, which rechecks eligibility right before hand-off. The audience is
+the one contact rather than lists, so the recipient row is written here instead of by
+materialising lists; the mailing then enters the sending queue at its head: a reply to one client
+should not wait behind a mailing to a million.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from app.domain.lifecycle import Action, Status, transition
+from app.domain.responses import Response
+from app.extensions import db
+from app.models import Contact, Mailing, Recipient, utcnow
+from app.services import totals
+from app.services.rendering import TemplateProblem, check_template
+
+
+class OneOffError(ValueError):
+    """The one-off email cannot be sent; the message says why."""
+
+
+def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_body: str,
+                 from_address: str, from_name: str = "", reply_to: str = "",
+                 html_body: str = "") -> Mailing:
+    """Create the one-off mailing with its single recipient and start sending it."""
+    from app.services.freeze import freeze_version
+
+    subject, from_address = subject.strip(), from_address.strip()
+    if not subject:
+        raise OneOffError("The email needs a subject.")
+    if not (text_body.strip() or html_body.strip()):
+        raise OneOffError("The email needs a message.")
+    if "@" not in from_address:
+        raise OneOffError("The email needs a from address.")
+    if contact.do_not_email:
+        raise OneOffError("This contact is marked do not email.")
+    if not contact.valid:
+        raise OneOffError("This contact's address is invalid.")
+    for source, what in ((subject, "Subject"), (text_body, "Message"), (html_body, "HTML")):
+        try:
+            check_template(source, what)
+        except TemplateProblem as exc:
+            raise OneOffError(f"The message cannot be used: {exc}") from exc
+
+    now = utcnow()
+    mailing = Mailing(
+        name=f"One-off to {contact.email}: {subject}"[:200], subject=subject,
+        from_name=from_name.strip(), from_address=from_address, reply_to=reply_to.strip(),
+        text_body=text_body, html_body=html_body, owner_id=owner_id, one_off=True,
+        prevent_duplicates=False, status=Status.DRAFT.value,
+    )
+    db.session.add(mailing)
+    db.session.flush()
+    freeze_version(mailing)
+    db.session.add(Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
+                             response=Response.PLANNED.value, response_at=now))
+    totals.bump(mailing.id, {totals.response_key(Response.PLANNED): 1, "recipients": 1,
+                             "eligible": 1})
+    preparing = transition(Status.DRAFT, Action.SEND_NOW, now=now)
+    mailing.status = transition(preparing, Action.BEGIN_SENDING, now=now).value
+    head = db.session.execute(
+        select(func.min(Mailing.queued_at)).where(Mailing.status == Status.SENDING.value)
+    ).scalar_one_or_none()
+    mailing.started_at = now
+    mailing.queued_at = min(head - timedelta(seconds=1), now) if head is not None else now
+    db.session.commit()
+
+    from app.services import sending
+    from jobs.enqueue import kick_sending
+
+    sending.clear_stop_flag(mailing.id)
+    kick_sending()
+    return mailing

@@ -1,0 +1,628 @@
+"""What the dashboard shows: mailing lists with their totals, a mailing's email totals and
+progress, the audience table with keyset pages, its CSV export, and a contact's email history.
+
+Everything a poll reads comes from the mailing counters (O(1) at any audience size). The audience
+table reads at most one page per response through the (mailing_id, response, id) index, so the last
+page of a million recipients costs the same as the first.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from app.domain.lifecycle import Status
+from app.domain.responses import FAILURES, LABELS, NOT_SENT, Response
+from app.domain.schedule import local_display
+from app.extensions import db
+from app.models import Mailing, Recipient, ResponseEvent, User, utcnow
+from app.services import totals as totals_service
+
+LIVE = frozenset({Status.PREPARING, Status.SENDING})
+INACTIVE = (Status.DRAFT, Status.SENT, Status.CANCELED, Status.INTERRUPTED)
+INACTIVE_PAGE = 100
+PAGE_SIZE = 50
+SEARCH_LIMIT = 200
+CSV_CHUNK = 5000
+
+# Counters a list row needs; fetched for every listed mailing in one query.
+ROW_COUNTERS = (
+    "recipients", "eligible", "handed_off", "opened_unique", "clicked_unique", "unsubscribed",
+    "blocked", "complaints", "response:planned",
+)
+
+
+# ---------------------------------------------------------------- totals
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+@dataclass(frozen=True)
+class EmailTotals:
+    """A mailing's totals as staff read them (DESIGN.md, "Totals")."""
+
+    recipients: int
+    eligible: int
+    sent: int
+    planned: int
+    delivered: int
+    opened: int
+    opened_human: int
+    opens: int
+    opens_machine: int
+    clicked: int
+    clicked_human: int
+    clicks: int
+    clicks_machine: int
+    unsubscribed: int
+    complaints: int
+    soft_bounces: int
+    hard_bounces: int
+    blocked: int
+    dropped: int
+    failed: dict[Response, int]
+    not_sent: dict[Response, int]
+    responses: dict[Response, int]
+
+    @property
+    def open_rate(self) -> float:
+        return _rate(self.opened, self.sent)
+
+    @property
+    def click_rate(self) -> float:
+        return _rate(self.clicked, self.sent)
+
+    @property
+    def opens_human(self) -> int:
+        return max(self.opens - self.opens_machine, 0)
+
+    @property
+    def clicks_human(self) -> int:
+        return max(self.clicks - self.clicks_machine, 0)
+
+    @property
+    def blocked_or_spam(self) -> int:
+        return self.blocked + self.complaints
+
+    @property
+    def not_sent_total(self) -> int:
+        return sum(self.not_sent.values())
+
+    @property
+    def percent_sent(self) -> float:
+        return min(100.0, 100.0 * _rate(self.sent, self.eligible)) if self.eligible else 0.0
+
+    @property
+    def processed(self) -> int:
+        """Eligible recipients no longer waiting (handed off, or refused at hand-off)."""
+        return max(self.eligible - self.planned, 0)
+
+
+def email_totals(counters: Mapping[str, int]) -> EmailTotals:
+    """Email totals from a mailing's counters (app.services.totals / responses)."""
+    responses = totals_service.responses(counters)
+    c = counters.get
+    return EmailTotals(
+        recipients=c("recipients", 0), eligible=c("eligible", 0), sent=c("handed_off", 0),
+        planned=responses[Response.PLANNED], delivered=c("delivered_unique", 0),
+        opened=c("opened_unique", 0), opened_human=c("opened_unique_human", 0),
+        opens=c("opens", 0), opens_machine=c("opens_machine", 0),
+        clicked=c("clicked_unique", 0), clicked_human=c("clicked_unique_human", 0),
+        clicks=c("clicks", 0), clicks_machine=c("clicks_machine", 0),
+        unsubscribed=c("unsubscribed", 0), complaints=c("complaints", 0),
+        soft_bounces=c("soft_bounces", 0), hard_bounces=c("hard_bounces", 0),
+        blocked=c("blocked", 0), dropped=c("dropped", 0),
+        failed={r: responses[r] for r in sorted(FAILURES) if responses[r]},
+        not_sent={r: responses[r] for r in sorted(NOT_SENT) if responses[r]},
+        responses=responses,
+    )
+
+
+def counters_for(mailing_ids: Sequence[int], names: Iterable[str] = ROW_COUNTERS) -> dict[int, dict[str, int]]:
+    """Selected counters of many mailings in one query (primary-key lookups)."""
+    from app.models import MailingCounter
+
+    out: dict[int, dict[str, int]] = {m: {} for m in mailing_ids}
+    if not mailing_ids:
+        return out
+    rows = db.session.execute(
+        select(MailingCounter.mailing_id, MailingCounter.name, MailingCounter.value).where(
+            MailingCounter.mailing_id.in_(list(mailing_ids)),
+            MailingCounter.name.in_(list(names)),
+        )
+    )
+    for mailing_id, name, value in rows:
+        out[mailing_id][name] = int(value)
+    return out
+
+
+# ---------------------------------------------------------------- progress
+
+
+@dataclass(frozen=True)
+class SendingProgress:
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: timedelta | None
+    time_left: timedelta | None
+    percent: float
+
+
+def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = None) -> SendingProgress:
+    """Started, finished, duration and an estimate of the time left from the pace so far."""
+    now = now or utcnow()
+    started, finished = mailing.started_at, mailing.finished_at
+    duration = (finished or now) - started if started else None
+    left = None
+    if mailing.status == Status.SENDING.value and started and t.planned:
+        elapsed = (now - started).total_seconds()
+        if t.processed and elapsed > 0:
+            left = timedelta(seconds=round(t.planned * elapsed / t.processed))
+    return SendingProgress(started, finished, duration, left, t.percent_sent)
+
+
+def human_duration(value: timedelta | None) -> str:
+    """'2 h 05 min', '3 min 20 s', '12 s'; an em dash when unknown."""
+    if value is None:
+        return "—"
+    seconds = max(int(value.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours >= 24:
+        return f"{hours // 24} d {hours % 24} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+# ---------------------------------------------------------------- mailing lists
+
+
+@dataclass
+class MailingRow:
+    mailing: Mailing
+    owner: str
+    totals: EmailTotals
+    progress: SendingProgress | None = None
+    when: str = ""
+
+
+@dataclass
+class Overview:
+    current: list[MailingRow] = field(default_factory=list)
+    scheduled: list[MailingRow] = field(default_factory=list)
+    inactive: list[MailingRow] = field(default_factory=list)
+    older_than: int | None = None  # keyset cursor for the next page of inactive mailings
+
+    @property
+    def live(self) -> bool:
+        return bool(self.current)
+
+
+def _rows(mailings: list[Mailing], now: datetime) -> list[MailingRow]:
+    counters = counters_for([m.id for m in mailings])
+    owners = _owner_names({m.owner_id for m in mailings if m.owner_id is not None})
+    rows = []
+    for m in mailings:
+        t = email_totals(counters[m.id])
+        row = MailingRow(m, owners.get(m.owner_id or 0, "—"), t)
+        if m.status in LIVE:
+            row.progress = sending_progress(m, t, now)
+        if m.send_at is not None and m.status == Status.SCHEDULED.value:
+            row.when = local_display(m.send_at, m.send_at_zone or "UTC")
+        rows.append(row)
+    return rows
+
+
+def _owner_names(ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return {i: name or email for i, name, email in db.session.execute(
+        select(User.id, User.name, User.email).where(User.id.in_(ids)))}
+
+
+def live_mailings() -> list[Mailing]:
+    """Preparing and sending mailings in queue order (one-off messages left out)."""
+    return list(db.session.execute(
+        select(Mailing).where(Mailing.status.in_([s.value for s in LIVE]),
+                              Mailing.one_off.is_(False))
+        .order_by(Mailing.queued_at.is_(None), Mailing.queued_at, Mailing.id)
+    ).scalars())
+
+
+def overview(older_than: int | None = None, now: datetime | None = None) -> Overview:
+    """The mailings page: Current (queue order), Scheduled (by send time), Inactive (newest
+    first, a page at a time)."""
+    now = now or utcnow()
+    scheduled = list(db.session.execute(
+        select(Mailing).where(Mailing.status == Status.SCHEDULED.value, Mailing.one_off.is_(False))
+        .order_by(Mailing.send_at, Mailing.id)
+    ).scalars())
+    stmt = (select(Mailing).where(Mailing.status.in_([s.value for s in INACTIVE]),
+                                  Mailing.one_off.is_(False))
+            .order_by(Mailing.id.desc()).limit(INACTIVE_PAGE + 1))
+    if older_than is not None:
+        stmt = stmt.where(Mailing.id < older_than)
+    inactive = list(db.session.execute(stmt).scalars())
+    more = len(inactive) > INACTIVE_PAGE
+    inactive = inactive[:INACTIVE_PAGE]
+    return Overview(
+        current=_rows(live_mailings(), now),
+        scheduled=_rows(scheduled, now),
+        inactive=_rows(inactive, now),
+        older_than=inactive[-1].id if more else None,
+    )
+
+
+def current_rows(now: datetime | None = None) -> list[MailingRow]:
+    """Just the Current section, for its poll."""
+    return _rows(live_mailings(), now or utcnow())
+
+
+# ---------------------------------------------------------------- the audience table
+
+TABS: dict[str, tuple[str, tuple[Response, ...]]] = {
+    "open": ("Open", (Response.OPENED, Response.CLICKED)),
+    "click": ("Click", (Response.CLICKED,)),
+    "bounce": ("Bounce", (Response.SOFT_BOUNCE, Response.HARD_BOUNCE)),
+    "dropped": ("Dropped", (Response.DROPPED,)),
+    "spam": ("Spam / blocked", (Response.SPAM, Response.BLOCKED)),
+    "unsubscribed": ("Unsubscribed", (Response.UNSUBSCRIBED,)),
+    "not_sent": ("Not sent", tuple(sorted(NOT_SENT))),
+    "all": ("All", tuple(Response)),
+}
+COLUMNS = (Recipient.id, Recipient.address, Recipient.contact_id, Recipient.response,
+           Recipient.response_at, Recipient.opens, Recipient.clicks, Recipient.detail,
+           Recipient.handed_off_at, Recipient.updated_at)
+
+
+def tab_counts(counters: Mapping[str, int]) -> dict[str, int]:
+    """Recipients per tab, from the response counters."""
+    return {key: sum(counters.get(totals_service.response_key(r), 0) for r in rs)
+            for key, (_, rs) in TABS.items()}
+
+
+@dataclass
+class AudiencePage:
+    tab: str
+    rows: list[Any]
+    q: str = ""
+    next_after: int | None = None
+    prev_before: int | None = None
+    first: bool = True
+    last: bool = True
+    truncated: bool = False  # a search shows at most SEARCH_LIMIT matches
+
+
+def _present(responses: Sequence[Response], counters: Mapping[str, int] | None) -> list[Response]:
+    if not counters:
+        return list(responses)
+    return [r for r in responses if counters.get(totals_service.response_key(r), 0) > 0]
+
+
+def audience_page(mailing_id: int, tab: str = "all", *, q: str = "", after: int | None = None,
+                  before: int | None = None, last: bool = False, size: int = PAGE_SIZE,
+                  counters: Mapping[str, int] | None = None) -> AudiencePage:
+    """One page of a mailing's recipients in a tab, in id order.
+
+    Keyset pagination: `after` gives the page following that id, `before` the page preceding it,
+    `last` the final page (the order reversed). Each response of the tab is read through the
+    (mailing_id, response, id) index with its own LIMIT and the pieces are merged, so no page
+    ever sorts more than a page per response.
+    """
+    if tab not in TABS:
+        tab = "all"
+    responses = _present(TABS[tab][1], counters)
+    q = q.strip()
+    if q:
+        return _search(mailing_id, tab, responses, q)
+    backward = last or before is not None
+    rows: list[Any] = []
+    for response in responses:
+        stmt = select(*COLUMNS).where(Recipient.mailing_id == mailing_id,
+                                      Recipient.response == response.value)
+        if backward:
+            if before is not None:
+                stmt = stmt.where(Recipient.id < before)
+            stmt = stmt.order_by(Recipient.id.desc())
+        else:
+            if after is not None:
+                stmt = stmt.where(Recipient.id > after)
+            stmt = stmt.order_by(Recipient.id)
+        rows.extend(db.session.execute(stmt.limit(size + 1)).all())
+    rows.sort(key=lambda r: r.id, reverse=backward)
+    more = len(rows) > size
+    rows = rows[:size]
+    if backward:
+        rows.reverse()
+        page = AudiencePage(tab, rows, first=not more, last=before is None)
+    else:
+        page = AudiencePage(tab, rows, first=after is None, last=not more)
+    if rows:
+        page.next_after = None if page.last else rows[-1].id
+        page.prev_before = None if page.first else rows[0].id
+    return page
+
+
+def _search(mailing_id: int, tab: str, responses: Sequence[Response], q: str) -> AudiencePage:
+    """Recipients whose address starts with `q` (the (mailing_id, address) index; range scan)."""
+    values = [r.value for r in responses]
+    stmt = (
+        select(*COLUMNS)
+        .where(Recipient.mailing_id == mailing_id, Recipient.address >= q,
+               Recipient.address < q + "\U0010ffff")
+        .order_by(Recipient.address, Recipient.id)
+        .limit(SEARCH_LIMIT + 1)
+    )
+    if tab != "all":
+        stmt = stmt.where(Recipient.response.in_(values))
+    rows = list(db.session.execute(stmt).all())
+    if not rows and q.lower() != q:
+        return _search(mailing_id, tab, responses, q.lower())
+    truncated = len(rows) > SEARCH_LIMIT
+    return AudiencePage(tab, rows[:SEARCH_LIMIT], q=q, truncated=truncated)
+
+
+def iter_audience(mailing_id: int, tab: str = "all",
+                  counters: Mapping[str, int] | None = None) -> Iterator[Any]:
+    """Every recipient of a tab in id order, read in keyset chunks (memory stays flat)."""
+    responses = _present(TABS.get(tab, TABS["all"])[1], counters)
+
+    def chunks(response: Response) -> Iterator[Any]:
+        after = 0
+        while True:
+            rows = db.session.execute(
+                select(*COLUMNS).where(Recipient.mailing_id == mailing_id,
+                                       Recipient.response == response.value,
+                                       Recipient.id > after)
+                .order_by(Recipient.id).limit(CSV_CHUNK)
+            ).all()
+            yield from rows
+            if len(rows) < CSV_CHUNK:
+                return
+            after = rows[-1].id
+
+    return heapq.merge(*(chunks(r) for r in responses), key=lambda r: r.id)
+
+
+CSV_HEADER = ("recipient_id", "address", "contact_id", "response", "response_label",
+              "response_at", "opens", "clicks", "handed_off_at", "detail")
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def audience_csv(mailing_id: int, tab: str = "all",
+                 counters: Mapping[str, int] | None = None) -> Iterator[str]:
+    """The tab as CSV text, yielded in pieces for a streamed download."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_HEADER)
+    for n, r in enumerate(iter_audience(mailing_id, tab, counters), start=1):
+        writer.writerow((
+            r.id, _safe_cell(r.address), r.contact_id or "", r.response,
+            LABELS[Response(r.response)], _iso(r.response_at), r.opens, r.clicks,
+            _iso(r.handed_off_at), _safe_cell(r.detail or ""),
+        ))
+        if n % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _safe_cell(value: str) -> str:
+    """Keep spreadsheet programs from running a cell as a formula (CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+# ---------------------------------------------------------------- contact history
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    at: datetime
+    label: str
+    source: str
+    applied: bool = True
+    machine: bool = False
+    detail: str = ""
+
+
+@dataclass
+class HistoryEntry:
+    recipient: Recipient
+    mailing_id: int
+    mailing_name: str
+    one_off: bool
+    timeline: list[TimelineItem]
+
+    @property
+    def response_label(self) -> str:
+        return LABELS[Response(self.recipient.response)]
+
+    @property
+    def last_change(self) -> datetime | None:
+        r = self.recipient
+        moments = [m for m in (r.response_at, r.updated_at, r.handed_off_at) if m is not None]
+        moments += [t.at for t in self.timeline]
+        return max(moments) if moments else None
+
+
+EVENT_LABELS = {"open": "Opened", "click": "Clicked", "deferred": "Deferred by the provider",
+                "resubscribed": "Subscribed again"}
+
+
+def event_label(kind: str) -> str:
+    if kind in EVENT_LABELS:
+        return EVENT_LABELS[kind]
+    try:
+        return LABELS[Response(kind)]
+    except ValueError:
+        return kind
+
+
+def _detail_text(detail: Any) -> str:
+    if not detail:
+        return ""
+    if isinstance(detail, Mapping):
+        return ", ".join(f"{k}: {v}" for k, v in detail.items() if k != "link_id")
+    return str(detail)
+
+
+def timeline(recipient: Recipient, events: Iterable[ResponseEvent]) -> list[TimelineItem]:
+    """The hand-off followed by every recorded event, oldest first."""
+    items = []
+    if recipient.handed_off_at is not None:
+        items.append(TimelineItem(recipient.handed_off_at, "Handed off to the provider", "smtp"))
+    for e in events:
+        items.append(TimelineItem(e.occurred_at, event_label(e.kind), e.source, e.applied,
+                                  e.machine, _detail_text(e.detail)))
+    items.sort(key=lambda i: i.at)
+    return items
+
+
+def contact_history(contact_id: int, limit: int = 50) -> list[HistoryEntry]:
+    """Every mailing sent (or not sent) to a contact, newest first, each with its timeline."""
+    rows = db.session.execute(
+        select(Recipient, Mailing.name, Mailing.one_off)
+        .join(Mailing, Mailing.id == Recipient.mailing_id)
+        .where(Recipient.contact_id == contact_id)
+        .order_by(Recipient.id.desc()).limit(limit)
+    ).all()
+    ids = [r.id for r, _, _ in rows]
+    events: dict[int, list[ResponseEvent]] = {i: [] for i in ids}
+    if ids:
+        for e in db.session.execute(
+            select(ResponseEvent).where(ResponseEvent.recipient_id.in_(ids))
+            .order_by(ResponseEvent.recipient_id, ResponseEvent.id)
+        ).scalars():
+            events[e.recipient_id].append(e)
+    return [HistoryEntry(r, r.mailing_id, name, bool(one_off), timeline(r, events[r.id]))
+            for r, name, one_off in rows]
+
+
+@dataclass(frozen=True)
+class MessageView:
+    raw: str
+    html: str
+    text: str
+    subject: str
+
+
+def message_view(data: bytes) -> MessageView:
+    """The stored bytes as raw source plus the decoded HTML and text parts for display."""
+    import email
+    from email import policy
+
+    msg = email.message_from_bytes(data, policy=policy.default)
+    html = text = ""
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        if ctype == "text/html" and not html:
+            html = str(part.get_content())
+        elif ctype == "text/plain" and not text:
+            text = str(part.get_content())
+    return MessageView(data.decode("utf-8", "replace"), html, text, str(msg.get("Subject", "")))
+
+
+__all__ = [
+    "AudiencePage", "EmailTotals", "HistoryEntry", "MessageView", "Overview", "TABS",
+    "audience_csv", "audience_page", "contact_history", "counters_for", "email_totals",
+    "human_duration", "iter_audience", "message_view", "overview", "sending_progress",
+    "tab_counts", "timeline",
+]
+
+
+# ---------------------------------------------------------------- editor helpers
+
+
+def audience_preview(list_ids: Sequence[int], email_type_id: int | None, prevent_duplicates: bool,
+                     mailing_id: int | None = None) -> dict[str, Any]:
+    """The eligible count and the suppressed by reason for an audience as ticked in the editor.
+
+    The eligibility rules are app.services.audience's own: for an audience not saved yet, a
+    throwaway mailing carries the ticked lists inside a transaction that is rolled back.
+    """
+    from app.models import MailingList
+    from app.services.audience import preview_counts
+
+    try:
+        saved = db.session.get(Mailing, mailing_id) if mailing_id else None
+        if saved is not None and saved.chain_parent_id is not None:
+            counts = preview_counts(saved)
+        else:
+            probe = Mailing(name="audience preview", status=Status.DRAFT.value,
+                            email_type_id=email_type_id, prevent_duplicates=prevent_duplicates)
+            db.session.add(probe)
+            db.session.flush()
+            for list_id in dict.fromkeys(list_ids):
+                db.session.add(MailingList(mailing_id=probe.id, list_id=list_id))
+            db.session.flush()
+            counts = preview_counts(probe)
+    finally:
+        db.session.rollback()
+    eligible = counts.pop(Response.PLANNED.value, 0)
+    suppressed = sorted(((LABELS[Response(r)], n) for r, n in counts.items() if n),
+                        key=lambda x: -x[1])
+    return {"eligible": eligible, "suppressed": suppressed,
+            "total": eligible + sum(n for _, n in suppressed)}
+
+
+class TestSendError(RuntimeError):
+    """The test message could not be handed over; the message says why."""
+
+    __test__ = False  # not a pytest test class
+
+
+def send_test(mailing: Mailing, address: str, name: str = "") -> bytes:
+    """Send the mailing as it stands to one staff address through the configured SMTP path.
+
+    No recipient row is created: the message is built from the current content (links not
+    tracked, unsubscribe link pointing nowhere real) with a "[Test]" subject prefix.
+    """
+    import secrets
+
+    from flask import current_app
+
+    from app.providers.smtp import ConnectionLost, Outcome, SmtpTransport
+    from app.services import sending
+    from app.services.rendering import MessageBuilder, TemplateProblem, freeze, merge_data
+
+    try:
+        content = freeze(mailing, link_ids={}, base_url=current_app.config["BASE_URL"],
+                         bounce_domain=current_app.config["BOUNCE_DOMAIN"])
+        content["subject"] = "[Test] " + content["subject"]
+        built = MessageBuilder(content).build(
+            merge=merge_data(name, address, {}), address=address, token="test",
+            message_id=f"test.{secrets.token_hex(8)}@{content['domain']}", sent_at=utcnow(),
+        )
+    except TemplateProblem as exc:
+        raise TestSendError(f"the template cannot be used: {exc}") from exc
+    if not mailing.from_address:
+        raise TestSendError("the mailing needs a from address")
+    smtp, _, _ = sending.provider_settings()
+    transport = SmtpTransport(smtp)
+    try:
+        result = transport.send(built.envelope_from, address, built.data)
+    except ConnectionLost as exc:
+        raise TestSendError(str(exc)) from exc
+    finally:
+        transport.close()
+    if result.outcome is not Outcome.ACCEPTED:
+        raise TestSendError(f"the server refused it: {result.code} {result.text}")
+    return built.data

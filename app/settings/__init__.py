@@ -1,0 +1,1 @@
+"""Settings area (admins only): sending settings, SMTP providers, email types."""

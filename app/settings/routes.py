@@ -1,0 +1,205 @@
+"""Settings pages (admins only): sending settings, SMTP providers, email types, webhook secrets."""
+
+from __future__ import annotations
+
+import os
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import EmailType, Provider
+from app.services import settings as settings_service
+from app.settings.forms import ActionForm, EmailTypeForm, ProviderForm
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+# Webhook secrets come from the environment; the page shows their names, never their values.
+KNOWN_SECRET_NAMES = ("SENDBOARD_WEBHOOK_SECRET", "SENDGRID_WEBHOOK_PUBLIC_KEY",
+                      "MAILGUN_WEBHOOK_SIGNING_KEY")
+
+
+def admin_required(view: Any) -> Any:
+    @wraps(view)
+    @login_required
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def webhook_secret_names() -> list[tuple[str, bool]]:
+    """(name, is set) for every webhook secret the deployment knows of."""
+    names: set[str] = set(KNOWN_SECRET_NAMES)
+    try:
+        from app.webhooks import routes as webhooks
+
+        names.update(getattr(webhooks, "SECRET_NAMES", ()))
+    except ImportError:
+        pass
+    names.update(k for k in os.environ if "WEBHOOK" in k.upper())
+    names.update(k for k in current_app.config if "WEBHOOK" in str(k).upper())
+    return sorted((n, bool(os.environ.get(n) or current_app.config.get(n))) for n in names)
+
+
+def _providers() -> list[Provider]:
+    return list(db.session.execute(select(Provider).order_by(Provider.name)).scalars())
+
+
+def _render(**extra: Any) -> Any:
+    values = settings_service.all_values()
+    provider_form = extra.pop("provider_form", None) or ProviderForm(formdata=None)
+    type_form = extra.pop("type_form", None) or EmailTypeForm(formdata=None)
+    return render_template(
+        "settings/index.html", specs=settings_service.SPECS.values(),
+        values={**values, **extra.pop("entered", {})}, errors=extra.pop("errors", {}),
+        providers=_providers(), email_types=list(db.session.execute(
+            select(EmailType).order_by(EmailType.name)).scalars()),
+        provider_form=provider_form, type_form=type_form, action_form=ActionForm(),
+        secrets=webhook_secret_names(), **extra,
+    )
+
+
+@bp.route("", methods=["GET"])
+@admin_required
+def index() -> Any:
+    return _render()
+
+
+@bp.route("", methods=["POST"])
+@admin_required
+def save() -> Any:
+    """Validate every setting first; store them only if all are valid."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    entered: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for key, spec in settings_service.SPECS.items():
+        raw = request.form.get(key, "").strip()
+        entered[key] = raw
+        try:
+            value = spec.kind(raw)
+        except (TypeError, ValueError):
+            errors[key] = f"{spec.label}: enter a number."
+            continue
+        if spec.minimum is not None and value < spec.minimum:
+            errors[key] = f"{spec.label} must be at least {spec.minimum:g}."
+        elif spec.maximum is not None and value > spec.maximum:
+            errors[key] = f"{spec.label} must be at most {spec.maximum:g}."
+    if errors:
+        for message in errors.values():
+            flash(message, "error")
+        return _render(entered=entered, errors=errors), 422
+    try:
+        for key, raw in entered.items():
+            settings_service.set(key, raw)
+    except settings_service.SettingError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return _render(entered=entered), 422
+    flash("Settings saved.", "success")
+    return redirect(url_for("settings.index"))
+
+
+def _apply_provider(provider: Provider, form: ProviderForm) -> None:
+    provider.name = (form.name.data or "").strip()
+    provider.kind = form.kind.data or "smtp"
+    provider.host = (form.host.data or "").strip()
+    provider.port = int(form.port.data or 25)
+    provider.security = form.security.data or "none"
+    provider.username = form.username.data or ""
+    if form.password.data:  # blank keeps the stored password
+        provider.password = form.password.data
+    provider.rate_per_second = float(form.rate_per_second.data or 0)
+    provider.reports_events = bool(form.reports_events.data)
+    if form.is_default.data:
+        db.session.execute(update(Provider).values(is_default=False))
+        provider.is_default = True
+    elif provider.is_default:
+        provider.is_default = False
+
+
+def _save_provider(provider: Provider, form: ProviderForm, done: str) -> Any:
+    _apply_provider(provider, form)
+    try:
+        db.session.add(provider)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        flash(f"A provider named {form.name.data} exists already.", "error")
+        return None
+    flash(done, "success")
+    return redirect(url_for("settings.index") + "#providers")
+
+
+@bp.route("/providers", methods=["POST"])
+@admin_required
+def add_provider() -> Any:
+    form = ProviderForm()
+    if form.validate_on_submit():
+        done = _save_provider(Provider(), form, f"Provider {form.name.data} added.")
+        if done is not None:
+            return done
+    else:
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"Provider not saved: {error}", "error")
+    return _render(provider_form=form), 422
+
+
+@bp.route("/providers/<int:provider_id>", methods=["GET", "POST"])
+@admin_required
+def edit_provider(provider_id: int) -> Any:
+    provider = db.session.get(Provider, provider_id)
+    if provider is None:
+        abort(404)
+    form = ProviderForm(obj=provider if request.method == "GET" else None)
+    if request.method == "GET":
+        form.password.data = ""
+    if form.validate_on_submit():
+        done = _save_provider(provider, form, f"Provider {form.name.data} saved.")
+        if done is not None:
+            return done
+    return render_template("settings/provider.html", form=form, provider=provider)
+
+
+@bp.route("/providers/<int:provider_id>/default", methods=["POST"])
+@admin_required
+def make_default(provider_id: int) -> Any:
+    provider = db.session.get(Provider, provider_id)
+    if provider is None:
+        abort(404)
+    if ActionForm().validate_on_submit():
+        db.session.execute(update(Provider).values(is_default=False))
+        provider.is_default = True
+        db.session.commit()
+        flash(f"Mail is now sent through {provider.name}.", "success")
+    return redirect(url_for("settings.index") + "#providers")
+
+
+@bp.route("/email-types", methods=["POST"])
+@admin_required
+def add_email_type() -> Any:
+    form = EmailTypeForm()
+    if form.validate_on_submit():
+        db.session.add(EmailType(name=(form.name.data or "").strip(),
+                                 description=form.description.data or ""))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            flash(f"The email type {form.name.data} exists already.", "error")
+        else:
+            flash(f"Email type {form.name.data} added.", "success")
+            return redirect(url_for("settings.index") + "#email-types")
+    else:
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"Email type not added: {error}", "error")
+    return _render(type_form=form), 422
