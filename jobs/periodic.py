@@ -31,6 +31,8 @@ class Periodic:
 
 PERIODIC: list[Periodic] = [
     Periodic("tick", "jobs.sending.tick", every=5, queue="sending"),
+    Periodic("response-time-rules", "jobs.responses.time_rules", every=300),
+    Periodic("process-bounces", "jobs.responses.process_bounces", every=30),
 ]
 
 

@@ -53,10 +53,23 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select, text, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    distinct,
+    false,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -67,10 +80,12 @@ from app.models import (
     Contact,
     Mailing,
     MailingCounter,
+    Provider,
     Recipient,
     ResponseEvent,
     TrackedLink,
     TypeOptOut,
+    UTCDateTime,
 )
 from app.services import totals
 
@@ -627,3 +642,82 @@ def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+# ---------------------------------------------------------------- time rules
+
+NO_REPORT_AFTER = timedelta(hours=48)
+SOFT_BOUNCE_MAILINGS = 3
+
+
+def silence_response() -> Response:
+    """What 48 h of silence means: Delivered for plain SMTP and the capture server (they never
+    report), Unknown for a provider that reports events (its silence is itself suspicious)."""
+    provider = db.session.execute(
+        select(Provider).where(Provider.is_default.is_(True)).limit(1)
+    ).scalar_one_or_none()
+    if provider is not None and provider.reports_events and provider.kind != "capture":
+        return Response.UNKNOWN
+    return Response.DELIVERED
+
+
+def apply_silence_rule(now: datetime | None = None) -> dict[int, int]:
+    """Recipients Sent to provider for 48 h with no report become Delivered or Unknown.
+
+    Set-based per mailing (timeline rows by INSERT ... SELECT, one UPDATE, one counter bump), so a
+    million silent recipients cost three statements. Returns {mailing_id: recipients changed}.
+    """
+    now = now or datetime.now(UTC)
+    cutoff = now - NO_REPORT_AFTER
+    target = silence_response()
+    changed: dict[int, int] = {}
+    mailing_ids = list(db.session.execute(
+        select(Mailing.id).where(Mailing.started_at.is_not(None), Mailing.started_at <= cutoff)
+        .order_by(Mailing.id)
+    ).scalars())
+    for mailing_id in mailing_ids:
+        _lock_for_write()
+        due = and_(RT.c.mailing_id == mailing_id, RT.c.response == Response.SENT.value,
+                   RT.c.handed_off_at < cutoff)
+        db.session.execute(insert(ET).from_select(
+            ["recipient_id", "mailing_id", "kind", "source", "occurred_at", "received_at",
+             "applied", "machine"],
+            select(RT.c.id, RT.c.mailing_id, literal(target.value), literal("time_rule"),
+                   literal(now, UTCDateTime()), literal(now, UTCDateTime()), true(), false())
+            .where(due),
+        ))
+        count = int(db.session.execute(
+            update(RT).where(due).values(response=target.value, response_at=now, updated_at=now,
+                                         detail="no report within 48 hours")
+        ).rowcount or 0)
+        if count:
+            deltas = {totals.response_key(Response.SENT): -count,
+                      totals.response_key(target): count}
+            if target is Response.DELIVERED:
+                deltas["delivered_unique"] = count
+            totals.bump(mailing_id, deltas)
+            changed[mailing_id] = count
+        db.session.commit()
+    return changed
+
+
+def invalidate_soft_bouncers() -> int:
+    """Contacts whose messages soft-bounced in 3 different mailings become invalid addresses."""
+    _lock_for_write()
+    rows = db.session.execute(
+        select(RT.c.contact_id, func.count(distinct(RT.c.mailing_id)))
+        .where(RT.c.response == Response.SOFT_BOUNCE.value, RT.c.contact_id.is_not(None))
+        .group_by(RT.c.contact_id)
+        .having(func.count(distinct(RT.c.mailing_id)) >= SOFT_BOUNCE_MAILINGS)
+    ).all()
+    now = datetime.now(UTC)
+    changed = 0
+    for contact_id, mailings in rows:
+        changed += int(db.session.execute(
+            update(Contact).where(Contact.id == contact_id, Contact.valid.is_(True)).values(
+                valid=False, soft_bounce_mailings=mailings, updated_at=now,
+                invalid_reason=f"soft bounces in {mailings} mailings",
+            )
+        ).rowcount or 0)
+    db.session.commit()
+    return changed
