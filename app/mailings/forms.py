@@ -14,10 +14,12 @@ from wtforms import (
     TextAreaField,
     widgets,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-CHAIN_CHOICES = [("all", "Everyone who received it"), ("openers", "Those who opened it"),
-                 ("non_openers", "Those who did not open it")]
+CHAIN_CHOICES = [SelectChoice("all", "Everyone who received it"),
+                 SelectChoice("openers", "Those who opened it"),
+                 SelectChoice("non_openers", "Those who did not open it")]
 
 
 class MultiCheckboxField(SelectMultipleField):

@@ -18,6 +18,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required
+from wtforms.fields.choices import SelectChoice
 
 from app import charts
 from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # htmx stops polling when a poll is answered with this status.
 STOP_POLLING = 286
 ZONES = ["UTC", *common_zones()]
+ZONE_CHOICES = [SelectChoice(z, z) for z in ZONES]
 
 
 def _mailing_or_404(mailing_id: int) -> Mailing:
@@ -127,8 +129,9 @@ def _email_types() -> list[EmailType]:
 
 
 def _fill_choices(form: MailingForm) -> None:
-    form.email_type_id.choices = [(0, "— none —")] + [(t.id, t.name) for t in _email_types()]
-    form.lists.choices = [(lst.id, f"{lst.name} ({n:,})")
+    form.email_type_id.choices = [SelectChoice(0, "— none —")] + [
+        SelectChoice(t.id, t.name) for t in _email_types()]
+    form.lists.choices = [SelectChoice(lst.id, f"{lst.name} ({n:,})")
                           for lst, n in contact_service.lists_with_counts()]
 
 
@@ -336,7 +339,7 @@ def detail(mailing_id: int) -> Any:
     opens = response_service.activity(mailing.id, response_service.OPEN)
     clicks = response_service.activity(mailing.id, response_service.CLICK)
     schedule_form = ScheduleForm()
-    schedule_form.zone.choices = [(z, z) for z in ZONES]
+    schedule_form.zone.choices = ZONE_CHOICES
     schedule_form.zone.data = mailing.send_at_zone or "UTC"
     if mailing.send_at:
         schedule_form.local_time.data = mailing.send_at.astimezone(
@@ -531,7 +534,7 @@ def delete(mailing_id: int) -> Any:
 def schedule(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     form = ScheduleForm()
-    form.zone.choices = [(z, z) for z in ZONES]
+    form.zone.choices = ZONE_CHOICES
     if not form.validate_on_submit() or form.local_time.data is None:
         for errors in form.errors.values():
             for error in errors:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-SECURITY_CHOICES = [("none", "None (plain SMTP)"), ("starttls", "STARTTLS"), ("ssl", "SSL/TLS")]
-KIND_CHOICES = [("smtp", "SMTP relay"), ("capture", "Local capture server")]
+SECURITY_CHOICES = [SelectChoice("none", "None (plain SMTP)"), SelectChoice("starttls", "STARTTLS"),
+                    SelectChoice("ssl", "SSL/TLS")]
+KIND_CHOICES = [SelectChoice("smtp", "SMTP relay"), SelectChoice("capture", "Local capture server")]
 
 
 class ProviderForm(FlaskForm):

@@ -89,9 +89,9 @@ def save() -> Any:
             errors[key] = f"{spec.label}: enter a number."
             continue
         if spec.minimum is not None and value < spec.minimum:
-            errors[key] = f"{spec.label} must be at least {spec.minimum:g}."
+            errors[key] = f"{spec.label} must be at least {spec.minimum:,g}."
         elif spec.maximum is not None and value > spec.maximum:
-            errors[key] = f"{spec.label} must be at most {spec.maximum:g}."
+            errors[key] = f"{spec.label} must be at most {spec.maximum:,g}."
     if errors:
         for message in errors.values():
             flash(message, "error")

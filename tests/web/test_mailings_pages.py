@@ -1,0 +1,269 @@
+"""Mailings pages: list sections, polls that stop with 286, the mailing page and its actions,
+the editor, locks, CSV export, pagination, scheduling and the test send."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from app.domain.lifecycle import Status
+from app.domain.responses import Response
+from app.extensions import db
+from app.models import Mailing, Recipient
+from app.services import mailings, totals
+from tests.services.test_reports import build
+from tests.services.test_sending import (
+    make_audience,
+    make_mailing,
+    run_worker,
+    smtp,  # noqa: F401
+)
+
+PAGES = ["/mailings", "/mailings/_current", "/mailings/new", "/mailings/1", "/mailings/1/edit",
+         "/mailings/1/_live", "/mailings/1/audience", "/mailings/1/audience.csv",
+         "/mailings/1/preview", "/mailings/1/recipients/1", "/mailings/recipients/1/_message",
+         "/mailings/schedule-check"]
+POSTS = ["/mailings/1/cancel", "/mailings/1/resume", "/mailings/1/copy", "/mailings/1/delete",
+         "/mailings/1/schedule", "/mailings/1/unschedule", "/mailings/1/send-now",
+         "/mailings/1/test-send", "/mailings/1/steps", "/mailings/audience-count",
+         "/mailings/one-off/1"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_require_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("path", POSTS)
+def test_actions_require_login(client, path):
+    response = client.post(path)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_empty_mailings_page_and_poll_that_stops(auth, client):
+    auth.login()
+    page = client.get("/mailings").get_data(as_text=True)
+    assert "Nothing is sending right now." in page
+    assert "No mailing is scheduled." in page and "Write your first mailing" in page
+    assert 'hx-trigger="every 2s"' not in page
+    poll = client.get("/mailings/_current")
+    assert poll.status_code == 286
+    assert "every 2s" not in poll.get_data(as_text=True)
+
+
+def test_sections_queue_order_and_one_offs_left_out(app, auth, client):
+    auth.login()
+    now = datetime.now(UTC)
+    second = build([Response.SENT] * 2 + [Response.PLANNED] * 2, status=Status.SENDING,
+                   name="Second in queue")
+    second.queued_at = now
+    first = build([Response.PLANNED] * 3, status=Status.SENDING, name="First in queue")
+    first.queued_at = now - timedelta(minutes=5)
+    totals.bump(second.id, {"eligible": 4, "handed_off": 2})
+    sched = build([], status=Status.DRAFT, name="Later")
+    sched.status, sched.send_at, sched.send_at_zone = (Status.SCHEDULED.value,
+                                                       now + timedelta(days=2), "Europe/Prague")
+    build([Response.OPENED], name="Done and dusted")
+    build([Response.SENT], name="One-off to ann", one_off=True)
+    db.session.commit()
+
+    page = client.get("/mailings").get_data(as_text=True)
+    current = page[page.index('id="current"'):page.index('id="scheduled"')]
+    assert current.index("First in queue") < current.index("Second in queue")
+    assert 'hx-trigger="every 2s"' in current and "50.0 % sent" in current
+    assert "Later" in page and "(Europe/Prague)" in page and "Cancel schedule" in page
+    inactive = page[page.index('id="inactive"'):]
+    assert "Done and dusted" in inactive
+    assert "One-off to ann" not in page
+
+    poll = client.get("/mailings/_current")
+    assert poll.status_code == 200 and "every 2s" in poll.get_data(as_text=True)
+    for m in (first, second):
+        m.status = Status.SENT.value
+    db.session.commit()
+    poll = client.get("/mailings/_current")
+    body = poll.get_data(as_text=True)
+    assert poll.status_code == 286 and "every 2s" not in body
+    # The finished mailings move to Inactive in the same swap.
+    assert 'id="inactive" class="section" aria-labelledby="inactive-h" hx-swap-oob="true"' in body
+    assert "First in queue" in body[body.index('id="inactive"'):]
+
+
+def test_names_are_escaped(auth, client):
+    auth.login()
+    build([Response.SENT], name="<script>alert(1)</script>")
+    page = client.get("/mailings").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)" in page
+
+
+def test_editor_creates_edits_and_counts_the_audience(app, auth, client):
+    auth.login()
+    lst = make_audience(4)
+    from app.models import Contact
+
+    db.session.execute(db.update(Contact).where(Contact.email == "user0@example.org")
+                       .values(do_not_email=True))
+    db.session.commit()
+    count = client.post("/mailings/audience-count",
+                        data={"lists": [str(lst.id)], "prevent_duplicates": "y"})
+    body = count.get_data(as_text=True)
+    assert re.search(r'data-testid="eligible">3<', body) and "Canceled (do not email)" in body
+    assert db.session.execute(select(func.count()).select_from(Mailing)).scalar_one() == 0
+
+    response = client.post("/mailings/new", data={
+        "name": "Autumn sale", "subject": "Hi {{ name }}", "from_address": "news@shop.example",
+        "from_name": "Shop", "lists": [str(lst.id)], "email_type_id": "0",
+        "html_body": "<p>Hello {{ name }}</p>", "text_body": "Hello",
+        "prevent_duplicates": "y", "utm_source": "newsletter",
+    })
+    assert response.status_code == 302
+    mailing = db.session.execute(select(Mailing)).scalar_one()
+    assert mailing.name == "Autumn sale" and mailing.utm_source == "newsletter"
+    assert mailings.list_ids(mailing) == [lst.id]
+    page = client.get(f"/mailings/{mailing.id}/edit").get_data(as_text=True)
+    assert 'value="Autumn sale"' in page and "{{ unsubscribe_url }}" in page
+
+    bad = client.post(f"/mailings/{mailing.id}/edit", data={
+        "name": "Autumn sale", "subject": "{% if %}", "lists": [str(lst.id)], "email_type_id": "0"})
+    assert "The template cannot be used" in bad.get_data(as_text=True)
+    preview = client.get(f"/mailings/{mailing.id}/preview?contact=user1@example.org")
+    assert "As user1@example.org will see it." in preview.get_data(as_text=True)
+    assert "Hello User 1" in preview.get_data(as_text=True)
+
+
+def test_send_watch_progress_then_polls_stop(app, auth, client, redis_conn, smtp):  # noqa: F811
+    auth.login()
+    mailing = make_mailing([make_audience(12)])
+    response = client.post(f"/mailings/{mailing.id}/send-now")
+    assert response.status_code == 302
+    db.session.refresh(mailing)
+    assert mailing.status == Status.PREPARING.value
+    live = client.get(f"/mailings/{mailing.id}/_live")
+    assert live.status_code == 200 and 'hx-trigger="every 2s"' in live.get_data(as_text=True)
+    run_worker(redis_conn)
+    live = client.get(f"/mailings/{mailing.id}/_live")
+    body = live.get_data(as_text=True)
+    assert live.status_code == 286 and "every 2s" not in body
+    assert "100.0 % sent" in body and 'id="status-badge"' in body and "hx-swap-oob" in body
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert "Sent" in page and "delivery-chart" in page and "plotly-4.1.1.min.js" in page
+    assert "cdn" not in page.lower()
+    # Locked now: no edit button, the editor redirects, an edit post is refused.
+    assert f"/mailings/{mailing.id}/edit" not in page
+    assert client.get(f"/mailings/{mailing.id}/edit").status_code == 302
+    refused = client.post(f"/mailings/{mailing.id}/edit", data={
+        "name": "Changed", "email_type_id": "0"}, follow_redirects=True)
+    assert "can no longer be edited" in refused.get_data(as_text=True)
+    deleted = client.post(f"/mailings/{mailing.id}/delete", follow_redirects=True)
+    assert "Only a draft can be deleted" in deleted.get_data(as_text=True)
+    assert db.session.get(Mailing, mailing.id) is not None
+
+    export = client.get(f"/mailings/{mailing.id}/audience.csv?tab=all")
+    assert export.is_streamed and export.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(export.get_data(as_text=True))))
+    assert len(rows) == 13 and {r[3] for r in rows[1:]} == {"sent"}
+
+
+def test_cancel_mid_send_lists_the_not_sent(app, auth, client, redis_conn):
+    auth.login()
+    mailing = make_mailing([make_audience(8)])
+    mailing.status = Status.PREPARING.value
+    db.session.commit()
+    mailings.prepare(mailing.id)
+    assert mailing.status == Status.SENDING.value
+    response = client.post(f"/mailings/{mailing.id}/cancel", follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "8 recipients were not sent" in page
+    assert 'data-testid="not-sent-note"' in page and 'aria-current="page">Not sent' in page
+    assert page.count("resp-canceled") == 8
+    assert "canceled by staff" in page
+    copy = client.post(f"/mailings/{mailing.id}/copy")
+    clone = db.session.execute(select(Mailing).where(Mailing.copied_from_id == mailing.id)).scalar_one()
+    assert copy.headers["Location"].endswith(f"/mailings/{clone.id}/edit")
+    assert client.post(f"/mailings/{clone.id}/delete").status_code == 302
+    assert db.session.get(Mailing, clone.id) is None
+
+
+def test_audience_pages_via_links(app, auth, client):
+    auth.login()
+    mailing = build([Response.SENT] * 120)
+    first = client.get(f"/mailings/{mailing.id}/audience?tab=all").get_data(as_text=True)
+    assert first.count("resp-sent") == 50 and "Next ›" in first and "‹ Previous" not in first
+    last_link = re.search(r'hx-get="([^"]*last=1[^"]*)"', first).group(1).replace("&amp;", "&")
+    last = client.get(last_link).get_data(as_text=True)
+    assert last.count("resp-sent") == 50 and "p0119@" in last and "Next ›" not in last
+    prev_link = re.search(r'hx-get="([^"]*before=[^"]*)"', last).group(1).replace("&amp;", "&")
+    middle = client.get(prev_link).get_data(as_text=True)
+    assert middle.count("resp-sent") == 50 and "p0020@" in middle
+    found = client.get(f"/mailings/{mailing.id}/audience?q=p0042").get_data(as_text=True)
+    assert found.count("resp-sent") == 1 and "1 match." in found
+    assert client.get(f"/mailings/{mailing.id}/audience.csv?tab=nope").status_code == 404
+
+
+def last_sunday(year: int, month: int) -> str:
+    """The EU clock change day: the last Sunday of March or October."""
+    day = datetime(year, month, 31)
+    return (day - timedelta(days=(day.weekday() + 1) % 7)).strftime("%Y-%m-%d")
+
+
+def test_schedule_refuses_a_gap_notes_ambiguity_and_unschedules(app, auth, client):
+    auth.login()
+    mailing = make_mailing([make_audience(1)])
+    year = datetime.now(UTC).year + 1
+    spring, autumn = last_sunday(year, 3), last_sunday(year, 10)
+    gap = client.post(f"/mailings/{mailing.id}/schedule", data={
+        "local_time": f"{spring}T02:30", "zone": "Europe/Prague"}, follow_redirects=True)
+    assert "does not exist in Europe/Prague" in gap.get_data(as_text=True)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.DRAFT.value
+    check = client.get(f"/mailings/schedule-check?local_time={autumn}T02:30&zone=Europe/Prague")
+    assert "happens twice" in check.get_data(as_text=True)
+    twice = client.post(f"/mailings/{mailing.id}/schedule", data={
+        "local_time": f"{autumn}T02:30", "zone": "Europe/Prague"}, follow_redirects=True)
+    body = twice.get_data(as_text=True)
+    assert "Scheduled for" in body and "happens twice" in body
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SCHEDULED.value and mailing.send_at_zone == "Europe/Prague"
+    listed = client.get("/mailings").get_data(as_text=True)
+    assert f"{autumn} 02:30 CEST (Europe/Prague)" in listed
+    client.post(f"/mailings/{mailing.id}/unschedule")
+    db.session.refresh(mailing)
+    assert mailing.status == Status.DRAFT.value
+
+
+def test_follow_up_step_is_listed_on_the_parent(app, auth, client):
+    auth.login()
+    parent = make_mailing([make_audience(2)])
+    response = client.post(f"/mailings/{parent.id}/steps", data={
+        "name": "Reminder", "delay_days": "3", "condition": "non_openers"})
+    step = db.session.execute(select(Mailing).where(Mailing.chain_parent_id == parent.id)).scalar_one()
+    assert response.headers["Location"].endswith(f"/mailings/{step.id}/edit")
+    assert step.chain_delay_days == 3 and step.chain_condition == "non_openers"
+    page = client.get(f"/mailings/{parent.id}").get_data(as_text=True)
+    assert "Reminder" in page and "non-openers" in page
+
+
+def test_test_send_goes_through_smtp_without_recipients(app, auth, client, smtp):  # noqa: F811
+    auth.login()
+    mailing = make_mailing([make_audience(2)])
+    response = client.post(f"/mailings/{mailing.id}/test-send", follow_redirects=True)
+    assert "Test message sent to staff@example.org" in response.get_data(as_text=True)
+    [message] = smtp.handler.messages
+    assert message.rcpt == ["staff@example.org"] and b"Subject: [Test] Hi" in message.data
+    assert db.session.execute(select(func.count()).select_from(Recipient)).scalar_one() == 0
+
+
+def test_test_send_reports_an_unreachable_server(app, auth, client):
+    from tests.smtp_server import free_port
+
+    auth.login()
+    app.config["CAPTURE_SMTP_PORT"] = free_port()
+    mailing = make_mailing([make_audience(1)])
+    response = client.post(f"/mailings/{mailing.id}/test-send", follow_redirects=True)
+    assert "Test not sent" in response.get_data(as_text=True)
