@@ -38,9 +38,9 @@ from flask import Blueprint, Response, request
 
 from app.extensions import csrf
 from app.services.responses import apply_events
-from app.services.tokens import read_recipient_token
 from app.webhooks import auth, parsers
 from app.webhooks.parsers import PayloadError
+from app.webhooks.tokens import read_token
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 csrf.exempt(bp)  # providers post without a session; each endpoint checks its own signature
@@ -62,7 +62,7 @@ def _malformed(provider: str, reason: str) -> Response:
 
 
 def _token(value: str) -> int | None:
-    return read_recipient_token(value) if len(value) <= 200 else None
+    return read_token(value)
 
 
 def _apply(provider: str, events: list[Any]) -> Response:
