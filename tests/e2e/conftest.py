@@ -57,9 +57,9 @@ class Deployment:
     worker: subprocess.Popen[bytes]
     tmp: Path
 
-    def screenshot(self, page, name: str) -> None:
+    def screenshot(self, page, name: str, full_page: bool = True) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
 
 
 @pytest.fixture

@@ -85,7 +85,9 @@ def test_staff_journey(deployment, page: Page) -> None:
     expect(page.locator("#live")).not_to_have_attribute("hx-trigger", "every 2s")
     page.reload()
     expect(page.locator("#delivery-chart .main-svg").first).to_be_attached()
-    deployment.screenshot(page, "mailing.png")
+    expect(page.frame_locator("iframe.preview-frame").first.locator("body")).to_contain_text(
+        "Hello {{ name }}")
+    deployment.screenshot(page, "mailing.png", full_page=False)
     assert len(deployment.smtp.handler.messages) == CONTACTS
 
     # A second, slow mailing: cancel it mid-send and see the recipients not sent.
@@ -128,4 +130,8 @@ def test_staff_journey(deployment, page: Page) -> None:
     expect(raw).to_contain_text("Subject: Spring is here, Client")
     frame = history.locator("iframe.preview-frame").last
     expect(frame).to_have_attribute("sandbox", "")
-    deployment.screenshot(page, "contact.png")
+    expect(history.frame_locator("iframe.preview-frame").last.locator("body")).to_contain_text(
+        "Hello Client")
+    history.locator("h2").scroll_into_view_if_needed()
+    page.evaluate("document.getElementById('history').scrollIntoView()")
+    deployment.screenshot(page, "contact.png", full_page=False)
