@@ -72,6 +72,18 @@ class Config:
         self.COMPLAINT_RATE_LIMIT = _float("SENDBOARD_COMPLAINT_RATE_LIMIT", 0.005)
         self.THRESHOLD_MIN_SAMPLE = _int("SENDBOARD_THRESHOLD_MIN_SAMPLE", 200)
         self.MONTHLY_QUOTA = _int("SENDBOARD_MONTHLY_QUOTA", 0)  # 0: unlimited
+        # Provider webhooks and the bounce mailbox (see README, "Responses and tracking").
+        self.SENDGRID_WEBHOOK_PUBLIC_KEY = os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
+        self.SENDBOARD_WEBHOOK_BASIC_USER = os.environ.get("SENDBOARD_WEBHOOK_BASIC_USER", "")
+        self.SENDBOARD_WEBHOOK_BASIC_PASSWORD = os.environ.get("SENDBOARD_WEBHOOK_BASIC_PASSWORD", "")
+        self.MAILGUN_WEBHOOK_SIGNING_KEY = os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY", "")
+        self.SES_SNS_CERT_PEM = os.environ.get("SES_SNS_CERT_PEM", "")
+        self.GENERIC_WEBHOOK_SECRET = os.environ.get("GENERIC_WEBHOOK_SECRET", "")
+        self.BOUNCE_IMAP_HOST = os.environ.get("BOUNCE_IMAP_HOST", "")
+        self.BOUNCE_IMAP_PORT = _int("BOUNCE_IMAP_PORT", 993)
+        self.BOUNCE_IMAP_USER = os.environ.get("BOUNCE_IMAP_USER", "")
+        self.BOUNCE_IMAP_PASSWORD = os.environ.get("BOUNCE_IMAP_PASSWORD", "")
+        self.BOUNCE_IMAP_FOLDER = os.environ.get("BOUNCE_IMAP_FOLDER", "INBOX")
         self.WTF_CSRF_TIME_LIMIT = None
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -142,26 +142,27 @@ def test_interrupted_step_sends_later_steps_back_to_draft(app):
     assert db.session.get(Mailing, second_id) is None
 
 
-def test_rate_limit_is_honoured(app, redis_conn, smtp):  # noqa: F811
+def test_rate_limit_is_honoured(app, redis_conn, smtp, monkeypatch):  # noqa: F811
     import time
 
     app.config["SMTP_RATE_PER_SECOND"] = 10
-    times: list[float] = []
-    original = smtp.handler.handle_DATA
+    admitted: list[float] = []
+    original = sending.RateLimiter.wait
 
-    async def stamp(server, session, envelope):  # type: ignore[no-untyped-def]
-        times.append(time.time())
-        return await original(server, session, envelope)
+    def wait(self):  # type: ignore[no-untyped-def]
+        original(self)
+        admitted.append(time.time())  # when the limiter let a message go
 
-    smtp.handler.handle_DATA = stamp  # type: ignore[method-assign]
+    monkeypatch.setattr(sending.RateLimiter, "wait", wait)
     mailing = make_mailing([make_audience(25)])
     mailings.send_now(mailing)
     run_worker(redis_conn)
     assert responses_of(mailing) == Counter({"sent": 25})
-    # No one-second window (aligned as the limiter's) holds more than the limit.
-    per_window = Counter(int(t) for t in times)
+    assert len(admitted) == 25 == len(smtp.handler.messages)
+    # No one-second window of the limiter lets more than the limit through.
+    per_window = Counter(int(t) for t in admitted)
     assert max(per_window.values()) <= 10
-    assert len(per_window) >= 3 and times[-1] - times[0] > 1.0
+    assert len(per_window) >= 3 and admitted[-1] - admitted[0] > 1.0
 
 
 def test_smtp_login_is_used_when_configured(app, redis_conn):
