@@ -88,3 +88,18 @@ def test_one_off_refused_for_do_not_email(app, auth, client):
     assert "Email not sent: This contact is marked do not email." in response.get_data(as_text=True)
     assert db.session.execute(select(Mailing)).first() is None
     assert client.post("/mailings/one-off/999", data={}).status_code == 404
+
+
+def test_one_off_goes_to_the_head_of_the_sending_queue(app, auth, client, monkeypatch):
+    from app.services import sending
+
+    monkeypatch.setattr("jobs.enqueue.kick_sending", lambda *a, **k: None)
+    auth.login()
+    make_audience(1)
+    big = Mailing(name="Big", status="sending", queued_at=datetime.now(UTC) - timedelta(hours=1))
+    db.session.add(big)
+    db.session.commit()
+    client.post("/mailings/one-off/1", data={"from_address": "staff@example.org",
+                                             "subject": "Quick", "text_body": "Hi"})
+    one_off = db.session.execute(select(Mailing).where(Mailing.one_off.is_(True))).scalar_one()
+    assert sending.sending_queue() == [one_off.id, big.id]
