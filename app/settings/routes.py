@@ -19,8 +19,9 @@ from app.settings.forms import ActionForm, EmailTypeForm, ProviderForm
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
 # Webhook secrets come from the environment; the page shows their names, never their values.
-KNOWN_SECRET_NAMES = ("SENDBOARD_WEBHOOK_SECRET", "SENDGRID_WEBHOOK_PUBLIC_KEY",
-                      "MAILGUN_WEBHOOK_SIGNING_KEY")
+KNOWN_SECRET_NAMES = ("GENERIC_WEBHOOK_SECRET", "SENDGRID_WEBHOOK_PUBLIC_KEY",
+                      "MAILGUN_WEBHOOK_SIGNING_KEY", "SENDBOARD_WEBHOOK_BASIC_USER",
+                      "SENDBOARD_WEBHOOK_BASIC_PASSWORD")
 
 
 def admin_required(view: Any) -> Any:

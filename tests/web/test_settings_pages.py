@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 
@@ -26,12 +28,15 @@ def test_staff_get_403_and_anonymous_go_to_login(auth, client, path):
         assert client.post(post, data=VALID).status_code == 403
 
 
-def test_admin_saves_valid_settings(app, auth, client, monkeypatch):
-    monkeypatch.setenv("SENDBOARD_WEBHOOK_SECRET", "do-not-show-this")
+def test_admin_saves_valid_settings(app, auth, client):
+    app.config["GENERIC_WEBHOOK_SECRET"] = "do-not-show-this"
+    app.config["MAILGUN_WEBHOOK_SIGNING_KEY"] = ""
     auth.login("admin@example.org", role="admin")
     page = client.get("/settings").get_data(as_text=True)
     assert "Batch size" in page and 'href="/users"' in page
-    assert "SENDBOARD_WEBHOOK_SECRET" in page and "do-not-show-this" not in page
+    assert "do-not-show-this" not in page
+    assert re.search(r"GENERIC_WEBHOOK_SECRET</code></td><td><span class=\"badge sent\">set", page)
+    assert re.search(r"MAILGUN_WEBHOOK_SIGNING_KEY</code></td><td><span class=\"badge\">not set", page)
     response = client.post("/settings", data=VALID)
     assert response.status_code == 302
     assert settings.get("batch_size") == 750 and settings.get("rate_per_second") == 12.5
