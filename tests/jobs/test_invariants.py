@@ -235,6 +235,7 @@ class Deployment:
 
 @pytest.fixture
 def deployment(tmp_path: Path, database_url: str) -> Iterator[Deployment]:
+    saved = dict(os.environ)  # the deployment points this process at its own services
     d = Deployment(tmp_path, database_url)
     d.start_redis()
     d.start_capture()
@@ -242,6 +243,8 @@ def deployment(tmp_path: Path, database_url: str) -> Iterator[Deployment]:
         yield d
     finally:
         d.stop()
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_killing_workers_at_random_never_sends_twice(deployment: Deployment) -> None:
