@@ -86,14 +86,8 @@ def materialise(mailing: Mailing) -> dict[str, int]:
     now = utcnow()
     db.session.execute(delete(Recipient).where(Recipient.mailing_id == mailing.id))
     db.session.execute(delete(MailingCounter).where(MailingCounter.mailing_id == mailing.id))
+    # Without "prevent duplicates" the rank is simply not consulted: every membership is sent.
     members = _members(mailing)
-    if not mailing.prevent_duplicates and mailing.chain_parent_id is None:
-        members = (
-            select(ListMember.contact_id.label("contact_id"), literal(1).label("rank"))
-            .join(MailingList, MailingList.list_id == ListMember.list_id)
-            .where(MailingList.mailing_id == mailing.id)
-            .subquery("members")
-        )
     response = _response_expr(mailing, members, now)
     source = (
         select(

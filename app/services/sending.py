@@ -424,15 +424,8 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
     assert mailing is not None
     moves: Counter[str] = Counter()
     if outcome.sent:
-        db.session.execute(
-            update(RT).where(RT.c.id == bindparam("rid")).values(
-                response=Response.SENT.value, response_at=bindparam("at"),
-                message_id=bindparam("mid"), handed_off_at=bindparam("at"),
-                merge_data=bindparam("merge"), version_id=version_id, updated_at=now,
-            ),
-            [{"rid": rid, "mid": mid, "at": at, "merge": merge}
-             for rid, (mid, at, merge) in outcome.sent.items()],
-        )
+        _record_sent([{"rid": rid, "mid": mid, "at": at, "merge": merge}
+                      for rid, (mid, at, merge) in outcome.sent.items()], version_id, now)
         moves[Response.SENT.value] += len(outcome.sent)
     if outcome.final:
         db.session.execute(
@@ -472,6 +465,18 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
             pass  # an orphan record expires by itself
     after_batch(claim.mailing_id, outcome)
     return True
+
+
+def _record_sent(rows: list[dict[str, Any]], version_id: int | None, now: datetime) -> None:
+    """Mark recipients Sent to provider with what rebuilds their message (rid, mid, at, merge)."""
+    db.session.execute(
+        update(RT).where(RT.c.id == bindparam("rid")).values(
+            response=Response.SENT.value, response_at=bindparam("at"),
+            message_id=bindparam("mid"), handed_off_at=bindparam("at"),
+            merge_data=bindparam("merge"), version_id=version_id, updated_at=now,
+        ),
+        rows,
+    )
 
 
 def _count_moves(mailing_id: int, moves: Counter[str], *, handed_off: int, now: datetime) -> None:
@@ -695,13 +700,7 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
         else:
             rest_ids.append(r.id)
     if sent_rows:
-        db.session.execute(
-            update(RT).where(RT.c.id == bindparam("rid")).values(
-                response=Response.SENT.value, response_at=bindparam("at"),
-                message_id=bindparam("mid"), handed_off_at=bindparam("at"),
-                merge_data=bindparam("merge"), version_id=version_id, updated_at=now,
-            ), sent_rows,
-        )
+        _record_sent(sent_rows, version_id, now)
         moves[Response.SENT.value] += len(sent_rows)
     if unknown_ids:
         detail = ("the Redis hand-off record was lost with the worker" if record.lost

@@ -402,3 +402,16 @@ def test_lost_ledger_makes_the_whole_batch_unknown(app, redis_conn, smtp):
     sending.finish_if_done(mailing.id)
     db.session.refresh(mailing)
     assert mailing.status == Status.SENT.value
+
+
+def test_without_prevent_duplicates_each_membership_is_sent(app, redis_conn, smtp):
+    first = make_audience(2, list_name="A")
+    second = make_audience(0, list_name="B")
+    contact = db.session.execute(select(Contact).order_by(Contact.id)).scalars().first()
+    db.session.add(ListMember(list_id=second.id, contact_id=contact.id))
+    db.session.commit()
+    mailing = make_mailing([first, second], prevent_duplicates=False)
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    assert responses_of(mailing) == Counter({"sent": 3})
+    assert len(smtp.by_recipient()[contact.email]) == 2
