@@ -40,7 +40,7 @@ from app.extensions import csrf
 from app.services.responses import apply_events
 from app.webhooks import auth, parsers
 from app.webhooks.parsers import PayloadError
-from app.webhooks.tokens import read_token
+from app.webhooks.tokens import token_reader
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 csrf.exempt(bp)  # providers post without a session; each endpoint checks its own signature
@@ -61,10 +61,6 @@ def _malformed(provider: str, reason: str) -> Response:
     return _json(400, {"error": "malformed", "reason": reason})
 
 
-def _token(value: str) -> int | None:
-    return read_token(value)
-
-
 def _apply(provider: str, events: list[Any]) -> Response:
     result = apply_events(events)
     summary = result.summary()
@@ -80,7 +76,7 @@ def sendgrid() -> Response:
     if reason:
         return _refuse("sendgrid", reason)
     try:
-        events = parsers.sendgrid(parsers.load_json(body), _token)
+        events = parsers.sendgrid(parsers.load_json(body), token_reader())
     except PayloadError as exc:
         return _malformed("sendgrid", str(exc))
     return _apply("sendgrid", events)
@@ -101,7 +97,7 @@ def mailgun() -> Response:
     if reason:
         return _refuse("mailgun", reason)
     try:
-        events = parsers.mailgun(payload.get("event-data"), _token)
+        events = parsers.mailgun(payload.get("event-data"), token_reader())
     except PayloadError as exc:
         return _malformed("mailgun", str(exc))
     return _apply("mailgun", events)
@@ -137,7 +133,7 @@ def ses() -> Response:
     try:
         inner = message.get("Message")
         notification = parsers.load_json(inner.encode() if isinstance(inner, str) else b"")
-        events = parsers.ses(notification, str(message.get("MessageId", "")), _token)
+        events = parsers.ses(notification, str(message.get("MessageId", "")), token_reader())
     except PayloadError as exc:
         return _malformed("ses", str(exc))
     return _apply("ses", events)
@@ -151,7 +147,7 @@ def generic() -> Response:
     if reason:
         return _refuse("generic", reason)
     try:
-        events = parsers.generic(parsers.load_json(body), _token)
+        events = parsers.generic(parsers.load_json(body), token_reader())
     except PayloadError as exc:
         return _malformed("generic", str(exc))
     return _apply("generic", events)
