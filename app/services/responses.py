@@ -55,10 +55,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     and_,
+    any_,
     bindparam,
     delete,
     distinct,
@@ -71,6 +73,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -115,6 +118,10 @@ _BECAME = {
     Response.BLOCKED: "blocked",
     Response.DROPPED: "dropped",
 }
+_RESPONSE_COUNTERS = {r: totals.response_key(r) for r in Response}
+# The event kinds that change the contact (see _ContactEffects.note).
+_CONTACT_KINDS = frozenset({Response.HARD_BOUNCE.value, Response.SPAM.value,
+                            Response.UNSUBSCRIBED.value, RESUBSCRIBED})
 DETAIL_TEXT_LIMIT = 2000
 RT = Recipient.__table__
 ET = ResponseEvent.__table__
@@ -134,7 +141,7 @@ class Event:
     machine: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ApplyResult:
     """What one event did: `applied` when it changed the response; `duplicate` when ignored."""
 
@@ -242,7 +249,7 @@ def apply_events(events: Sequence[Event], *, commit: bool = True) -> BatchResult
 # ---------------------------------------------------------------- the batch, step by step
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     """A recipient as the batch sees it while its events are folded in, oldest first."""
 
@@ -284,7 +291,7 @@ def _apply(events: Sequence[Event]) -> BatchResult:
     results: list[ApplyResult | None] = [None] * len(events)
     # Per recipient, oldest event first: "events may arrive in any order" within a batch too.
     order = sorted(range(len(events)), key=lambda i: events[i].occurred_at)
-    event_rows: list[dict[str, Any]] = []
+    event_rows: list[_EventRow] = []
     deltas: dict[int, Counter[str]] = defaultdict(Counter)
     effects = _ContactEffects()
     link_clicks: Counter[int] = Counter()
@@ -311,17 +318,14 @@ def _apply(events: Sequence[Event]) -> BatchResult:
             link_id = event.detail.get("link_id")
             if isinstance(link_id, int):
                 link_clicks[link_id] += 1
-        event_rows.append({
-            "recipient_id": state.id, "mailing_id": state.mailing_id, "kind": event.kind,
-            "source": event.source, "provider_event_id": event.provider_event_id,
-            "occurred_at": event.occurred_at, "received_at": now, "applied": applied,
-            "machine": event.machine, "detail": dict(event.detail) if event.detail else None,
-        })
+        event_rows.append((state.id, state.mailing_id, event.kind, event.source,
+                           event.provider_event_id, event.occurred_at, applied, event.machine,
+                           event.detail or None))
         results[i] = ApplyResult(recipient_id=state.id, kind=event.kind, applied=applied,
                                  response=state.response, previous=previous)
 
     if event_rows:
-        _insert_events(event_rows)
+        _insert_events(event_rows, now)
     _write_recipients(states, now)
     for mailing_id, counter in deltas.items():
         totals.bump(mailing_id, counter)
@@ -341,29 +345,40 @@ def _load_recipients(events: Sequence[Event]) -> dict[Any, _State]:
             and (m := normalize_message_id(e.message_id)) is not None}
     cols = (RT.c.id, RT.c.mailing_id, RT.c.contact_id, RT.c.response, RT.c.crash_unknown,
             RT.c.opens, RT.c.clicks, RT.c.machine_opens, RT.c.machine_clicks, RT.c.message_id)
-    postgres = db.session.get_bind().dialect.name == "postgresql"
+    sqlite = _is_sqlite()
     out: dict[Any, _State] = {}
     for column, values in ((RT.c.id, ids), (RT.c.message_id, mids)):
-        values_list = sorted(values)
-        # Chunked so no statement passes the driver's bound-parameter limit.
-        for start in range(0, len(values_list), 5000):
-            stmt = select(*cols).where(column.in_(values_list[start:start + 5000]))
-            if postgres:
-                stmt = stmt.order_by(RT.c.id).with_for_update()  # id order: no deadlocks
-            for row in db.session.execute(stmt):
-                state = out.get(row.id)
-                if state is None:
-                    state = _State(
-                        id=row.id, mailing_id=row.mailing_id, contact_id=row.contact_id,
-                        response=Response(row.response), crash_unknown=bool(row.crash_unknown),
-                        opens=row.opens, clicks=row.clicks, machine_opens=row.machine_opens,
-                        machine_clicks=row.machine_clicks,
-                    )
-                    state.original = state.response
-                    out[row.id] = state
-                if row.message_id:
-                    out[("mid", row.message_id)] = state
+        if not values:
+            continue
+        if sqlite:
+            # One JSON parameter instead of one bound parameter per value: no limit, and the
+            # statement is the same text whatever the batch size.
+            rows: Iterable[Any] = db.session.connection().exec_driver_sql(
+                f"SELECT {', '.join(c.name for c in cols)} FROM recipients"
+                f" WHERE {column.name} IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(values)),),
+            )
+        else:
+            # PostgreSQL: one array parameter; rows locked in id order, so no deadlocks.
+            rows = db.session.execute(
+                select(*cols).where(column == any_(_pg_array(values, column)))
+                .order_by(RT.c.id).with_for_update()
+            )
+        for (rid, mailing_id, contact_id, response, crash, opens, clicks, m_opens, m_clicks,
+             message_id) in rows:
+            state = out.get(rid)
+            if state is None:
+                current = Response(response)
+                state = out[rid] = _State(rid, mailing_id, contact_id, current, bool(crash), opens,
+                                          clicks, m_opens, m_clicks, original=current)
+            if message_id:
+                out[("mid", message_id)] = state
     return out
+
+
+def _pg_array(values: Iterable[Any], column: Any) -> Any:
+    """A set of values as one PostgreSQL array parameter of the column's type."""
+    return bindparam(None, sorted(values), type_=ARRAY(column.type), expanding=False)
 
 
 def _state_for(event: Event, states: dict[Any, _State]) -> _State | None:
@@ -380,14 +395,18 @@ def _existing_provider_ids(events: Sequence[Event]) -> set[tuple[str, str]]:
             by_source[e.source].add(e.provider_event_id)
     seen: set[tuple[str, str]] = set()
     for source, ids in by_source.items():
-        id_list = sorted(ids)
-        for start in range(0, len(id_list), 5000):
-            rows = db.session.execute(
-                select(ET.c.provider_event_id).where(
-                    ET.c.source == source, ET.c.provider_event_id.in_(id_list[start:start + 5000])
-                )
+        if _is_sqlite():
+            rows: Iterable[Any] = db.session.connection().exec_driver_sql(
+                "SELECT provider_event_id FROM response_events WHERE source = ?"
+                " AND provider_event_id IN (SELECT value FROM json_each(?))",
+                (source, json.dumps(sorted(ids))),
             )
-            seen.update((source, pid) for (pid,) in rows)
+        else:
+            rows = db.session.execute(select(ET.c.provider_event_id).where(
+                ET.c.source == source,
+                ET.c.provider_event_id == any_(_pg_array(ids, ET.c.provider_event_id)),
+            ))
+        seen.update((source, pid) for (pid,) in rows)
     return seen
 
 
@@ -411,7 +430,7 @@ def _fold(state: _State, event: Event, deltas: Counter[str]) -> bool:
         state.opens += 1
         state.d_opens += 1
         deltas["opens"] += 1
-        deltas[f"opens@{hour_bucket(event.occurred_at)}"] += 1
+        deltas[_hour_counter("opens", event.occurred_at)] += 1
         if event.machine:
             state.machine_opens += 1
             state.d_machine_opens += 1
@@ -424,7 +443,7 @@ def _fold(state: _State, event: Event, deltas: Counter[str]) -> bool:
         state.clicks += 1
         state.d_clicks += 1
         deltas["clicks"] += 1
-        deltas[f"clicks@{hour_bucket(event.occurred_at)}"] += 1
+        deltas[_hour_counter("clicks", event.occurred_at)] += 1
         if event.machine:
             state.machine_clicks += 1
             state.d_machine_clicks += 1
@@ -437,8 +456,8 @@ def _fold(state: _State, event: Event, deltas: Counter[str]) -> bool:
     if new is None:
         return False
     old = state.response
-    deltas[totals.response_key(old)] -= 1
-    deltas[totals.response_key(new)] += 1
+    deltas[_RESPONSE_COUNTERS[old]] -= 1
+    deltas[_RESPONSE_COUNTERS[new]] += 1
     if new in _BECAME:
         deltas[_BECAME[new]] += 1
     if new in _DELIVERED_OR_BETTER and old not in _DELIVERED_OR_BETTER:
@@ -513,24 +532,39 @@ def _is_sqlite() -> bool:
     return db.session.get_bind().dialect.name == "sqlite"
 
 
+@lru_cache(maxsize=4096)
 def _sqlite_time(moment: datetime | None) -> str | None:
+    """"YYYY-MM-DD HH:MM:SS.ffffff" in UTC, as SQLAlchemy stores it; remembered, as providers
+    report whole seconds and a batch's events share a few."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
-def _insert_events(rows: list[dict[str, Any]]) -> None:
+# A timeline row as the batch gathers it: (recipient_id, mailing_id, kind, source,
+# provider_event_id, occurred_at, applied, machine, detail).
+_EventRow = tuple[int, int, str, str, str | None, datetime, bool, bool, Mapping[str, Any] | None]
+SQLITE_INSERT_EVENTS = (
+    "INSERT INTO response_events (recipient_id, mailing_id, kind, source, provider_event_id,"
+    " occurred_at, received_at, applied, machine, detail) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _insert_events(rows: list[_EventRow], received_at: datetime) -> None:
     if not _is_sqlite():
-        db.session.execute(insert(ET), rows)
+        db.session.execute(insert(ET), [
+            {"recipient_id": r[0], "mailing_id": r[1], "kind": r[2], "source": r[3],
+             "provider_event_id": r[4], "occurred_at": r[5], "received_at": received_at,
+             "applied": r[6], "machine": r[7], "detail": dict(r[8]) if r[8] else None}
+            for r in rows
+        ])
         return
-    received = _sqlite_time(rows[0]["received_at"])
-    db.session.connection().exec_driver_sql(
-        "INSERT INTO response_events (recipient_id, mailing_id, kind, source, provider_event_id,"
-        " occurred_at, received_at, applied, machine, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(r["recipient_id"], r["mailing_id"], r["kind"], r["source"], r["provider_event_id"],
-          _sqlite_time(r["occurred_at"]), received, int(r["applied"]), int(r["machine"]),
-          json.dumps(r["detail"]) if r["detail"] is not None else None) for r in rows],
-    )
+    received = _sqlite_time(received_at)
+    db.session.connection().exec_driver_sql(SQLITE_INSERT_EVENTS, [
+        (rid, mid, kind, source, pid, _sqlite_time(at), received, applied, machine,
+         json.dumps(detail) if detail else None)
+        for rid, mid, kind, source, pid, at, applied, machine, detail in rows
+    ])
 
 
 def _write_recipients_sqlite(changed: list[_State], counts_only: list[_State],
@@ -578,7 +612,7 @@ class _ContactEffects:
 
     def note(self, state: _State, event: Event, applied: bool) -> None:
         contact = state.contact_id
-        if contact is None:
+        if contact is None or event.kind not in _CONTACT_KINDS:
             return
         scope = (event.detail or {}).get("scope", "all")
         if event.kind == Response.HARD_BOUNCE.value and applied:
@@ -652,7 +686,13 @@ class _ContactEffects:
 
 def hour_bucket(moment: datetime) -> str:
     """The UTC hour an activity counter is kept under, e.g. "2026-11-23T10"."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
+    return moment.astimezone(UTC).isoformat()[:13]
+
+
+@lru_cache(maxsize=4096)
+def _hour_counter(prefix: str, moment: datetime) -> str:
+    """ "opens@2026-11-23T10": remembered, as a batch's events share a few seconds."""
+    return f"{prefix}@{hour_bucket(moment)}"
 
 
 def activity(mailing_id: int, kind: str = OPEN) -> list[tuple[datetime, int]]:

@@ -8,6 +8,7 @@ the rest (``handed_off``, ``opens``, ``clicks``, ``opened_unique``, ...) only gr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,18 +23,27 @@ def response_key(response: Response | str) -> str:
     return f"response:{Response(response).value}"
 
 
-def bump(mailing_id: int, deltas: Mapping[str, int]) -> None:
-    """Add each delta to its counter (creating it at 0), in the current transaction."""
-    rows = [{"mailing_id": mailing_id, "name": k, "value": v} for k, v in deltas.items() if v]
-    if not rows:
-        return
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(MailingCounter).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[MailingCounter.mailing_id, MailingCounter.name],
-        set_={"value": MailingCounter.value + stmt.excluded.value},
+def _upsert(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(MailingCounter.__table__)
+    return stmt.on_conflict_do_update(
+        index_elements=["mailing_id", "name"],
+        set_={"value": stmt.table.c.value + stmt.excluded.value},
     )
-    db.session.execute(stmt)
+
+
+_UPSERTS = {name: _upsert(name) for name in ("sqlite", "postgresql")}
+
+
+def bump(mailing_id: int, deltas: Mapping[str, int]) -> None:
+    """Add each delta to its counter (creating it at 0), in the current transaction.
+
+    One statement of fixed text run for every counter (executemany), so it is compiled once, not
+    once per set of names.
+    """
+    rows = [{"mailing_id": mailing_id, "name": k, "value": v} for k, v in deltas.items() if v]
+    if rows:
+        db.session.execute(_UPSERTS[db.engine.dialect.name], rows)
 
 
 def move(mailing_id: int, old: Response | str | None, new: Response | str, count: int = 1) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -275,3 +275,64 @@ def test_race_on_provider_event_id_is_survived(app, monkeypatch):
                          provider_event_id="e")
     assert result.duplicate and len(calls) == 2
     assert db.session.get(Recipient, r.id).opens == 1
+
+
+def test_timeline_rows_read_back_exactly_as_given(app):
+    """Times in any zone, with microseconds, and details come back unchanged through the models;
+    the hourly counter is kept under the UTC hour."""
+    _, (r, *_) = make_mailing()
+    paris = timezone(timedelta(hours=1))
+    moment = datetime(2026, 11, 23, 11, 59, 58, 123456, tzinfo=paris)  # 10:59:58 UTC
+    apply_events([
+        Event(kind="soft_bounce", source="dsn", occurred_at=moment, recipient_id=r.id,
+              provider_event_id="q1", detail={"status": "4.2.2", "diagnostic": "mailbox full"}),
+        Event(kind="open", source="tracking", occurred_at=moment + timedelta(seconds=3),
+              recipient_id=r.id),
+    ])
+    first, second = responses.timeline(r.id)
+    assert first.occurred_at == moment and first.occurred_at.tzinfo is not None
+    assert (first.kind, first.source, first.provider_event_id, first.applied) == (
+        "soft_bounce", "dsn", "q1", True)
+    assert first.detail == {"status": "4.2.2", "diagnostic": "mailbox full"}
+    assert second.detail is None and second.occurred_at == moment + timedelta(seconds=3)
+    assert first.received_at == second.received_at
+    assert abs(first.received_at - datetime.now(UTC)) < timedelta(minutes=1)
+    recipient = db.session.get(Recipient, r.id)
+    assert recipient.response == "opened"  # the open proves the soft bounce was passing
+    assert recipient.response_at == moment + timedelta(seconds=3)
+    assert totals.get(r.mailing_id)["opens@2026-11-23T11"] == 1  # 11:00:01 UTC
+
+
+def test_a_batch_naming_thousands_of_recipients(app):
+    """6,000 events for 3,000 recipients, half named by Message-ID, in one batch (the lookups pass
+    them as one parameter): every recipient is found, every event lands, a repeat inside the
+    batch and a whole batch sent again are recognised."""
+    mailing = Mailing(name="Large", status="sent")
+    db.session.add(mailing)
+    db.session.flush()
+    db.session.add_all(Recipient(mailing_id=mailing.id, address=f"x{i}@example.org",
+                                 response="sent", message_id=f"x{i}.q@sendboard.local",
+                                 handed_off_at=T0) for i in range(3000))
+    db.session.flush()
+    totals.bump(mailing.id, {"response:sent": 3000})
+    db.session.commit()
+    ids = list(db.session.scalars(select(Recipient.id).where(Recipient.mailing_id == mailing.id)
+                                  .order_by(Recipient.id)))
+    events = []
+    for i, rid in enumerate(ids):
+        named = ({"recipient_id": rid} if i % 2 else
+                 {"message_id": f"<x{i}.q@sendboard.local>"})
+        events.append(Event(kind="delivered", source="gen", occurred_at=at(1),
+                            provider_event_id=f"d{i}", **named))
+        events.append(Event(kind="open", source="gen", occurred_at=at(2),
+                            provider_event_id=f"o{i}", **named))
+    events.append(Event(kind="open", source="gen", occurred_at=at(3), recipient_id=ids[0],
+                        provider_event_id="o0"))
+    result = apply_events(events)
+    assert (result.received, result.applied, result.duplicates, result.unmatched) == (
+        6001, 6000, 1, 0)
+    c = totals.get(mailing.id)
+    assert c["response:opened"] == 3000 and c["response:sent"] == 0 and c["opens"] == 3000
+    assert db.session.scalar(select(func.count()).select_from(ResponseEvent)) == 6000
+    again = apply_events(events[:4000])
+    assert again.duplicates == 4000 and again.applied == 0
