@@ -153,7 +153,8 @@ class ContactList(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    # For segments: {"field": ..., "op": "eq|contains|exists", "value": ...}; None for plain lists.
+    # For segments: the rule (app.domain.segments), {"match": ..., "conditions": [...]}; None for
+    # plain lists.
     rule: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
