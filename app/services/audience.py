@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, literal, select
+from sqlalchemy import case, delete, exists, func, literal, select, union_all
 
 from app.domain.responses import Response
 from app.extensions import db
 from app.models import (
     Contact,
+    ContactList,
     ListMember,
     Mailing,
     MailingCounter,
@@ -25,7 +26,7 @@ from app.models import (
     TypeOptOut,
     utcnow,
 )
-from app.services import settings, totals
+from app.services import segments, settings, totals
 
 RT = Recipient.__table__
 
@@ -35,8 +36,9 @@ def _inactivity_cutoff(now: datetime) -> datetime | None:
     return now - timedelta(days=days) if days > 0 else None
 
 
-def _members(mailing: Mailing) -> Any:
-    """(contact_id, rank) for the audience: list members, or a chain step's parent recipients."""
+def _members(mailing: Mailing, now: datetime) -> Any:
+    """(contact_id, rank) for the audience: the members of its lists and the contacts of its
+    segments, or a chain step's parent recipients."""
     if mailing.chain_parent_id is not None:
         parent = RT.alias("parent")
         handed = parent.c.handed_off_at.is_not(None)
@@ -52,15 +54,24 @@ def _members(mailing: Mailing) -> Any:
             .distinct()
             .subquery("members")
         )
-    rank = func.row_number().over(
-        partition_by=ListMember.contact_id, order_by=MailingList.list_id
-    )
-    return (
-        select(ListMember.contact_id.label("contact_id"), rank.label("rank"))
+    # Plain lists by their members; segments by their rule, evaluated now. A contact reached
+    # through several of them ranks 1 in the first (by list id) and is a duplicate after that.
+    parts: list[Any] = [
+        select(ListMember.contact_id.label("contact_id"), ListMember.list_id.label("list_id"))
         .join(MailingList, MailingList.list_id == ListMember.list_id)
         .where(MailingList.mailing_id == mailing.id)
-        .subquery("members")
-    )
+    ]
+    chosen_segments = db.session.execute(
+        select(ContactList).join(MailingList, MailingList.list_id == ContactList.id)
+        .where(MailingList.mailing_id == mailing.id, ContactList.rule.is_not(None))
+        .order_by(ContactList.id)
+    ).scalars()
+    for segment in chosen_segments:
+        parts.append(select(Contact.id.label("contact_id"), literal(segment.id).label("list_id"))
+                     .where(segments.condition_sql(segments.rule_of(segment), now)))
+    every = union_all(*parts).subquery("memberships")
+    rank = func.row_number().over(partition_by=every.c.contact_id, order_by=every.c.list_id)
+    return select(every.c.contact_id, rank.label("rank")).subquery("members")
 
 
 def _response_expr(mailing: Mailing, members: Any, now: datetime) -> Any:
@@ -87,7 +98,7 @@ def materialise(mailing: Mailing) -> dict[str, int]:
     db.session.execute(delete(Recipient).where(Recipient.mailing_id == mailing.id))
     db.session.execute(delete(MailingCounter).where(MailingCounter.mailing_id == mailing.id))
     # Without "prevent duplicates" the rank is simply not consulted: every membership is sent.
-    members = _members(mailing)
+    members = _members(mailing, now)
     response = _response_expr(mailing, members, now)
     source = (
         select(
@@ -121,7 +132,7 @@ def materialise(mailing: Mailing) -> dict[str, int]:
 def preview_counts(mailing: Mailing) -> dict[str, int]:
     """What materialise would produce now, without writing: the editor's live eligible count."""
     now = utcnow()
-    members = _members(mailing)
+    members = _members(mailing, now)
     response = _response_expr(mailing, members, now).label("response")
     inner = (
         select(response)

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.domain.eligibility import address_key, address_problem, normalize_address
+from app.domain.segments import SegmentError
 from app.extensions import db
 from app.models import (
     Contact,
@@ -166,12 +167,20 @@ def import_csv(
         reader = csv.reader(chain([header_line], text), delimiter=delimiter)
         columns = _columns(next(reader))
         if file_list:
+            if lists.is_segment(file_list):
+                raise ImportFileError(f"{file_list!r} is a segment: its contacts follow its rule."
+                                      " Import into a list instead", line=1)
             lists.id_for(file_list)  # the list exists afterwards even if every row is rejected
 
         chunk: dict[str, _Row] = {}
         for line, record in _records(reader):
             row = _parse_row(record, columns, line, result)
             if row is None:
+                continue
+            segment = next((name for name in sorted(row.lists) if lists.is_segment(name)), None)
+            if segment is not None:
+                result.reject(line, f"{segment!r} is a segment (its contacts follow its rule);"
+                                    " name a list")
                 continue
             if file_list:
                 row.lists.add(file_list)
@@ -346,6 +355,16 @@ class _ListCache:
 
     def __init__(self) -> None:
         self._ids: dict[str, int] = {}
+        self._segments: dict[str, bool] = {}
+
+    def is_segment(self, name: str) -> bool:
+        """True if `name` is a segment: its contacts follow its rule, nobody is added to it."""
+        if name not in self._segments:
+            rule = db.session.execute(
+                select(ContactList.rule).where(ContactList.name == name[:200])
+            ).first()
+            self._segments[name] = rule is not None and rule[0] is not None
+        return self._segments[name]
 
     def id_for(self, name: str) -> int:
         if name not in self._ids:
@@ -660,9 +679,18 @@ def search_contacts(
     elif flag:
         raise ContactError(f"unknown filter {flag!r}")
     if list_id is not None:
-        stmt = stmt.where(
-            Contact.id.in_(select(ListMember.contact_id).where(ListMember.list_id == list_id))
-        )
+        chosen = db.session.get(ContactList, list_id)
+        if chosen is not None and chosen.rule is not None:
+            from app.services import segments
+
+            try:
+                stmt = stmt.where(segments.condition_sql(segments.rule_of(chosen)))
+            except SegmentError as exc:
+                raise ContactError(f"segment {chosen.name!r} cannot be used: {exc}") from exc
+        else:
+            stmt = stmt.where(
+                Contact.id.in_(select(ListMember.contact_id).where(ListMember.list_id == list_id))
+            )
     if after_id is not None:
         stmt = stmt.where(Contact.id < after_id)
     limit = max(1, min(limit, 500))
@@ -755,14 +783,19 @@ def get_list_by_name(name: str) -> ContactList | None:
 
 
 def lists_with_counts() -> list[tuple[ContactList, int]]:
-    """Every list with its number of members, by name."""
+    """Every list with its number of members, and every segment with the number of contacts its
+    rule picks now, by name."""
+    from app.services import segments
+
     stmt = (
         select(ContactList, func.count(ListMember.contact_id))
         .outerjoin(ListMember, ListMember.list_id == ContactList.id)
         .group_by(ContactList.id)
         .order_by(ContactList.name)
     )
-    return [(row[0], int(row[1])) for row in db.session.execute(stmt).all()]
+    rows = [(row[0], int(row[1])) for row in db.session.execute(stmt).all()]
+    live = segments.counts(lst for lst, _ in rows if lst.rule is not None)
+    return [(lst, live.get(lst.id, n)) for lst, n in rows]
 
 
 def list_member_count(list_id: int) -> int:
@@ -772,6 +805,9 @@ def list_member_count(list_id: int) -> int:
 
 def add_to_list(list_id: int, contact_ids: Iterable[int]) -> None:
     """Add contacts to a list; members already in it are left as they are."""
+    chosen = db.session.get(ContactList, list_id)
+    if chosen is not None and chosen.rule is not None:
+        raise ContactError(f"{chosen.name!r} is a segment: its contacts follow its rule")
     values = [
         {"list_id": list_id, "contact_id": cid, "added_at": utcnow()} for cid in set(contact_ids)
     ]
