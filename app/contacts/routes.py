@@ -20,9 +20,20 @@ from flask import (
 from flask_login import current_user, login_required
 from werkzeug.utils import secure_filename
 
-from app.contacts.forms import ActionForm, DoNotEmailForm, ListForm, TransactionForm, UploadForm
+from app.contacts.forms import (
+    ActionForm,
+    DoNotEmailForm,
+    ListForm,
+    SegmentForm,
+    TransactionForm,
+    UploadForm,
+)
+from app.domain.segments import SegmentError
+from app.domain.segments import parse as parse_rule
+from app.extensions import db
 from app.models import Contact
 from app.services import contacts as service
+from app.services import segments as segment_service
 from app.services import settings
 
 bp = Blueprint("contacts", __name__, url_prefix="/contacts")
@@ -159,9 +170,79 @@ def lists() -> Any:
         else:
             flash(f"List {created.name} created.", "success")
             return redirect(url_for("contacts.lists"))
-    return render_template(
-        "contacts/lists.html", form=form, lists=service.lists_with_counts()
-    )
+    every = service.lists_with_counts()
+    rules = {lst.id: segment_service.description(lst) for lst, _ in every if lst.rule is not None}
+    return render_template("contacts/lists.html", form=form, lists=every, rules=rules)
+
+
+def _segment_form(segment: Any = None) -> SegmentForm:
+    form = SegmentForm()
+    if segment is not None and request.method == "GET":
+        form.name.data = segment.name
+        form.description.data = segment.description
+        form.fill(segment.rule or {})
+    form.set_lists([(str(lst.id), lst.name) for lst, _ in service.lists_with_counts()
+                    if lst.rule is None and (segment is None or lst.id != segment.id)])
+    return form
+
+
+def _save_segment(form: SegmentForm, segment: Any = None) -> str | None:
+    """Create or update the segment from the form; the problem in words, or None when saved."""
+    try:
+        rule = parse_rule(form.rule_data())
+        if segment is None:
+            segment = segment_service.create_segment(form.name.data or "", rule,
+                                                     form.description.data or "")
+        else:
+            segment_service.update_segment(segment, name=form.name.data or "", rule=rule,
+                                           description=form.description.data or "")
+    except (SegmentError, service.ContactError) as exc:
+        db.session.rollback()
+        return str(exc)
+    flash(f"Segment {segment.name} saved: {segment_service.count(rule):,} contacts match now.",
+          "success")
+    return None
+
+
+@bp.route("/segments/new", methods=["GET", "POST"])
+@login_required
+def new_segment() -> Any:
+    form = _segment_form()
+    problem = None
+    if form.validate_on_submit():
+        problem = _save_segment(form)
+        if problem is None:
+            return redirect(url_for("contacts.lists"))
+    return render_template("contacts/segment.html", form=form, segment=None, problem=problem)
+
+
+@bp.route("/segments/<int:segment_id>", methods=["GET", "POST"])
+@login_required
+def edit_segment(segment_id: int) -> Any:
+    segment = service.get_list(segment_id)
+    if segment is None or segment.rule is None:
+        abort(404)
+    form = _segment_form(segment)
+    problem = None
+    if form.validate_on_submit():
+        problem = _save_segment(form, segment)
+        if problem is None:
+            return redirect(url_for("contacts.lists"))
+    return render_template("contacts/segment.html", form=form, segment=segment, problem=problem)
+
+
+@bp.post("/segments/count")
+@login_required
+def segment_count() -> Any:
+    """The live count under the segment form: how many contacts the rule as typed picks now."""
+    form = _segment_form()
+    try:
+        rule = parse_rule(form.rule_data())
+        matching: int | None = segment_service.count(rule)
+        problem = None
+    except SegmentError as exc:
+        matching, problem = None, str(exc)
+    return render_template("contacts/_segment_count.html", matching=matching, problem=problem)
 
 
 @bp.route("/upload", methods=["GET", "POST"])
