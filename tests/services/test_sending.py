@@ -415,3 +415,30 @@ def test_without_prevent_duplicates_each_membership_is_sent(app, redis_conn, smt
     run_worker(redis_conn)
     assert responses_of(mailing) == Counter({"sent": 3})
     assert len(smtp.by_recipient()[contact.email]) == 2
+
+
+def test_a_segment_audience_is_chosen_when_the_mailing_is_prepared(app, redis_conn, smtp):
+    """The segment picks contacts by rule at preparation: a contact that matches only after the
+    mailing was saved receives it, one that stopped matching does not."""
+    from app.domain.segments import parse
+    from app.services import segments
+
+    make_audience(6)
+    rule = parse({"match": "any", "conditions": [
+        {"subject": "email", "op": "starts_with", "value": "user1"},
+        {"subject": "field", "key": "tier", "op": "equals", "value": "gold"}]})
+    segment = segments.create_segment("Gold or user1", rule)
+    mailing = make_mailing([segment])
+    for address, fields in (("user2@example.org", {"tier": "Gold"}),
+                            ("user1@example.org", {})):
+        db.session.execute(db.update(Contact).where(Contact.email == address)
+                           .values(fields=fields))
+    db.session.execute(db.update(Contact).where(Contact.email == "user1@example.org")
+                       .values(email="left@example.org", email_key="left@example.org"))
+    db.session.commit()
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert set(smtp.by_recipient()) == {"user2@example.org"}
+    assert responses_of(mailing) == Counter({"sent": 1})
