@@ -85,6 +85,7 @@ def seed_demo() -> DemoLogin:
         ("Offers", "Discounts and seasonal offers."),
     )}
     demo_list = _ensure_list()
+    _ensure_segment()
     owner = db.session.execute(select(User).where(User.email == DEMO_EMAIL)).scalar_one()
     if db.session.execute(select(Mailing).where(Mailing.name == DEMO_MAILING)).first() is None:
         mailing = Mailing(
@@ -175,6 +176,23 @@ def demo_contacts() -> list[dict[str, object]]:
          "last_transaction_at": now - timedelta(days=40)},
     ]
     return people
+
+
+DEMO_SEGMENT = "Bought this year"
+
+
+def _ensure_segment() -> None:
+    """A segment beside the list, so the audience choice shows both kinds."""
+    exists = db.session.execute(
+        select(ContactList.id).where(ContactList.name == DEMO_SEGMENT)
+    ).first()
+    if exists is None:
+        db.session.add(ContactList(
+            name=DEMO_SEGMENT, description="Customers with a purchase in the last 365 days.",
+            rule={"match": "all", "conditions": [
+                {"subject": "last_transaction", "op": "within_days", "value": 365}]},
+        ))
+        db.session.flush()
 
 
 def _ensure_list() -> ContactList:

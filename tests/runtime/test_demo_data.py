@@ -18,6 +18,7 @@ from app.models import (
     utcnow,
 )
 from app.runtime.demo import DEMO_EMAIL, needs_demo, seed_demo, stored_login
+from app.services import segments as segments_service
 from app.services.users import authenticate
 
 
@@ -48,9 +49,15 @@ def test_seed_demo_creates_a_usable_demo_once(app: Flask) -> None:
     assert "{{ name }}" in mailing.html_body and "{{ name }}" in mailing.text_body
     assert mailing.owner_id == user.id
     assert _count(MailingList) == 1
+    segment = db.session.execute(select(ContactList).where(ContactList.rule.is_not(None)))
+    bought = segment.scalar_one()
+    picked = segments_service.count(segments_service.rule_of(bought))
+    recent = sum(1 for c in contacts if c.last_transaction_at
+                 and c.last_transaction_at > utcnow() - timedelta(days=365))
+    assert 0 < picked == recent < len(contacts)
 
     again = seed_demo()
     assert again == login
     assert (_count(User), _count(Contact), _count(ListMember), _count(Mailing),
-            _count(ContactList)) == (1, len(contacts), members, 1, 1)
+            _count(ContactList)) == (1, len(contacts), members, 1, 2)
     assert not needs_demo()
