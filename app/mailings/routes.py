@@ -301,11 +301,29 @@ def test_send(mailing_id: int) -> Any:
 # ---------------------------------------------------------------- the mailing page
 
 
+def _chart_figures(mailing: Mailing, counters: dict[str, int],
+                   t: reports.EmailTotals) -> dict[str, dict[str, Any] | None]:
+    """The mailing page's chart figures (None: nothing to plot yet), from counters alone."""
+    # The hourly counters only exist once an open or click has been counted: skip their reads
+    # until then, which is every poll of a send nobody has opened yet.
+    opens: list[tuple[datetime, int]] = []
+    clicks: list[tuple[datetime, int]] = []
+    if counters.get("opens", 0) or counters.get("clicks", 0):
+        opens = response_service.activity(mailing.id, response_service.OPEN)
+        clicks = response_service.activity(mailing.id, response_service.CLICK)
+    return {
+        "delivery": charts.delivery_figure_dict(t.responses) if t.recipients else None,
+        "activity": charts.activity_figure_dict(opens, clicks) if opens or clicks else None,
+    }
+
+
 def _page_state(mailing: Mailing) -> dict[str, Any]:
     counters = totals.get(mailing.id)
     t = reports.email_totals(counters)
     now = utcnow()
     actions = allowed_actions(mailing.status_enum, now=now, send_at=mailing.send_at)
+    live = mailing.status_enum in reports.LIVE
+    figures = _chart_figures(mailing, counters, t)
     return {
         "mailing": mailing,
         "counters": counters,
@@ -313,7 +331,12 @@ def _page_state(mailing: Mailing) -> dict[str, Any]:
         "progress": reports.sending_progress(mailing, t, now),
         "actions": actions,
         "Action": Action,
-        "live": mailing.status_enum in reports.LIVE,
+        "live": live,
+        # The charts are live parts: the page places them, #live carries their figures on every
+        # poll (the last one too) and static/js/mailing-charts.js redraws them in place.
+        "chart_figures": figures,
+        "chart_json": charts.to_json(figures),
+        "show_charts": live or any(figures.values()),
         "locked": mailings.locked(mailing, now),
         "when": local_display(mailing.send_at, mailing.send_at_zone or "UTC")
         if mailing.send_at else "",
@@ -336,8 +359,6 @@ def detail(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     state = _page_state(mailing)
     page = _audience_args(mailing, state["counters"])
-    opens = response_service.activity(mailing.id, response_service.OPEN)
-    clicks = response_service.activity(mailing.id, response_service.CLICK)
     schedule_form = ScheduleForm()
     schedule_form.zone.choices = ZONE_CHOICES
     schedule_form.zone.data = mailing.send_at_zone or "UTC"
@@ -347,10 +368,6 @@ def detail(mailing_id: int) -> Any:
     return render_template(
         "mailings/detail.html", **state, page=page,
         tabs=reports.TABS, tab_counts=reports.tab_counts(state["counters"]),
-        delivery_chart=charts.to_json(charts.delivery_figure_dict(state["t"].responses))
-        if state["t"].recipients else None,
-        activity_chart=charts.to_json(charts.activity_figure_dict(opens, clicks))
-        if opens or clicks else None,
         steps=chains.steps_of(mailing), parent=db.session.get(Mailing, mailing.chain_parent_id)
         if mailing.chain_parent_id else None,
         schedule_form=schedule_form, step_form=StepForm(),
@@ -384,7 +401,8 @@ def _list_names(mailing: Mailing) -> list[str]:
 @bp.route("/<int:mailing_id>/_live")
 @login_required
 def live(mailing_id: int) -> Any:
-    """Status, progress and totals for the poll; 286 once the mailing is no longer sending."""
+    """Status, progress, totals and chart figures for the poll; 286 once the mailing is no
+    longer sending (that last answer still carries the final figures)."""
     mailing = _mailing_or_404(mailing_id)
     state = _page_state(mailing)
     html = render_template("mailings/_live.html", **state, oob=True)

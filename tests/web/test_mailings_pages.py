@@ -1,10 +1,11 @@
 """Mailings pages: list sections, polls that stop with 286, the mailing page and its actions,
-the editor, locks, CSV export, pagination, scheduling and the test send."""
+its live charts, the editor, locks, CSV export, pagination, scheduling and the test send."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -12,10 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.domain.lifecycle import Status
-from app.domain.responses import Response
+from app.domain.responses import LABELS, Response
 from app.extensions import db
 from app.models import Mailing, Recipient
 from app.services import mailings, totals
+from app.services.responses import apply_event
 from tests.services.test_reports import build
 from tests.services.test_sending import (
     make_audience,
@@ -267,3 +269,107 @@ def test_test_send_reports_an_unreachable_server(app, auth, client):
     mailing = make_mailing([make_audience(1)])
     response = client.post(f"/mailings/{mailing.id}/test-send", follow_redirects=True)
     assert "Test not sent" in response.get_data(as_text=True)
+
+
+def chart_figures(html: str) -> dict:
+    """The chart figures a page or poll carries for the charts to be drawn from."""
+    found = re.findall(r'<script type="application/json" id="chart-figures">(.*?)</script>',
+                       html, re.S)
+    assert len(found) == 1, html
+    return json.loads(found[0])
+
+
+def plotted(figure: dict) -> dict[str, int]:
+    """The delivery chart's bars: response label -> recipients."""
+    [bars] = figure["data"]
+    return dict(zip(bars["y"], bars["x"], strict=True))
+
+
+def hand_off(mailing: Mailing, count: int) -> list[int]:
+    """What the sender does for `count` Planned recipients: Sent to provider, counters moved."""
+    ids = list(db.session.execute(
+        select(Recipient.id).where(Recipient.mailing_id == mailing.id,
+                                   Recipient.response == Response.PLANNED.value)
+        .order_by(Recipient.id).limit(count)).scalars())
+    db.session.execute(db.update(Recipient).where(Recipient.id.in_(ids))
+                       .values(response=Response.SENT.value))
+    totals.move(mailing.id, Response.PLANNED, Response.SENT, len(ids))
+    totals.bump(mailing.id, {"handed_off": len(ids)})
+    return ids
+
+
+def test_poll_brings_the_charts_as_the_counters_change(app, auth, client):
+    auth.login()
+    mailing = build([Response.PLANNED] * 5, status=Status.SENDING, name="Live charts")
+    totals.bump(mailing.id, {"recipients": 5, "eligible": 5})
+    db.session.commit()
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert "plotly-4.1.1.min.js" in page and "js/mailing-charts.js" in page
+    # Both chart areas are on the page; the activity one waits hidden for its first figure.
+    assert 'id="delivery-chart" role="img" aria-label="Recipients per response">' in page
+    assert 'id="activity-chart" role="img" aria-label="Opens and clicks per hour" hidden>' in page
+    assert plotted(chart_figures(page)["delivery"]) == {"Planned": 5}
+
+    first = client.get(f"/mailings/{mailing.id}/_live")
+    body = first.get_data(as_text=True)
+    assert first.status_code == 200 and 'hx-trigger="every 2s"' in body
+    figures = chart_figures(body)
+    assert plotted(figures["delivery"]) == {"Planned": 5} and figures["activity"] is None
+    # The poll carries data only: nothing a swap would run, so no listener is ever added twice.
+    assert re.findall(r"<script[^>]*>", body) == [
+        '<script type="application/json" id="chart-figures">']
+
+    sent = hand_off(mailing, 3)
+    db.session.commit()
+    apply_event(sent[0], kind="open", source="tracking", occurred_at=datetime.now(UTC))
+    figures = chart_figures(client.get(f"/mailings/{mailing.id}/_live").get_data(as_text=True))
+    assert plotted(figures["delivery"]) == {
+        "Planned": 2, LABELS[Response.SENT]: 2, LABELS[Response.OPENED]: 1}
+    opens, clicks = figures["activity"]["data"]
+    assert opens["name"] == "Opens" and sum(opens["y"]) == 1 and len(opens["x"]) == 1
+    assert clicks["y"] == []
+
+    # The send finishes between two polls: the last poll (286) carries the final figures.
+    hand_off(mailing, 2)
+    mailing.status = Status.SENT.value
+    db.session.commit()
+    last = client.get(f"/mailings/{mailing.id}/_live")
+    body = last.get_data(as_text=True)
+    assert last.status_code == 286 and "every 2s" not in body
+    figures = chart_figures(body)
+    assert plotted(figures["delivery"]) == {LABELS[Response.SENT]: 4, LABELS[Response.OPENED]: 1}
+    assert sum(figures["activity"]["data"][0]["y"]) == 1
+
+
+def test_charts_wait_on_a_page_opened_before_any_recipient(app, auth, client):
+    auth.login()
+    mailing = build([], status=Status.PREPARING, name="Just started")
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert '<section class="card charts" id="charts" aria-label="Charts" hidden>' in page
+    assert "js/mailing-charts.js" in page
+    assert chart_figures(page) == {"delivery": None, "activity": None}
+    poll = client.get(f"/mailings/{mailing.id}/_live").get_data(as_text=True)
+    assert chart_figures(poll) == {"delivery": None, "activity": None}
+    # A draft has nothing to chart and nothing coming: no chart area, no plotly download.
+    draft = build([], status=Status.DRAFT, name="Draft")
+    page = client.get(f"/mailings/{draft.id}").get_data(as_text=True)
+    assert 'id="charts"' not in page and "plotly" not in page and "chart-figures" not in page
+
+
+def test_chart_figures_cannot_end_their_script_element(app, auth, client, monkeypatch):
+    from app import charts
+
+    title = "</script><script>alert(1)</script><!-- & -->"
+
+    def delivery(responses):
+        return {"data": [], "layout": {"title": {"text": title}}}
+
+    monkeypatch.setattr(charts, "delivery_figure_dict", delivery)
+    auth.login()
+    mailing = build([Response.PLANNED], status=Status.SENDING)
+    totals.bump(mailing.id, {"recipients": 1})
+    db.session.commit()
+    for path in (f"/mailings/{mailing.id}", f"/mailings/{mailing.id}/_live"):
+        body = client.get(path).get_data(as_text=True)
+        assert "alert(1)</script>" not in body and "<!--" not in body
+        assert chart_figures(body)["delivery"]["layout"]["title"]["text"] == title
