@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from app.providers.smtp import SECURITY_MODES
 
 DEFAULT_SECRET_KEY = "dev-only-change-me"
 HARD_BATCH_CAP = 20_000
@@ -38,6 +41,19 @@ def _bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _switch(name: str, default: bool) -> bool:
+    """An on/off setting where a typo must not silently mean off (a safety check, say)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise RuntimeError(f"{name} must be on or off (1/0, true/false, yes/no), got {raw!r}")
+
+
 def instance_dir() -> Path:
     """Where the embedded SQLite file, Redis socket and captured mail live."""
     return Path(os.environ.get("SENDBOARD_INSTANCE", Path.cwd() / "instance")).resolve()
@@ -62,7 +78,12 @@ class Config:
         self.SMTP_PORT = _int("SMTP_PORT", 2525)
         self.SMTP_USERNAME = os.environ.get("SMTP_USERNAME", "")
         self.SMTP_PASSWORD = os.environ.get("SMTP_PASSWORD", "")
-        self.SMTP_SECURITY = os.environ.get("SMTP_SECURITY", "none")  # none | starttls | ssl
+        self.SMTP_SECURITY = os.environ.get("SMTP_SECURITY", "none").strip().lower()  # none | starttls | ssl
+        # The relay's TLS certificate is checked against these CAs (a PEM file) instead of the
+        # system's: for a relay with a private CA. Empty: the system's CAs.
+        self.SMTP_CA_FILE = os.environ.get("SMTP_CA_FILE", "").strip()
+        # Off accepts any certificate: unsafe (the mail and the password can be intercepted).
+        self.SMTP_TLS_VERIFY = _switch("SMTP_TLS_VERIFY", True)
         self.SMTP_RATE_PER_SECOND = _float("SMTP_RATE_PER_SECOND", 0.0)  # 0: unlimited
         self.CAPTURE_SMTP_PORT = _int("SENDBOARD_CAPTURE_PORT", 2525)
         self.BOUNCE_DOMAIN = os.environ.get("SENDBOARD_BOUNCE_DOMAIN", "bounces.sendboard.local")
@@ -121,3 +142,14 @@ def check_config(config: Mapping[str, Any]) -> None:
         )
     if not 1 <= int(config.get("BATCH_SIZE", 500)) <= HARD_BATCH_CAP:
         raise RuntimeError(f"BATCH_SIZE must be between 1 and {HARD_BATCH_CAP}")
+    security = config.get("SMTP_SECURITY", "none")
+    if security not in SECURITY_MODES:
+        raise RuntimeError(f"SMTP_SECURITY must be none, starttls or ssl, got {security!r}")
+    ca_file = config.get("SMTP_CA_FILE") or ""
+    if ca_file:
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except OSError as exc:  # missing, unreadable, or no PEM certificate in it (ssl.SSLError)
+            raise RuntimeError(
+                f"SMTP_CA_FILE must be a PEM file of CA certificates; {ca_file!r} cannot be used: {exc}"
+            ) from exc

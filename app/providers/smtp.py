@@ -9,15 +9,31 @@ When the server announces PIPELINING (RFC 2920; Postfix and most relays do), MAI
 go out in one write and their three replies are read together: one round trip instead of three
 before the message body, with the same outcomes. The body is only sent after a 354, so nothing
 can be accepted before the caller's hand-off record was written.
+
+Security: `starttls` upgrades the plain connection (usually port 587) and `ssl` speaks TLS from the
+first byte (SMTPS, usually 465). Either way the server's certificate is checked against the
+system's CAs, or against `ca_file` for a relay with a private CA, and must name the host we
+connect to; the login only ever goes over the encrypted connection. A server that does not offer
+STARTTLS when it is required, a certificate that does not verify and a refused login are failures
+to connect (ConnectionLost, not ambiguous) with a message that says which.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import smtplib
 import ssl
 from dataclasses import dataclass
 from enum import Enum
+
+from flask import current_app, has_app_context
+
+log = logging.getLogger("sendboard.smtp")
+
+SECURITY_MODES = ("none", "starttls", "ssl")
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = {62, 64}
 
 
 class Outcome(Enum):
@@ -45,15 +61,72 @@ class ConnectionLost(Exception):
 class SmtpSettings:
     host: str
     port: int
-    security: str = "none"  # none | starttls | ssl
+    security: str = "none"  # none | starttls | ssl (see SECURITY_MODES)
     username: str = ""
     password: str = ""
     timeout: float = 20.0
     local_hostname: str = "sendboard.local"
+    # How the server's certificate is checked. ca_file: a PEM file of the CAs to trust instead of
+    # the system's ("" for the system's); verify=False checks nothing (unsafe). None takes the
+    # deployment's SMTP_CA_FILE / SMTP_TLS_VERIFY (the defaults outside an app: system CAs, verify).
+    ca_file: str | None = None
+    verify: bool | None = None
 
     @property
     def label(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def trust(self) -> tuple[str, bool]:
+        """The CA file ("" for the system's CAs) and whether to verify, settled."""
+        ca_file, verify = self.ca_file, self.verify
+        if has_app_context():
+            cfg = current_app.config
+            if ca_file is None:
+                ca_file = cfg.get("SMTP_CA_FILE") or ""
+            if verify is None:
+                verify = bool(cfg.get("SMTP_TLS_VERIFY", True))
+        return ca_file or "", True if verify is None else verify
+
+
+def tls_context(ca_file: str = "", verify: bool = True) -> ssl.SSLContext:
+    """A client context that checks the server's certificate and host name, unless told not to."""
+    if verify:
+        return ssl.create_default_context(cafile=ca_file or None)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Unusable(smtplib.SMTPException):
+    """The server cannot be used as configured; the message says why."""
+
+
+def _why(exc: OSError | smtplib.SMTPException, s: SmtpSettings) -> str:
+    """What went wrong while connecting, in words an administrator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = f"the server's TLS certificate could not be verified ({exc.verify_message})"
+        if exc.verify_code in _NAME_MISMATCH:
+            return why + f"; it does not name {s.host!r}: connect with a host name it names"
+        ca_file = s.trust()[0]
+        if ca_file:
+            return why + f"; it is not issued by a CA in {ca_file!r} (SMTP_CA_FILE)"
+        return why + ("; if the relay's certificate is issued by a private CA, set SMTP_CA_FILE "
+                      "to that CA's certificate (PEM)")
+    if isinstance(exc, ssl.SSLError):
+        why = f"the TLS handshake failed ({exc.reason or exc})"
+        if exc.reason == "WRONG_VERSION_NUMBER" and s.security == "ssl":
+            why += ("; the server did not answer in TLS: security ssl needs the relay's implicit-TLS "
+                    "port (usually 465); on a plain port (587, 25) use starttls")
+        return why
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        code, text = _reply(exc)
+        return (f"the server refused the login of {s.username!r}: {code} {text} "
+                "(check the username and password)")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code, text = _reply(exc)
+        return f"{code} {text}"
+    return str(exc)
 
 
 # A dot-atom address (what nearly every recipient and our VERP sender are): smtplib.quoteaddr
@@ -112,23 +185,68 @@ class SmtpTransport:
     def open(self) -> None:
         s = self.settings
         try:
-            if s.security == "ssl":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.host, s.port, timeout=s.timeout, local_hostname=s.local_hostname,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout,
-                                    local_hostname=s.local_hostname)
-                if s.security == "starttls":
-                    conn.starttls(context=ssl.create_default_context())
-            conn.ehlo_or_helo_if_needed()
-            if s.username:
-                conn.login(s.username, s.password)
+            conn = self._connect()
         except (OSError, smtplib.SMTPException) as exc:
-            raise ConnectionLost(f"cannot connect to {s.label}: {exc}", ambiguous=False) from exc
+            raise ConnectionLost(f"cannot connect to {s.label}: {_why(exc, s)}",
+                                 ambiguous=False) from exc
         self.conn = conn
         self.pipelining = conn.has_extn("pipelining")
+
+    def _context(self) -> ssl.SSLContext:
+        ca_file, verify = self.settings.trust()
+        if not verify:
+            log.warning("the TLS certificate of %s is not verified (SMTP_TLS_VERIFY is off): "
+                        "the connection can be intercepted", self.settings.label)
+        try:
+            return tls_context(ca_file, verify)
+        except OSError as exc:  # also ssl.SSLError: not a PEM file of certificates
+            raise _Unusable(f"the CA file {ca_file!r} (SMTP_CA_FILE) cannot be used: {exc}") from exc
+
+    def _connect(self) -> smtplib.SMTP:
+        """Connect, secure and log in; the connection is closed again if any step fails."""
+        s = self.settings
+        if s.security not in SECURITY_MODES:
+            # Never fall back to a plain connection for a mode we do not know.
+            raise _Unusable(f"unknown security {s.security!r}: use none, starttls or ssl")
+        context = self._context() if s.security != "none" else None
+        conn: smtplib.SMTP | None = None
+        try:
+            # Connecting in the constructor: smtplib keeps the host given there as the TLS
+            # server_hostname (for SMTP_SSL and starttls alike), so the certificate must name it.
+            if s.security == "ssl":
+                conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
+                                        local_hostname=s.local_hostname, context=context)
+            else:
+                try:
+                    conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout,
+                                        local_hostname=s.local_hostname)
+                except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+                    # An implicit-TLS port waits for our TLS hello and never greets in plain text.
+                    raise _Unusable(f"no greeting from the server within {s.timeout:g} s ({exc}); "
+                                    "if this port expects implicit TLS (usually 465), the "
+                                    "security must be ssl") from exc
+            conn.ehlo_or_helo_if_needed()
+            if s.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise _Unusable("the server does not offer STARTTLS, which security starttls "
+                                    "requires; nothing was sent and no password was given")
+                try:
+                    conn.starttls(context=context)
+                except smtplib.SMTPResponseException as exc:  # 454 TLS not available, say
+                    code, text = _reply(exc)
+                    raise _Unusable(f"the server refused STARTTLS: {code} {text}; nothing was "
+                                    "sent and no password was given") from exc
+                conn.ehlo()  # RFC 3207: forget what the server said before TLS
+            if s.username:
+                if not conn.has_extn("auth"):
+                    where = "over TLS" if s.security != "none" else "without TLS (try starttls)"
+                    raise _Unusable(f"the server does not offer a login (AUTH) {where}")
+                conn.login(s.username, s.password)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self.conn is None:
