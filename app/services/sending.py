@@ -17,6 +17,7 @@ moving. The invariants in DESIGN.md hold because:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -298,89 +299,117 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
     domain = content.get("domain") or "sendboard.local"
     pending: list[str] = []  # "sent" entries, appended together with the next hand-off
     next_check = 0.0
-    next_beat = time.monotonic() + HEARTBEAT_EVERY
     transient_streak = 0
 
+    # The batch stays marked alive from a side thread for as long as this worker is on it, also
+    # through one slow hand-off (an SMTP timeout and its retries outlast ALIVE_TTL). The thread
+    # dies with the process, so a killed worker's batch still lapses and is reconciled.
+    heartbeat = _Heartbeat(ledger)
+    heartbeat.start()
     try:
-        for row in rows:
-            mono = time.monotonic()
-            if mono >= next_check:
-                next_check = mono + CANCEL_CHECK_EVERY
-                if redis.exists(stop_key(claim.mailing_id)):
-                    outcome.stop = "stopped"
+        try:
+            for row in rows:
+                mono = time.monotonic()
+                if mono >= next_check:
+                    next_check = mono + CANCEL_CHECK_EVERY
+                    if redis.exists(stop_key(claim.mailing_id)):
+                        outcome.stop = "stopped"
+                        break
+                now = utcnow()
+                if send_until is not None and now >= send_until:
+                    outcome.stop = "expired"
                     break
-            if mono >= next_beat:
-                next_beat = mono + HEARTBEAT_EVERY
-                ledger.heartbeat()
-            now = utcnow()
-            if send_until is not None and now >= send_until:
-                outcome.stop = "expired"
-                break
-            if row.facts is not None:
-                verdict = eligibility.check(row.facts, email_type=email_type_id, now=now,
-                                            inactivity=inactivity)
-                if verdict is not None:
-                    outcome.final[row.id] = (verdict, "checked again right before hand-off")
+                if row.facts is not None:
+                    verdict = eligibility.check(row.facts, email_type=email_type_id, now=now,
+                                                inactivity=inactivity)
+                    if verdict is not None:
+                        outcome.final[row.id] = (verdict, "checked again right before hand-off")
+                        continue
+                elif not eligibility.is_valid_address(row.address):
+                    outcome.final[row.id] = (Response.INVALID_ADDRESS, "")
                     continue
-            elif not eligibility.is_valid_address(row.address):
-                outcome.final[row.id] = (Response.INVALID_ADDRESS, "")
-                continue
-            token = recipient_token(row.id, secret)
-            message_id = new_message_id(row.id, domain)
-            sent_at = now.replace(microsecond=0)
-            merge = merge_data(row.name, row.address, row.fields)
-            try:
-                built = builder.build(merge=merge, address=row.address, token=token,
-                                      message_id=message_id, sent_at=sent_at)
-            except TemplateProblem as exc:
-                outcome.final[row.id] = (Response.DELIVERY_ERROR, str(exc))
-                continue
-            limiter.wait()
-            ledger.append(*pending, f"h:{row.id}")
-            pending = []
-            result = _hand_over(transport, built.envelope_from, row.address, built.data, outcome)
-            if result is None:  # connection lost: outcome.stop says why
-                if outcome.stop == "ambiguous":
-                    outcome.final[row.id] = (Response.UNKNOWN, outcome.stop_detail)
-                    outcome.stop = "smtp"
-                break
-            if result.outcome is Outcome.ACCEPTED:
-                transient_streak = 0
-                outcome.sent[row.id] = (message_id, sent_at, merge)
-                pending.append(f"s:{row.id}:{int(sent_at.timestamp())}:{message_id}")
-            elif result.outcome is Outcome.REFUSED_PERMANENT:
-                transient_streak = 0
-                detail = f"{result.code} {result.text}"
-                response = classify_status(str(result.code), result.text)
-                if response is Response.SOFT_BOUNCE:
-                    response = Response.HARD_BOUNCE if result.code >= 550 else response
-                outcome.final[row.id] = (response, detail)
-                outcome.refused += 1
-                pending.append(f"r:{row.id}")
-            else:
-                transient_streak += 1
-                outcome.final[row.id] = (Response.SOFT_BOUNCE, f"{result.code} {result.text}")
-                outcome.refused += 1
-                pending.append(f"r:{row.id}")
-                if transient_streak >= TRANSIENT_STREAK_LIMIT:
-                    outcome.stop = "smtp"
-                    outcome.stop_detail = (
-                        f"{smtp.label} refused {transient_streak} messages in a row with "
-                        f"temporary errors (last: {result.code} {result.text})"
-                    )
+                token = recipient_token(row.id, secret)
+                message_id = new_message_id(row.id, domain)
+                sent_at = now.replace(microsecond=0)
+                merge = merge_data(row.name, row.address, row.fields)
+                try:
+                    built = builder.build(merge=merge, address=row.address, token=token,
+                                          message_id=message_id, sent_at=sent_at)
+                except TemplateProblem as exc:
+                    outcome.final[row.id] = (Response.DELIVERY_ERROR, str(exc))
+                    continue
+                limiter.wait()
+                ledger.append(*pending, f"h:{row.id}")
+                pending = []
+                result = _hand_over(transport, built.envelope_from, row.address, built.data, outcome)
+                if result is None:  # connection lost: outcome.stop says why
+                    if outcome.stop == "ambiguous":
+                        outcome.final[row.id] = (Response.UNKNOWN, outcome.stop_detail)
+                        outcome.stop = "smtp"
                     break
-        if pending:
-            ledger.append(*pending)
-    except LedgerRefused as exc:
-        if exc.reason == "fenced":
-            log.warning("batch %s was taken over by the reconciler; stopping", claim.batch_id)
-            outcome.stop = "fenced"
-            return outcome
-        outcome.stop, outcome.stop_detail = "redis", "the Redis hand-off record was lost"
-    except RedisError as exc:
-        outcome.stop, outcome.stop_detail = "redis", f"Redis failed: {exc}"
-    flush(redis, claim, outcome, version_id)
-    return outcome
+                if result.outcome is Outcome.ACCEPTED:
+                    transient_streak = 0
+                    outcome.sent[row.id] = (message_id, sent_at, merge)
+                    pending.append(f"s:{row.id}:{int(sent_at.timestamp())}:{message_id}")
+                elif result.outcome is Outcome.REFUSED_PERMANENT:
+                    transient_streak = 0
+                    detail = f"{result.code} {result.text}"
+                    response = classify_status(str(result.code), result.text)
+                    if response is Response.SOFT_BOUNCE:
+                        response = Response.HARD_BOUNCE if result.code >= 550 else response
+                    outcome.final[row.id] = (response, detail)
+                    outcome.refused += 1
+                    pending.append(f"r:{row.id}")
+                else:
+                    transient_streak += 1
+                    outcome.final[row.id] = (Response.SOFT_BOUNCE, f"{result.code} {result.text}")
+                    outcome.refused += 1
+                    pending.append(f"r:{row.id}")
+                    if transient_streak >= TRANSIENT_STREAK_LIMIT:
+                        outcome.stop = "smtp"
+                        outcome.stop_detail = (
+                            f"{smtp.label} refused {transient_streak} messages in a row with "
+                            f"temporary errors (last: {result.code} {result.text})"
+                        )
+                        break
+            if pending:
+                ledger.append(*pending)
+        except LedgerRefused as exc:
+            if exc.reason == "fenced":
+                log.warning("batch %s was taken over by the reconciler; stopping", claim.batch_id)
+                outcome.stop = "fenced"
+                return outcome
+            outcome.stop, outcome.stop_detail = "redis", "the Redis hand-off record was lost"
+        except RedisError as exc:
+            outcome.stop, outcome.stop_detail = "redis", f"Redis failed: {exc}"
+        flush(redis, claim, outcome, version_id)
+        return outcome
+    finally:
+        heartbeat.stop()
+
+
+class _Heartbeat:
+    """Refreshes a batch's alive mark every HEARTBEAT_EVERY seconds until stopped."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"heartbeat-{ledger.batch_id}")
+
+    def _run(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_EVERY):
+            try:
+                self._ledger.heartbeat()
+            except RedisError as exc:  # the sender meets the same failure and stops
+                log.warning("heartbeat of batch %s failed: %s", self._ledger.batch_id, exc)
+
+    def start(self) -> None:
+        self._thread.start()  # the claim set the first mark (Ledger.open)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=HEARTBEAT_EVERY * 5)
 
 
 def _hand_over(transport: SmtpTransport, envelope_from: str, address: str, data: bytes,

@@ -442,3 +442,41 @@ def test_a_segment_audience_is_chosen_when_the_mailing_is_prepared(app, redis_co
     assert mailing.status == Status.SENT.value
     assert set(smtp.by_recipient()) == {"user2@example.org"}
     assert responses_of(mailing) == Counter({"sent": 1})
+
+
+def test_a_slow_hand_off_keeps_its_batch_alive(app, redis_conn, smtp, monkeypatch):
+    """A relay that takes longer to accept one message than a batch may go without a heartbeat:
+    the reconciler, running all along, must not take the batch from its live worker (it would
+    record the message in flight as Unknown and the worker's result would be lost)."""
+    import threading
+
+    from app.services import ledger
+    from jobs.sending import prepare_mailing
+
+    monkeypatch.setattr(ledger, "ALIVE_TTL", 1)
+    monkeypatch.setattr(sending, "HEARTBEAT_EVERY", 0.2)
+    smtp.handler.delay = 2.5  # each DATA takes 2.5 s, the alive mark lasts 1 s
+    mailing = make_mailing([make_audience(2)])
+    mailings.send_now(mailing)
+    prepare_mailing(mailing.id)
+    claim = sending.claim_batch(redis_conn, worker="slow")
+    outcome = {}
+
+    def send() -> None:
+        with app.app_context():
+            outcome["result"] = sending.send_claim(redis_conn, claim)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    settled = 0
+    while sender.is_alive():
+        settled += sending.settle_abandoned(redis_conn)
+        time.sleep(0.3)
+    sender.join()
+    assert settled == 0 and outcome["result"].stop is None
+    db.session.expire_all()
+    assert responses_of(mailing) == Counter({"sent": 2})
+    assert len(smtp.by_recipient()) == 2
+    # Once the worker is done, nothing keeps the mark alive.
+    time.sleep(1.2)
+    assert not ledger.is_alive(redis_conn, claim.batch_id)
