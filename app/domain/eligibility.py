@@ -33,6 +33,20 @@ def address_key(address: str) -> str:
     return address.strip().lower()
 
 
+def ascii_address(address: str) -> str:
+    """The address as SMTP and headers carry it: an international domain in its ASCII (IDNA)
+    form, e.g. "anna@bücher.de" -> "anna@xn--bcher-kva.de". Other addresses are unchanged; an
+    address whose domain cannot be encoded is returned as given (address_problem refuses it)."""
+    address = address.strip()
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
 def address_problem(address: str) -> str | None:
     """Why an address cannot receive mail (syntax and domain form; no DNS), or None."""
     address = address.strip()

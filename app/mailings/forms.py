@@ -32,9 +32,9 @@ class MailingForm(FlaskForm):
     subject = StringField("Subject", validators=[Optional(), Length(max=500)])
     from_name = StringField("From name", validators=[Optional(), Length(max=200)])
     from_address = EmailField("From address",
-                              validators=[Optional(), Email(check_deliverability=False),
+                              validators=[Optional(), Email(check_deliverability=False, allow_smtputf8=False),
                                           Length(max=320)])
-    reply_to = EmailField("Reply-to", validators=[Optional(), Email(check_deliverability=False),
+    reply_to = EmailField("Reply-to", validators=[Optional(), Email(check_deliverability=False, allow_smtputf8=False),
                                                   Length(max=320)])
     email_type_id = SelectField("Email type", coerce=int, default=0)
     lists = MultiCheckboxField("Audience", coerce=int, default=[])
@@ -64,7 +64,7 @@ class StepForm(FlaskForm):
 class OneOffForm(FlaskForm):
     from_name = StringField("From name", validators=[Optional(), Length(max=200)])
     from_address = EmailField("From address", validators=[DataRequired(),
-                                                          Email(check_deliverability=False)])
+                                                          Email(check_deliverability=False, allow_smtputf8=False)])
     subject = StringField("Subject", validators=[DataRequired(), Length(max=500)])
     text_body = TextAreaField("Message", validators=[DataRequired()])
 

@@ -29,6 +29,8 @@ from enum import Enum
 
 from flask import current_app, has_app_context
 
+from app.domain.eligibility import ascii_address
+
 log = logging.getLogger("sendboard.smtp")
 
 SECURITY_MODES = ("none", "starttls", "ssl")
@@ -267,6 +269,7 @@ class SmtpTransport:
 
     def send(self, envelope_from: str, recipient: str, data: bytes) -> Result:
         """Hand over one message. Raises ConnectionLost when the connection fails."""
+        recipient = ascii_address(recipient)  # an international domain goes out as IDNA
         if self.conn is None:
             self.open()
         conn = self.conn

@@ -25,6 +25,8 @@ from typing import Any
 from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app.domain.eligibility import ascii_address
+
 # Placeholder for the recipient token: rendered templates carry it and it is swapped for the real
 # token afterwards, which is far cheaper than passing per-recipient URLs through Jinja.
 TOKEN_SLOT = "SBTOKEN0SLOT"
@@ -124,7 +126,15 @@ def _encode_header(value: str) -> str:
     return Header(value.replace("\r", " ").replace("\n", " "), "utf-8").encode(maxlinelen=998)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
 def _format_address(name: str, address: str) -> str:
+    """A display name and address for a header. Control characters in the name (a line break
+    typed into a contact's name) become spaces, so a name can never start a header of its own;
+    an international domain is written in its ASCII form."""
+    address = ascii_address(address)
+    name = _CONTROL.sub(" ", name or "").strip()
     if not name:
         return address
     if name.isascii():
@@ -187,7 +197,7 @@ class MessageBuilder:
         self.boundary = content["boundary"]
         head = [f"From: {content['from']}"]
         if content.get("reply_to"):
-            head.append(f"Reply-To: {content['reply_to']}")
+            head.append(f"Reply-To: {_format_address('', content['reply_to'])}")
         head.append("MIME-Version: 1.0")
         self.fixed_head = "\r\n".join(head)
         b = self.boundary
@@ -248,7 +258,11 @@ class MessageBuilder:
                 f"Content-Type: text/{kind}; charset=\"utf-8\"\r\n"
                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
             ).encode() + _qp(html or text)
-        return Built(envelope_from, headers.encode("ascii") + body)
+        try:
+            head = headers.encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise TemplateProblem(f"a header cannot be written as 7-bit text: {exc}") from exc
+        return Built(envelope_from, head + body)
 
 
 @lru_cache(maxsize=32)

@@ -480,3 +480,32 @@ def test_a_slow_hand_off_keeps_its_batch_alive(app, redis_conn, smtp, monkeypatc
     # Once the worker is done, nothing keeps the mark alive.
     time.sleep(1.2)
     assert not ledger.is_alive(redis_conn, claim.batch_id)
+
+
+def test_international_domains_and_hostile_names_are_written_safely(app, redis_conn, smtp):
+    """An address with an international domain is delivered to its IDNA form; a line break in a
+    contact's name (a quoted CSV cell can carry one) cannot start a header of its own."""
+    lst = make_audience(1)
+    now = datetime.now(UTC)
+    for address, name in (("anna@bücher.de", "Anna"),
+                          ("eve@example.org", "Eve\r\nBcc: victim@evil.example")):
+        contact = Contact(email=address, email_key=address, name=name, last_transaction_at=now)
+        db.session.add(contact)
+        db.session.flush()
+        db.session.add(ListMember(list_id=lst.id, contact_id=contact.id))
+    db.session.commit()
+    mailing = make_mailing([lst], reply_to="help@bücher.de")
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"sent": 3})
+    received = smtp.by_recipient()
+    assert set(received) == {"user0@example.org", "anna@xn--bcher-kva.de", "eve@example.org"}
+    anna = email.message_from_bytes(received["anna@xn--bcher-kva.de"][0].data)
+    assert anna["To"] == "Anna <anna@xn--bcher-kva.de>"
+    assert anna["Reply-To"] == "help@xn--bcher-kva.de"
+    eve = email.message_from_bytes(received["eve@example.org"][0].data)
+    assert eve["Bcc"] is None and "victim@evil.example" in eve["To"]
+    assert eve["To"] == '"Eve Bcc: victim@evil.example" <eve@example.org>'
+    assert all(r.rcpt == [addr] for addr, rs in received.items() for r in rs)
