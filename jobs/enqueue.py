@@ -6,7 +6,8 @@ import logging
 
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.worker import Worker
 
 from app.redis_conn import get_redis
@@ -20,14 +21,36 @@ def _queue() -> Queue:
     return Queue("sending", connection=get_redis())
 
 
+_OVER = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED}
+
+
 def prepare(mailing_id: int) -> None:
-    """Enqueue the preparation of one mailing (idempotent: one job id per mailing)."""
+    """Enqueue the preparation of one mailing (idempotent: one job id per mailing).
+
+    A job of that id that is still queued or running is left alone. One that is over (failed,
+    or killed with its worker and then failed by RQ's cleanup) while the mailing is still
+    Preparing is replaced, so the scheduler tick retries the preparation at once rather than
+    after the failed job's record expires.
+    """
+    queue = _queue()
+    job_id = f"prepare-{mailing_id}"
     try:
-        _queue().enqueue("jobs.sending.prepare_mailing", mailing_id,
-                         job_id=f"prepare-{mailing_id}", unique=True, job_timeout=3600,
-                         result_ttl=60, failure_ttl=24 * 3600)
-    except DuplicateJobError:
-        pass  # already queued or running
+        for _ in range(2):
+            try:
+                queue.enqueue("jobs.sending.prepare_mailing", mailing_id, job_id=job_id,
+                              unique=True, job_timeout=3600, result_ttl=60,
+                              failure_ttl=24 * 3600)
+                return
+            except DuplicateJobError:
+                try:
+                    old = Job.fetch(job_id, connection=queue.connection)
+                except NoSuchJobError:
+                    continue  # gone meanwhile: enqueue now
+                if old.get_status(refresh=True) not in _OVER:
+                    return  # queued or running
+                log.info("prepare of mailing %s: replacing its %s job", mailing_id,
+                         old.get_status())
+                old.delete()
     except (RedisError, RuntimeError) as exc:
         # The database says Preparing; the scheduler tick enqueues it again when Redis is back.
         log.warning("prepare of mailing %s not enqueued now: %s", mailing_id, exc)
