@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-# Google and Yahoo name their image proxies; Apple Mail Privacy Protection sends a bare
-# "Mozilla/5.0" from its proxy, which no real browser or mail client does.
-_PROXY_AGENTS = re.compile(r"GoogleImageProxy|ggpht\.com|YahooMailProxy|Yahoo! Slurp", re.I)
+# Apple Mail Privacy Protection fetches every image on delivery and sends a bare "Mozilla/5.0",
+# which no real browser or mail client does; crawlers name themselves. Google's and Yahoo's
+# image proxies are not machines: they fetch when a reader opens the message (and hide who), so
+# their opens count as people's, unless they come within the prefetch window below.
+_PROXY_AGENTS = re.compile(r"Yahoo! Slurp", re.I)
 _APPLE_MPP = "Mozilla/5.0"
 _SCANNER_AGENTS = re.compile(
     r"barracuda|mimecast|proofpoint|urldefense|safelinks|symantec|messagelabs|trendmicro|"

@@ -60,16 +60,24 @@ def test_open_pixel_records_an_open(app, client):
     assert (row.response, row.opens, row.machine_opens) == ("opened", 1, 0)
 
 
-@pytest.mark.parametrize("agent", [
-    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
-    "Mozilla/5.0",
-    "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
-])
+@pytest.mark.parametrize("agent", ["Mozilla/5.0", "Mozilla/5.0 (compatible; Yahoo! Slurp)"])
 def test_proxy_open_is_machine(app, client, agent):
     r, _, _ = make_recipient()
     client.get(f"/t/o/{recipient_token(r.id)}", headers={"User-Agent": agent})
     row = db.session.get(Recipient, r.id)
     assert (row.opens, row.machine_opens, row.response) == (1, 1, "delivered")
+
+
+@pytest.mark.parametrize("agent", [
+    "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+    "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+])
+def test_webmail_image_proxies_open_for_a_reader(app, client, agent):
+    """Gmail and Yahoo load images through their proxies when the reader opens the message."""
+    r, _, _ = make_recipient()
+    client.get(f"/t/o/{recipient_token(r.id)}", headers={"User-Agent": agent})
+    row = db.session.get(Recipient, r.id)
+    assert (row.opens, row.machine_opens, row.response) == (1, 0, "opened")
 
 
 def test_open_right_after_hand_off_is_machine(app, client):
