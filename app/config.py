@@ -10,6 +10,25 @@ from typing import Any
 
 from app.providers.smtp import SECURITY_MODES
 
+LOCAL_WEBHOOK_SECRET_FILE = "generic-webhook-secret"
+
+
+def local_webhook_secret(instance: Path, *, create: bool) -> str:
+    """The generic webhook's secret kept under instance/ for a local install, so `sendboard run`
+    and `sendboard simulate` agree on it without any setting ("" when there is none)."""
+    path = Path(instance) / LOCAL_WEBHOOK_SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return ""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
 DEFAULT_SECRET_KEY = "dev-only-change-me"
 HARD_BATCH_CAP = 20_000
 

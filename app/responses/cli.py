@@ -15,12 +15,14 @@ import random
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from sqlalchemy import select
 
+from app.config import local_webhook_secret
 from app.domain.responses import Response
 from app.extensions import db
 from app.models import Mailing, Recipient
@@ -75,9 +77,11 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
 
 
 def _generic_request(base: str, batch: list[dict[str, Any]]) -> tuple[str, bytes, dict[str, str]]:
-    secret = setting("GENERIC_WEBHOOK_SECRET")
+    secret = setting("GENERIC_WEBHOOK_SECRET") or local_webhook_secret(
+        Path(current_app.config["INSTANCE_DIR"]), create=False)
     if not secret:
-        raise click.ClickException("set GENERIC_WEBHOOK_SECRET (the web app needs the same value)")
+        raise click.ClickException("set GENERIC_WEBHOOK_SECRET (the web app needs the same value;"
+                                   " `sendboard run` makes one under instance/ by itself)")
     body = json.dumps({"events": batch}).encode()
     ts = str(int(time.time()))
     return f"{base}/webhooks/generic", body, {

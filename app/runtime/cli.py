@@ -23,6 +23,8 @@ from typing import Any
 import click
 from flask import Flask, current_app
 
+from app.config import local_webhook_secret
+
 # How long a worker may take to finish its current batch after being asked to stop.
 WORKER_STOP_TIMEOUT = 10.0
 # A worker that dies is started again, but not in a tight loop if it dies at once every time.
@@ -157,6 +159,12 @@ class LocalStack:
         self.app.config["BASE_URL"] = self.env["SENDBOARD_BASE_URL"].rstrip("/")
         self._start_redis()
         self._start_capture()
+        if not self.env.get("GENERIC_WEBHOOK_SECRET"):
+            # A local install accepts signed events (`sendboard simulate`) out of the box.
+            secret = local_webhook_secret(self.instance, create=True)
+            self.env["GENERIC_WEBHOOK_SECRET"] = secret
+            os.environ["GENERIC_WEBHOOK_SECRET"] = secret
+            self.app.config["GENERIC_WEBHOOK_SECRET"] = secret
         with self.app.app_context():
             self._seed_if_first_run()
         for _ in range(self.worker_count):

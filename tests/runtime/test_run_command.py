@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,10 +12,14 @@ import sys
 import time
 from http.cookiejar import CookieJar
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.parse import urlencode
-from urllib.request import HTTPCookieProcessor, build_opener
+from urllib.request import HTTPCookieProcessor, Request, build_opener, urlopen
 
+import pytest
 from runtime_helpers import REPO, free_port
+
+from app.webhooks.auth import generic_signature
 
 STARTUP_TIMEOUT = 90.0
 SHUTDOWN_TIMEOUT = 15.0
@@ -90,7 +95,7 @@ def test_sendboard_run_serves_signs_in_and_stops_cleanly(tmp_path: Path) -> None
     web_port, smtp_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in {"REDIS_URL", "SMTP_HOST", "DATABASE_URL", "SENDBOARD_BASE_URL",
-                        "SENDBOARD_ENV", "SECRET_KEY"}}
+                        "SENDBOARD_ENV", "SECRET_KEY", "GENERIC_WEBHOOK_SECRET"}}
     env.update(SENDBOARD_INSTANCE=str(tmp_path / "instance"),
                SENDBOARD_CAPTURE_PORT=str(smtp_port), PYTHONUNBUFFERED="1")
     log = tmp_path / "run.log"
@@ -123,6 +128,22 @@ def test_sendboard_run_serves_signs_in_and_stops_cleanly(tmp_path: Path) -> None
                           b"Subject: Smoke test\r\nMessage-ID: <smoke@test>\r\n\r\nhi\r\n")
         captured = opener.open(f"{url}/captured", timeout=10).read().decode()
         assert "Smoke test" in captured
+
+        # Signed events are accepted out of the box (what `sendboard simulate` posts), with the
+        # secret `run` keeps under instance/; an unsigned post is refused.
+        secret = (tmp_path / "instance" / "generic-webhook-secret").read_text().strip()
+        assert len(secret) >= 32
+        events = b'{"events": []}'
+        stamp = str(int(time.time()))
+        signed = Request(f"{url}/webhooks/generic", data=events, headers={
+            "Content-Type": "application/json", "X-Sendboard-Timestamp": stamp,
+            "X-Sendboard-Signature": generic_signature(secret, stamp, events)})
+        assert json.loads(urlopen(signed, timeout=10).read()) == {
+            "received": 0, "applied": 0, "duplicates": 0, "unmatched": 0}
+        with pytest.raises(HTTPError) as refused:
+            urlopen(Request(f"{url}/webhooks/generic", data=events,
+                            headers={"Content-Type": "application/json"}), timeout=10)
+        assert refused.value.code == 401
 
         children = _descendants(proc.pid)
         commands = _cmdlines(children)
