@@ -18,7 +18,7 @@ from app.domain.lifecycle import Action, Status, transition
 from app.domain.responses import Response
 from app.extensions import db
 from app.models import Contact, Mailing, Recipient, utcnow
-from app.services import totals
+from app.services import contacts, settings, totals
 from app.services.rendering import TemplateProblem, check_template
 
 
@@ -43,6 +43,11 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
         raise OneOffError("This contact is marked do not email.")
     if not contact.valid:
         raise OneOffError("This contact's address is invalid.")
+    days = int(settings.get("inactivity_days"))
+    if contacts.is_inactive(contact, days):
+        # The sender applies the same rule right before hand-off; say so now instead.
+        raise OneOffError(f"This contact has had no transaction for {days} days, so mail to it"
+                          " is held back. Record a transaction to lift that.")
     for source, what in ((subject, "Subject"), (text_body, "Message"), (html_body, "HTML")):
         try:
             check_template(source, what)

@@ -90,6 +90,21 @@ def test_one_off_refused_for_do_not_email(app, auth, client):
     assert client.post("/mailings/one-off/999", data={}).status_code == 404
 
 
+def test_one_off_refused_for_an_inactive_contact_with_the_reason(app, auth, client):
+    auth.login()
+    make_audience(1)
+    contact = db.session.get(Contact, 1)
+    contact.last_transaction_at = datetime.now(UTC) - timedelta(days=800)
+    contact.created_at = datetime.now(UTC) - timedelta(days=900)
+    db.session.commit()
+    response = client.post(f"/mailings/one-off/{contact.id}", data={
+        "from_address": "staff@example.org", "subject": "Hi", "text_body": "Hello"},
+        follow_redirects=True)
+    text = response.get_data(as_text=True)
+    assert "Email not sent: This contact has had no transaction for 730 days" in text
+    assert db.session.execute(select(Mailing)).first() is None
+
+
 def test_one_off_goes_to_the_head_of_the_sending_queue(app, auth, client, monkeypatch):
     from app.services import sending
 
