@@ -20,7 +20,9 @@ from typing import Literal
 from app.domain.bounces import classify_status
 from app.domain.responses import Response
 
-Kind = Literal["bounce", "delay", "complaint", "other"]
+Kind = Literal["bounce", "delay", "complaint", "unsubscribe", "other"]
+# The mailto: List-Unsubscribe of every message: mail to its VERP address with this subject.
+_UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*(?:re:\s*)?unsubscribe\b", re.I)
 
 _TOKEN_CHARS = r"[A-Za-z0-9_.\-]+"
 _ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To",
@@ -210,6 +212,7 @@ def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
     """Read one bounce, complaint or delay notice; kind "other" when it is none of those."""
     message = message_from_bytes(raw, policy=compat32)
     token = _find_token(message, envelope_recipients, verp_prefix)
+    address_token = token  # the token in the address written to, not one quoted in a body
     own_id = _strip_brackets(message.get("Message-ID"))
     ctype = message.get_content_type()
     report_type = str(message.get_param("report-type", "") or "").lower()
@@ -256,8 +259,13 @@ def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
                       action=action, status=status, diagnostic=diagnostic[:1000],
                       report_message_id=own_id)
 
-    # Not a standard report: a plain-text bounce, recognised by its sender and subject.
     subject = str(message.get("Subject", "") or "")
+    if address_token and _UNSUBSCRIBE_SUBJECT.match(subject):
+        # A person using the mailto: List-Unsubscribe link of a message we sent them.
+        return Report(kind="unsubscribe", response=Response.UNSUBSCRIBED, token=address_token,
+                      report_message_id=own_id)
+
+    # Not a standard report: a plain-text bounce, recognised by its sender and subject.
     sender = str(message.get("From", "") or "")
     failed = message.get("X-Failed-Recipients")
     if not (failed or _BOUNCE_SUBJECT.search(subject) or

@@ -42,6 +42,15 @@ def to_event(raw: bytes, envelope: Sequence[str] = (), *,
              now: datetime | None = None) -> Bounce:
     """Parse one bounce message into the event it stands for (None for mail that is no bounce)."""
     report = dsn.parse(raw, envelope)
+    if report.kind == "unsubscribe":
+        # Only the signed token in the address counts: nothing else names the recipient.
+        rid = read_recipient_token(report.token) if report.token else None
+        if rid is None:
+            return Bounce(report, None)
+        return Bounce(report, Event(
+            kind="unsubscribed", source="mailto", occurred_at=now or datetime.now(UTC),
+            recipient_id=rid, provider_event_id="sha256:" + hashlib.sha256(raw).hexdigest(),
+            detail={"scope": "all", "via": "mailto"}))
     if report.kind == "complaint":
         kind = "spam"
     elif report.kind == "delay":

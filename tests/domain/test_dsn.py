@@ -146,3 +146,16 @@ def test_verp_token():
     assert verp_token("Bounce+abc.DEF-1_x@bounces.example") == "abc.DEF-1_x"
     assert verp_token("<bounce+t@x>") == "t"
     assert verp_token("someone@example.org") is None
+
+
+@pytest.mark.parametrize(("subject", "envelope", "kind"), [
+    ("unsubscribe", ["bounce+MQ.sig@b.example"], "unsubscribe"),
+    ("Re: Unsubscribe", ["bounce+MQ.sig@b.example"], "unsubscribe"),
+    ("unsubscribe", ["postmaster@b.example"], "other"),  # no token in the address
+    ("Please unsubscribe me", ["bounce+MQ.sig@b.example"], "other"),
+])
+def test_mailto_unsubscribe(subject, envelope, kind):
+    report = parse(f"From: a@example.org\r\nSubject: {subject}\r\n\r\n".encode(), envelope)
+    assert report.kind == kind
+    if kind == "unsubscribe":
+        assert report.token == "MQ.sig" and report.response is Response.UNSUBSCRIBED

@@ -189,3 +189,31 @@ def test_periodic_entries_and_a_real_worker_run(app, redis_conn):
     job = Queue("default", connection=redis_conn).enqueue("jobs.responses.time_rules")
     SimpleWorker(["default"], connection=redis_conn).work(burst=True)
     assert job.return_value() == {"recipients": 1, "mailings": 1, "invalid_contacts": 0}
+
+
+def test_the_mailto_unsubscribe_of_a_message_is_honoured(app):
+    """Every message offers <mailto:bounce+TOKEN@...?subject=unsubscribe> in List-Unsubscribe;
+    a mail client that uses it sends us exactly that, and the contact leaves."""
+    a, b = make(2, handed_off_at=NOW - timedelta(hours=1))
+    writer = MaildirWriter(Path(app.config["INSTANCE_DIR"]) / "bounces")
+    verp = f"bounce+{recipient_token(a.id)}@bounces.sendboard.local"
+    writer.store(f"From: {a.address}\r\nTo: {verp}\r\nSubject: unsubscribe\r\n\r\n".encode(),
+                 a.address, [verp])
+    # A forged token in the address, and a reply with another subject, change nothing.
+    forged = "bounce+MQ.forged@bounces.sendboard.local"
+    writer.store(f"From: {b.address}\r\nTo: {forged}\r\nSubject: Unsubscribe\r\n\r\n".encode(),
+                 b.address, [forged])
+    other = f"bounce+{recipient_token(b.id)}@bounces.sendboard.local"
+    writer.store(f"From: {b.address}\r\nTo: {other}\r\nSubject: Thanks!\r\n\r\nhi\r\n".encode(),
+                 b.address, [other])
+    writer.close()
+    counts = process_bounces()
+    assert counts["messages"] == 3 and counts["applied"] == 1 and counts["ignored"] == 2
+    assert db.session.get(Recipient, a.id).response == "unsubscribed"
+    contact = db.session.get(Contact, a.contact_id)
+    assert contact.do_not_email and contact.do_not_email_reason == "unsubscribed"
+    assert db.session.get(Recipient, b.id).response == "sent"
+    assert not db.session.get(Contact, b.contact_id).do_not_email
+    [event] = db.session.scalars(select(ResponseEvent)).all()
+    assert (event.kind, event.source, event.detail) == (
+        "unsubscribed", "mailto", {"scope": "all", "via": "mailto"})
