@@ -639,6 +639,11 @@ def is_inactive(contact: Contact, inactivity_days: int, now: datetime | None = N
     return (contact.last_transaction_at or contact.created_at) < cutoff
 
 
+def like_escape(text: str) -> str:
+    """`text` for a LIKE pattern with escape "\\": its %, _ and \\ match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def search_contacts(
     q: str = "",
     flag: str | None = None,
@@ -658,8 +663,7 @@ def search_contacts(
     stmt = select(Contact)
     q = q.strip()
     if q:
-        pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern += "%"
+        pattern = f"%{like_escape(q.lower())}%"
         stmt = stmt.where(
             or_(
                 Contact.email_key.like(pattern, escape="\\"),
@@ -758,15 +762,25 @@ def contact_lists(contact_id: int) -> list[ContactList]:
 # --------------------------------------------------------------------------------------------
 
 
-def create_list(name: str, description: str = "") -> ContactList:
-    """Create an empty list; names are unique."""
+def checked_list_name(name: str, what: str = "list",
+                      current: ContactList | None = None) -> str:
+    """A list's or segment's name, stripped; ContactError when empty, too long or taken (lists
+    and segments share one set of names). `current` is the one being renamed."""
     name = name.strip()
     if not name:
-        raise ContactError("a list needs a name")
+        raise ContactError(f"a {what} needs a name")
     if len(name) > 200:
-        raise ContactError("a list name has at most 200 characters")
-    if get_list_by_name(name) is not None:
-        raise ContactError(f"a list named {name!r} exists already")
+        raise ContactError(f"a {what} name has at most 200 characters")
+    existing = get_list_by_name(name)
+    if existing is not None and existing is not current:
+        taken = "list" if existing.rule is None else "segment"
+        raise ContactError(f"a {taken} named {name!r} exists already")
+    return name
+
+
+def create_list(name: str, description: str = "") -> ContactList:
+    """Create an empty list; names are unique."""
+    name = checked_list_name(name)
     contact_list = ContactList(name=name, description=description.strip())
     db.session.add(contact_list)
     db.session.commit()

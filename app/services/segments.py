@@ -18,11 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.domain.segments import Condition, Rule, SegmentError, describe, parse
 from app.extensions import db
 from app.models import Contact, ContactList, ListMember, utcnow
-from app.services.contacts import ContactError, get_list_by_name
-
-
-def _like(value: str) -> str:
-    return value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+from app.services.contacts import ContactError, checked_list_name, like_escape
 
 
 def _text_condition(column: Any, c: Condition) -> ColumnElement[bool]:
@@ -33,13 +29,13 @@ def _text_condition(column: Any, c: Condition) -> ColumnElement[bool]:
     if c.op == "not_equals":
         return text != value
     if c.op == "contains":
-        return text.like(f"%{_like(value)}%", escape="\\")
+        return text.like(f"%{like_escape(value)}%", escape="\\")
     if c.op == "not_contains":
-        return not_(text.like(f"%{_like(value)}%", escape="\\"))
+        return not_(text.like(f"%{like_escape(value)}%", escape="\\"))
     if c.op == "starts_with":
-        return text.like(f"{_like(value)}%", escape="\\")
+        return text.like(f"{like_escape(value)}%", escape="\\")
     if c.op == "ends_with":
-        return text.like(f"%{_like(value)}", escape="\\")
+        return text.like(f"%{like_escape(value)}", escape="\\")
     if c.op == "is_set":
         return text != ""
     if c.op == "is_not_set":
@@ -118,21 +114,9 @@ def _check(rule: Rule, segment_id: int | None = None) -> None:
             raise SegmentError("a segment cannot refer to itself")
 
 
-def _name(name: str, current: ContactList | None = None) -> str:
-    name = name.strip()
-    if not name:
-        raise ContactError("a segment needs a name")
-    if len(name) > 200:
-        raise ContactError("a segment name has at most 200 characters")
-    existing = get_list_by_name(name)
-    if existing is not None and existing is not current:
-        raise ContactError(f"a list or segment named {name!r} exists already")
-    return name
-
-
 def create_segment(name: str, rule: Rule, description: str = "") -> ContactList:
     """Save a new segment (ContactError for the name, SegmentError for the rule)."""
-    clean = _name(name)
+    clean = checked_list_name(name, "segment")
     _check(rule)
     segment = ContactList(name=clean, description=description.strip(), rule=rule.to_json())
     db.session.add(segment)
@@ -145,7 +129,7 @@ def update_segment(segment: ContactList, *, name: str, rule: Rule, description: 
     recipients it held then; drafts and scheduled mailings see the new rule when prepared."""
     if segment.rule is None:
         raise ContactError(f"{segment.name!r} is a list, not a segment")
-    segment.name = _name(name, segment)
+    segment.name = checked_list_name(name, "segment", segment)
     _check(rule, segment.id)
     segment.description = description.strip()
     segment.rule = rule.to_json()
