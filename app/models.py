@@ -225,6 +225,10 @@ class Mailing(db.Model):  # type: ignore[name-defined,misc]
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Time spent Interrupted is not sending time: the current interruption's start, and the
+    # seconds of the interruptions already resumed or canceled.
+    interrupted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    interrupted_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
     email_type: Mapped[EmailType | None] = relationship()
