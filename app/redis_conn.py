@@ -8,7 +8,8 @@ from functools import lru_cache
 from redis import Redis
 from rq import Queue
 
-QUEUE_NAMES = ("sending", "default")
+# In the priority order workers listen to them: periodic jobs (the tick) before send jobs.
+QUEUE_NAMES = ("periodic", "sending", "default")
 
 
 def redis_url() -> str:

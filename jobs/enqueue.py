@@ -8,7 +8,6 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.worker import Worker
 
 from app.redis_conn import get_redis
 
@@ -66,18 +65,20 @@ def kick_sending(successor: bool = False) -> None:
     A send job enqueues its successor as soon as it has claimed a batch (`successor=True`), so
     another worker can take the next batch meanwhile; a job that finds nothing to send enqueues
     none, so the chain ends with the work. The tick tops the queue up after a crash or a Redis
-    restart. Jobs started by a dead worker are not counted: their chain already moved on.
+    restart. Only live workers count (those whose ticker marked them alive in the last few
+    seconds, jobs/periodic.py): RQ's registry lists a worker killed with SIGKILL for minutes.
+    Jobs started by a dead worker are not counted either: their chain already moved on.
     """
     import uuid
+
+    from jobs.periodic import live_workers
 
     try:
         queue = _queue()
         if successor:
             wanted = 1
         else:
-            workers = max(1, sum(1 for w in Worker.all(connection=get_redis())
-                                 if "sending" in w.queue_names()))
-            wanted = workers - queued_send_jobs(queue)
+            wanted = max(1, live_workers(get_redis())) - queued_send_jobs(queue)
         for _ in range(max(0, wanted)):
             queue.enqueue("jobs.sending.send_next_batch", job_id=f"send-{uuid.uuid4().hex}",
                           job_timeout=SEND_JOB_TIMEOUT, result_ttl=30, failure_ttl=24 * 3600)

@@ -1,9 +1,19 @@
-"""Periodic jobs, declared in one list.
+"""Periodic jobs, declared in one list, and the liveness of worker processes.
 
 Every worker process runs a small ticker thread that enqueues each periodic job once per time slot
 under a deterministic job id (``periodic-<name>-<slot>``) with ``unique=True``: any number of
 workers, restarted any number of times, enqueue each slot's job once, and a Redis restart loses at
 most one slot (the next slot enqueues again from nothing).
+
+Periodic jobs have a queue of their own (``periodic``) that every worker listens to before
+``sending``: a worker takes the waiting periodic job before its next send job, so a mailing in
+full flow cannot starve the tick that settles crashed batches and starts due schedules. A
+periodic job never expires while it waits; instead a slot is skipped while the same job of an
+earlier slot is still waiting, so a busy period leaves one job of each name waiting, not a pile.
+
+The ticker also marks its worker alive every second (``sb:workers:alive``, a sorted set of worker
+name -> last mark). A worker killed with SIGKILL stops marking at once, while RQ's own registry
+keeps listing it for minutes, so this is what counts the workers able to take send jobs.
 """
 
 from __future__ import annotations
@@ -20,20 +30,30 @@ from rq.exceptions import DuplicateJobError
 
 log = logging.getLogger("sendboard.periodic")
 
+QUEUE = "periodic"
+ALIVE_KEY = "sb:workers:alive"
+WORKER_ALIVE_TTL = 5.0  # seconds without a mark before a worker counts as gone
+
 
 @dataclass(frozen=True)
 class Periodic:
     name: str
     func: str  # dotted path, so this module imports no job code
     every: int  # seconds
-    queue: str = "default"
+    queue: str = QUEUE
 
 
 PERIODIC: list[Periodic] = [
-    Periodic("tick", "jobs.sending.tick", every=5, queue="sending"),
+    Periodic("tick", "jobs.sending.tick", every=2),
     Periodic("response-time-rules", "jobs.responses.time_rules", every=300),
     Periodic("process-bounces", "jobs.responses.process_bounces", every=30),
 ]
+
+
+def _waiting(queue: Queue, name: str) -> bool:
+    """Is a job of this periodic name (any slot) still waiting in its queue?"""
+    prefix = f"periodic-{name}-"
+    return any(job_id.startswith(prefix) for job_id in queue.get_job_ids())
 
 
 def enqueue_due(connection: Redis, now: float | None = None) -> int:
@@ -44,11 +64,12 @@ def enqueue_due(connection: Redis, now: float | None = None) -> int:
         slot = int(now // p.every)
         job_id = f"periodic-{p.name}-{slot}"
         queue = Queue(p.queue, connection=connection)
-        # A cheap guard before enqueue: unique=True is the real protection against a race.
-        if connection.exists(f"rq:job:{job_id}"):
+        # Cheap guards before enqueue: unique=True is the real protection against a race.
+        if connection.exists(f"rq:job:{job_id}") or _waiting(queue, p.name):
             continue
         try:
-            queue.enqueue(p.func, job_id=job_id, unique=True, result_ttl=60, ttl=p.every * 4,
+            # ttl=None: a waiting periodic job never expires unseen; `_waiting` bounds the queue.
+            queue.enqueue(p.func, job_id=job_id, unique=True, result_ttl=60, ttl=None,
                           failure_ttl=3600)
         except DuplicateJobError:  # a racing worker enqueued this slot first
             continue
@@ -56,28 +77,61 @@ def enqueue_due(connection: Redis, now: float | None = None) -> int:
     return count
 
 
+def mark_alive(connection: Redis, worker_name: str, now: float | None = None) -> None:
+    """Record that this worker process is alive now (the ticker calls it every second)."""
+    now = time.time() if now is None else now
+    pipe = connection.pipeline()
+    pipe.zadd(ALIVE_KEY, {worker_name: now})
+    pipe.zremrangebyscore(ALIVE_KEY, "-inf", now - 60)  # long-gone workers drop out
+    pipe.execute()
+
+
+def mark_gone(connection: Redis, worker_name: str) -> None:
+    connection.zrem(ALIVE_KEY, worker_name)
+
+
+def live_workers(connection: Redis, now: float | None = None) -> int:
+    """How many worker processes marked themselves alive within WORKER_ALIVE_TTL seconds."""
+    now = time.time() if now is None else now
+    return int(connection.zcount(ALIVE_KEY, now - WORKER_ALIVE_TTL, "+inf"))
+
+
 class Ticker(threading.Thread):
     """Background thread of a worker process that keeps the periodic jobs flowing."""
 
-    def __init__(self, connection: Redis, interval: float = 1.0) -> None:
+    def __init__(self, connection: Redis, worker_name: str | None = None,
+                 interval: float = 1.0) -> None:
         super().__init__(name="sendboard-ticker", daemon=True)
         self.connection = connection
+        self.worker_name = worker_name
         self.interval = interval
         self.stopped = threading.Event()
 
+    def beat(self) -> None:
+        if self.worker_name:
+            mark_alive(self.connection, self.worker_name)
+        enqueue_due(self.connection)
+
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        while True:
             try:
-                enqueue_due(self.connection)
+                self.beat()
             except RedisError as exc:  # Redis restarting: try again next second
                 log.warning("periodic jobs not enqueued: %s", exc)
+            if self.stopped.wait(self.interval):
+                break
+        if self.worker_name:
+            try:
+                mark_gone(self.connection, self.worker_name)
+            except RedisError:
+                pass  # the mark lapses by itself
 
     def stop(self) -> None:
         self.stopped.set()
 
 
-def install(connection: Redis) -> Ticker:
+def install(connection: Redis, worker_name: str | None = None) -> Ticker:
     """Start the ticker thread for this worker process."""
-    ticker = Ticker(connection)
+    ticker = Ticker(connection, worker_name)
     ticker.start()
     return ticker

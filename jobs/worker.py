@@ -1,7 +1,9 @@
 """The worker process: `python -m jobs.worker` (what `sendboard run` and `sendboard worker` start).
 
 Workers run jobs in their own process (RQ's SimpleWorker): no fork per batch, one app and one
-SMTP connection kept across batches. A ticker thread enqueues the periodic jobs (jobs/periodic.py).
+SMTP connection kept across batches. A ticker thread enqueues the periodic jobs (jobs/periodic.py)
+and marks the worker alive. Queues are taken in priority order: ``periodic`` first, so the tick
+runs between two batches however full the ``sending`` queue is, then ``sending``, then ``default``.
 If Redis goes away the worker waits for it and starts again, so a Redis restart needs no
 worker restart.
 """
@@ -9,8 +11,10 @@ worker restart.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
+import uuid
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker
@@ -27,11 +31,14 @@ def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | 
 
     app = create_app()
     context._app = app
-    ticker = None if burst else periodic.install(get_redis())
+    # The ticker marks this process alive under its own id: the RQ worker inside it is made
+    # again after a Redis restart, under a new name (RQ refuses a name its registry still holds).
+    ticker = None if burst else periodic.install(get_redis(), uuid.uuid4().hex)
     try:
-        while True:
+        for attempt in itertools.count():
+            rq_name = name if name is None or attempt == 0 else f"{name}.{attempt}"
             try:
-                worker = SimpleWorker(list(QUEUE_NAMES), connection=get_redis(), name=name)
+                worker = SimpleWorker(list(QUEUE_NAMES), connection=get_redis(), name=rq_name)
                 # RQ logs four lines per job; batches and the tick would drown the useful lines.
                 worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="WARNING")
                 return
