@@ -1,4 +1,8 @@
-"""Captured mail pages: the capture server's index, one message's headers, text, HTML and source."""
+"""Captured mail pages: the capture server's index, one message's headers, text, HTML and source.
+
+A captured message is shown with its open pixel and tracked links inert (app.services.history),
+so reading it here never makes its recipient Opened or Clicked; the source stays byte for byte.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from flask_login import login_required
 
 from app.runtime.capture import CaptureStore
+from app.services import history
 
 bp = Blueprint("capture", __name__)
 
@@ -97,12 +102,17 @@ def message(name: str) -> Any:
     parsed = _parse(raw)
     html_part = parsed.get_body(preferencelist=("html",))
     text_part = parsed.get_body(preferencelist=("plain",))
+    html, text = history.inert_parts(
+        _part_text(cast(EmailMessage | None, html_part)),
+        _part_text(cast(EmailMessage | None, text_part)),
+        history.mailing_of_message(str(parsed.get("X-Sendboard-Rid", ""))),
+    )
     return render_template(
         "capture/message.html", box=box, boxes=BOXES, name=name, entry=entry,
         headers=[(key, str(value)) for key, value in parsed.items()],
         subject=str(parsed.get("Subject", "")),
-        text=_part_text(cast(EmailMessage | None, text_part)),
-        html=_part_text(cast(EmailMessage | None, html_part)),
+        text=text,
+        html=html,
         attachments=_attachments(parsed),
         source=raw.decode("utf-8", "replace"),
     )

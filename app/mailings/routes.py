@@ -276,6 +276,7 @@ def preview(mailing_id: int) -> Any:
         merge = merge_data("Jane Doe", address or "jane@example.org", {})
     try:
         shown = render_preview(mailing, merge, mailings.base_url())
+        shown["html"], shown["text"] = history.inert_parts(shown["html"], shown["text"], mailing.id)
         problem = None
     except TemplateProblem as exc:
         shown, problem = None, str(exc)
@@ -457,8 +458,7 @@ def recipient_message(recipient_id: int) -> Any:
 
 
 def _message_view(row: Recipient) -> reports.MessageView | None:
-    data = history.rebuild_message(row)
-    return reports.message_view(data) if data is not None else None
+    return history.message_view(row)  # the pixel and tracked links inert: staff views never count
 
 
 # ---------------------------------------------------------------- actions

@@ -3,6 +3,10 @@
 No login here: the signed token in the URL is the only credential. The pixel and the redirect
 must never fail in front of a reader, so a broken token, a deleted recipient or a database hiccup
 still gets its GIF (or a 404 for an unknown link), never a 500 or a redirect somewhere else.
+
+Staff never create recipient activity: a pixel or click request that comes with a signed-in staff
+session still gets its GIF or its redirect, but records nothing (staff pages show messages with
+the pixel and tracked links made inert, app.domain.inert; this covers a URL copied by hand).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request
+from flask_login import current_user
 from sqlalchemy import select
 
 from app.extensions import csrf, db
@@ -43,6 +48,15 @@ def _recipient(token: str) -> Recipient | None:
     return db.session.get(Recipient, rid)
 
 
+def _from_staff() -> bool:
+    """True when the request carries a signed-in staff session."""
+    try:
+        return bool(current_user.is_authenticated)
+    except Exception:  # an unreadable session is nobody's
+        db.session.rollback()
+        return False
+
+
 def _delivered_at(recipient: Recipient) -> datetime | None:
     return recipient.response_at if recipient.response == "delivered" else None
 
@@ -51,7 +65,7 @@ def _delivered_at(recipient: Recipient) -> datetime | None:
 def open_pixel(token: str) -> Response:
     """The 1x1 GIF; records an open (machine-flagged for proxies and prefetch)."""
     try:
-        recipient = _recipient(token)
+        recipient = None if _from_staff() else _recipient(token)
         if recipient is not None:
             now = datetime.now(UTC)
             agent = request.headers.get("User-Agent", "")
@@ -79,6 +93,8 @@ def click(token: str, link_id: int) -> Any:
     if recipient is None or link is None or link.mailing_id != recipient.mailing_id:
         abort(404)
     target = link.url
+    if _from_staff():
+        return redirect(target, code=302)
     try:
         now = datetime.now(UTC)
         agent = request.headers.get("User-Agent", "")
