@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.domain.responses import LABELS, Response
@@ -65,19 +65,52 @@ def delivery_figure_dict(responses: dict[Response, int]) -> dict[str, Any]:
     }
 
 
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+def time_axis(moments: Sequence[datetime]) -> dict[str, Any]:
+    """A date axis with real hour ticks (or day ticks over long ranges), never finer.
+
+    Plotly picks sub-second ticks on its own when every point shares one hour; an explicit
+    range of at least two hours around the points and a fixed tick step prevent that.
+    """
+    axis: dict[str, Any] = {"type": "date", "title": {"text": "UTC"}}
+    if not moments:
+        return axis
+    first, last = min(moments), max(moments)
+    start, end = first - timedelta(hours=1), last + timedelta(hours=1)
+    span_hours = (end - start).total_seconds() / 3600
+    if span_hours <= 12:
+        axis.update(dtick=HOUR_MS, tickformat="%H:%M\n%b %d")
+    elif span_hours <= 48:
+        axis.update(dtick=3 * HOUR_MS if span_hours <= 24 else 6 * HOUR_MS,
+                    tickformat="%H:%M\n%b %d")
+    else:
+        days = max(1, round(span_hours / 24 / 10))
+        axis.update(dtick=days * DAY_MS, tickformat="%b %d")
+        start = start.replace(hour=0)
+        end = end.replace(hour=0) + timedelta(days=1)
+    axis.update(tick0=start.strftime("%Y-%m-%d %H:00"),
+                range=[start.strftime("%Y-%m-%d %H:%M"), end.strftime("%Y-%m-%d %H:%M")])
+    return axis
+
+
 def activity_figure_dict(opens: Sequence[tuple[datetime, int]],
                          clicks: Sequence[tuple[datetime, int]]) -> dict[str, Any]:
-    """Opens and clicks per hour (UTC) as two lines."""
+    """Opens and clicks per hour (UTC) as two lines, every open and click (people and machines)."""
 
     def trace(points: Sequence[tuple[datetime, int]], name: str, colour: str) -> dict[str, Any]:
         return {"type": "scatter", "mode": "lines+markers", "name": name,
                 "x": [t.strftime("%Y-%m-%d %H:%M") for t, _ in points],
-                "y": [n for _, n in points], "line": {"color": colour, "shape": "hv"}}
+                "y": [n for _, n in points], "line": {"color": colour, "shape": "hv"},
+                "hovertemplate": "%{x|%b %d %H:00} UTC: %{y:,}<extra>" + name + "</extra>"}
 
     return {
         "data": [trace(opens, "Opens", "#1a7f4b"), trace(clicks, "Clicks", "#2f5bea")],
-        "layout": {**_LAYOUT, "title": {"text": "Opens and clicks per hour (UTC)"},
-                   "xaxis": {"type": "date"}, "yaxis": {"rangemode": "tozero"},
+        "layout": {**_LAYOUT, "title": {"text": "Opens and clicks per hour (all, UTC)"},
+                   "xaxis": time_axis([t for t, _ in [*opens, *clicks]]),
+                   "yaxis": {"rangemode": "tozero"},
                    "legend": {"orientation": "h"}},
     }
 

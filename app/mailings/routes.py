@@ -21,6 +21,7 @@ from flask_login import current_user, login_required
 from wtforms.fields.choices import SelectChoice
 
 from app import charts
+from app.domain import figures
 from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
 from app.domain.responses import LABELS
 from app.domain.responses import Response as RecipientResponse
@@ -313,7 +314,7 @@ def _chart_figures(mailing: Mailing, counters: dict[str, int],
         opens = response_service.activity(mailing.id, response_service.OPEN)
         clicks = response_service.activity(mailing.id, response_service.CLICK)
     return {
-        "delivery": charts.delivery_figure_dict(t.responses) if t.recipients else None,
+        "delivery": charts.delivery_figure_dict(dict(t.responses)) if t.audience else None,
         "activity": charts.activity_figure_dict(opens, clicks) if opens or clicks else None,
     }
 
@@ -321,23 +322,32 @@ def _chart_figures(mailing: Mailing, counters: dict[str, int],
 def _page_state(mailing: Mailing) -> dict[str, Any]:
     counters = totals.get(mailing.id)
     t = reports.email_totals(counters)
+    flight = reports.in_flight(mailing.id)  # after the counters: nothing counted twice
     now = utcnow()
     actions = allowed_actions(mailing.status_enum, now=now, send_at=mailing.send_at)
     live = mailing.status_enum in reports.LIVE
-    figures = _chart_figures(mailing, counters, t)
+    poll = figures.poll_every(mailing.status_enum, batches_in_flight=bool(flight.batches),
+                              ended_at=mailing.finished_at or mailing.interrupted_at, now=now)
+    chart_figures = _chart_figures(mailing, counters, t)
     return {
         "mailing": mailing,
         "counters": counters,
         "t": t,
-        "progress": reports.sending_progress(mailing, t, now),
+        "progress": reports.sending_progress(mailing, t, now, flight),
         "actions": actions,
         "Action": Action,
         "live": live,
+        # Seconds between refreshes of #live, None once nothing can change (app.domain.figures).
+        "poll": poll,
+        "settling": bool(flight.batches) and not live,
+        "prepared": t.audience > 0,
+        "tabs": reports.TABS,
+        "tab_counts": t.tab_counts,
         # The charts are live parts: the page places them, #live carries their figures on every
         # poll (the last one too) and static/js/mailing-charts.js redraws them in place.
-        "chart_figures": figures,
-        "chart_json": charts.to_json(figures),
-        "show_charts": live or any(figures.values()),
+        "chart_figures": chart_figures,
+        "chart_json": charts.to_json(chart_figures),
+        "show_charts": poll is not None or any(chart_figures.values()),
         "locked": mailings.locked(mailing, now),
         "when": local_display(mailing.send_at, mailing.send_at_zone or "UTC")
         if mailing.send_at else "",
@@ -368,7 +378,6 @@ def detail(mailing_id: int) -> Any:
             _zone(mailing.send_at_zone)).replace(tzinfo=None)
     return render_template(
         "mailings/detail.html", **state, page=page,
-        tabs=reports.TABS, tab_counts=reports.tab_counts(state["counters"]),
         steps=chains.steps_of(mailing), parent=db.session.get(Mailing, mailing.chain_parent_id)
         if mailing.chain_parent_id else None,
         schedule_form=schedule_form, step_form=StepForm(),
@@ -402,12 +411,13 @@ def _list_names(mailing: Mailing) -> list[str]:
 @bp.route("/<int:mailing_id>/_live")
 @login_required
 def live(mailing_id: int) -> Any:
-    """Status, progress, totals and chart figures for the poll; 286 once the mailing is no
-    longer sending (that last answer still carries the final figures)."""
+    """Status, progress, totals, audience tab counts and chart figures for the poll. The answer
+    sets the pace of the next poll (fast while sending or settling, slow while responses still
+    arrive); 286 once nothing can change any more (that last answer still carries the figures)."""
     mailing = _mailing_or_404(mailing_id)
     state = _page_state(mailing)
     html = render_template("mailings/_live.html", **state, oob=True)
-    return html, (200 if state["live"] else STOP_POLLING)
+    return html, (200 if state["poll"] is not None else STOP_POLLING)
 
 
 @bp.route("/<int:mailing_id>/audience")
@@ -417,7 +427,8 @@ def audience(mailing_id: int) -> Any:
     counters = totals.get(mailing.id)
     page = _audience_args(mailing, counters)
     return render_template("mailings/_audience.html", mailing=mailing, page=page,
-                           tabs=reports.TABS, tab_counts=reports.tab_counts(counters))
+                           tabs=reports.TABS, tab_counts=reports.tab_counts(counters),
+                           prepared=reports.email_totals(counters).audience > 0)
 
 
 @bp.route("/<int:mailing_id>/audience.csv")
@@ -489,9 +500,16 @@ def _act(mailing_id: int, do: Any, done: str) -> Any:
 @login_required
 def cancel(mailing_id: int) -> Any:
     def do(m: Mailing) -> None:
-        count = mailings.cancel(m)
-        if count:
-            flash(f"{count:,} recipients were not sent; they are listed under Not sent.", "info")
+        mailings.cancel(m)
+        if m.status != Status.CANCELED.value:
+            return  # a schedule canceled: the mailing is a draft again
+        if reports.open_batches(m.id):
+            flash("A batch was being handed off when you canceled: its last messages are being "
+                  "recorded, and the final figures appear on this page by themselves.", "info")
+            return
+        t = reports.email_totals(totals.get(m.id))
+        flash(f"{t.sent:,} sent, {t.not_sent:,} not sent; the recipients not sent are listed "
+              "under Not sent.", "info")
 
     return _act(mailing_id, do, "Mailing canceled.")
 

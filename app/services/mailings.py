@@ -240,6 +240,7 @@ def cancel(mailing: Mailing) -> int:
     mailing.status = new.value
     mailing.status_reason = "canceled by staff"
     mailing.finished_at = utcnow()
+    _end_interruption(mailing, mailing.finished_at)
     count = sending.cancel_unclaimed(mailing.id)
     db.session.commit()
     sending._set_stop_flag(mailing.id)
@@ -249,11 +250,20 @@ def cancel(mailing: Mailing) -> int:
     return count
 
 
+def _end_interruption(mailing: Mailing, now: datetime) -> None:
+    """Add the interruption that ends now to the time the mailing spent Interrupted."""
+    if mailing.interrupted_at is not None:
+        paused = max(int((now - mailing.interrupted_at).total_seconds()), 0)
+        mailing.interrupted_seconds = (mailing.interrupted_seconds or 0) + paused
+        mailing.interrupted_at = None
+
+
 def resume(mailing: Mailing) -> None:
     """Interrupted -> Sending: continue with the recipients still Planned, nobody twice."""
     new = _act(mailing, Action.RESUME)
     mailing.status = new.value
     mailing.status_reason = ""
+    _end_interruption(mailing, utcnow())
     db.session.commit()
     sending.clear_stop_flag(mailing.id)
     from jobs.enqueue import kick_sending

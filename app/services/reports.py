@@ -11,19 +11,24 @@ from __future__ import annotations
 import csv
 import heapq
 import io
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from app.domain import figures
 from app.domain.lifecycle import Status
-from app.domain.responses import FAILURES, LABELS, NOT_SENT, Response
+from app.domain.responses import LABELS, Response
 from app.domain.schedule import local_display
 from app.extensions import db
 from app.models import Mailing, Recipient, ResponseEvent, User, utcnow
 from app.services import totals as totals_service
+
+log = logging.getLogger(__name__)
 
 LIVE = frozenset({Status.PREPARING, Status.SENDING})
 INACTIVE = (Status.DRAFT, Status.SENT, Status.CANCELED, Status.INTERRUPTED)
@@ -33,98 +38,18 @@ SEARCH_LIMIT = 200
 CSV_CHUNK = 5000
 
 # Counters a list row needs; fetched for every listed mailing in one query.
-ROW_COUNTERS = (
-    "recipients", "eligible", "handed_off", "opened_unique", "clicked_unique", "unsubscribed",
-    "blocked", "complaints", "response:planned",
-)
+ROW_COUNTERS = figures.ROW_COUNTERS
 
 
 # ---------------------------------------------------------------- totals
 
-
-def _rate(part: int, whole: int) -> float:
-    return part / whole if whole else 0.0
-
-
-@dataclass(frozen=True)
-class EmailTotals:
-    """A mailing's totals as staff read them (DESIGN.md, "Totals")."""
-
-    recipients: int
-    eligible: int
-    sent: int
-    planned: int
-    delivered: int
-    opened: int
-    opened_human: int
-    opens: int
-    opens_machine: int
-    clicked: int
-    clicked_human: int
-    clicks: int
-    clicks_machine: int
-    unsubscribed: int
-    complaints: int
-    soft_bounces: int
-    hard_bounces: int
-    blocked: int
-    dropped: int
-    failed: dict[Response, int]
-    not_sent: dict[Response, int]
-    responses: dict[Response, int]
-
-    @property
-    def open_rate(self) -> float:
-        return _rate(self.opened, self.sent)
-
-    @property
-    def click_rate(self) -> float:
-        return _rate(self.clicked, self.sent)
-
-    @property
-    def opens_human(self) -> int:
-        return max(self.opens - self.opens_machine, 0)
-
-    @property
-    def clicks_human(self) -> int:
-        return max(self.clicks - self.clicks_machine, 0)
-
-    @property
-    def blocked_or_spam(self) -> int:
-        return self.blocked + self.complaints
-
-    @property
-    def not_sent_total(self) -> int:
-        return sum(self.not_sent.values())
-
-    @property
-    def percent_sent(self) -> float:
-        return min(100.0, 100.0 * _rate(self.sent, self.eligible)) if self.eligible else 0.0
-
-    @property
-    def processed(self) -> int:
-        """Eligible recipients no longer waiting (handed off, or refused at hand-off)."""
-        return max(self.eligible - self.planned, 0)
+# A mailing's figures as staff read them; every definition lives in app.domain.figures.
+EmailTotals = figures.Figures
 
 
 def email_totals(counters: Mapping[str, int]) -> EmailTotals:
-    """Email totals from a mailing's counters (app.services.totals / responses)."""
-    responses = totals_service.responses(counters)
-    c = counters.get
-    return EmailTotals(
-        recipients=c("recipients", 0), eligible=c("eligible", 0), sent=c("handed_off", 0),
-        planned=responses[Response.PLANNED], delivered=c("delivered_unique", 0),
-        opened=c("opened_unique", 0), opened_human=c("opened_unique_human", 0),
-        opens=c("opens", 0), opens_machine=c("opens_machine", 0),
-        clicked=c("clicked_unique", 0), clicked_human=c("clicked_unique_human", 0),
-        clicks=c("clicks", 0), clicks_machine=c("clicks_machine", 0),
-        unsubscribed=c("unsubscribed", 0), complaints=c("complaints", 0),
-        soft_bounces=c("soft_bounces", 0), hard_bounces=c("hard_bounces", 0),
-        blocked=c("blocked", 0), dropped=c("dropped", 0),
-        failed={r: responses[r] for r in sorted(FAILURES) if responses[r]},
-        not_sent={r: responses[r] for r in sorted(NOT_SENT) if responses[r]},
-        responses=responses,
-    )
+    """The figures from a mailing's counters (app.services.totals / responses)."""
+    return figures.figures(counters)
 
 
 def counters_for(mailing_ids: Sequence[int], names: Iterable[str] = ROW_COUNTERS) -> dict[int, dict[str, int]]:
@@ -147,6 +72,81 @@ def counters_for(mailing_ids: Sequence[int], names: Iterable[str] = ROW_COUNTERS
 
 # ---------------------------------------------------------------- progress
 
+# Counts a batch's hand-off record without sending it over: "s:" accepted, "r:" refused (both
+# answered by the server: sent), "h:" handed off.
+_LEDGER_COUNT = """
+local answered, handed = 0, 0
+for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local kind = string.sub(entry, 1, 2)
+  if kind == 's:' or kind == 'r:' then answered = answered + 1
+  elseif kind == 'h:' then handed = handed + 1 end
+end
+return {answered, handed}
+"""
+PACE_SAMPLES = 120
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Batches claimed and not recorded yet, and what their hand-off records already say."""
+
+    batches: int = 0
+    sent: int = 0  # answered by the server (accepted or refused), still Planned in the database
+
+
+def open_batches(mailing_id: int) -> list[int]:
+    """The mailing's batches a sender still holds (or that wait for the reconciler)."""
+    from app.models import SendBatch
+
+    return list(db.session.execute(
+        select(SendBatch.id).where(SendBatch.state == "claimed",
+                                   SendBatch.mailing_id == mailing_id)
+    ).scalars())
+
+
+def in_flight(mailing_id: int) -> InFlight:
+    """Read after the counters, so a batch recorded meanwhile is never counted twice."""
+    batches = open_batches(mailing_id)
+    if not batches:
+        return InFlight()
+    try:
+        from app.redis_conn import get_redis
+
+        redis = get_redis()
+        script = redis.register_script(_LEDGER_COUNT)
+        sent = sum(int(script(keys=[f"sb:ledger:{b}"])[0]) for b in batches)
+    except (RedisError, RuntimeError) as exc:
+        log.debug("hand-off records not read: %s", exc)
+        sent = 0
+    return InFlight(len(batches), sent)
+
+
+def _pace(mailing_id: int, processed: int, now: datetime) -> float | None:
+    """Record this reading of the progress and return the recent pace (recipients/s)."""
+    stamp = now.timestamp()
+    key = f"sb:pace:{mailing_id}"
+    try:
+        from app.redis_conn import get_redis
+
+        pipe = get_redis().pipeline()
+        pipe.rpush(key, f"{stamp:.3f}:{processed}")
+        pipe.ltrim(key, -PACE_SAMPLES, -1)
+        pipe.expire(key, 3600)
+        pipe.lrange(key, 0, -1)
+        raw = pipe.execute()[-1]
+    except (RedisError, RuntimeError) as exc:
+        log.debug("pace not recorded: %s", exc)
+        return None
+    samples = []
+    for item in raw:
+        t, _, n = item.decode().partition(":")
+        try:
+            samples.append((float(t), int(n)))
+        except ValueError:
+            continue
+    samples.sort()
+    return figures.pace(samples, stamp)
+
 
 @dataclass(frozen=True)
 class SendingProgress:
@@ -155,19 +155,32 @@ class SendingProgress:
     duration: timedelta | None
     time_left: timedelta | None
     percent: float
+    sent: int = 0  # recorded + answered in batches still in flight
+    waiting: int = 0  # not handed off yet
+    batches_in_flight: int = 0
 
 
-def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = None) -> SendingProgress:
-    """Started, finished, duration and an estimate of the time left from the pace so far."""
+def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = None,
+                     flight: InFlight | None = None) -> SendingProgress:
+    """Started, finished, duration (time spent Interrupted left out), % sent counting the
+    messages of batches still in flight, and the time left at the pace of the last minute
+    (None while there is no recent pace)."""
     now = now or utcnow()
-    started, finished = mailing.started_at, mailing.finished_at
-    duration = (finished or now) - started if started else None
+    flight = flight or InFlight()
+    sent = t.sent + flight.sent
+    waiting = max(t.waiting - flight.sent, 0)
+    duration = figures.sending_time(
+        started=mailing.started_at, finished=mailing.finished_at, now=now,
+        interrupted_seconds=mailing.interrupted_seconds or 0,
+        interrupted_at=mailing.interrupted_at,
+    )
     left = None
-    if mailing.status == Status.SENDING.value and started and t.planned:
-        elapsed = (now - started).total_seconds()
-        if t.processed and elapsed > 0:
-            left = timedelta(seconds=round(t.planned * elapsed / t.processed))
-    return SendingProgress(started, finished, duration, left, t.percent_sent)
+    if mailing.status in (Status.SENDING.value, Status.PREPARING.value):
+        rate = _pace(mailing.id, t.audience - waiting, now)
+        left = figures.time_left(waiting, rate)
+    return SendingProgress(mailing.started_at, mailing.finished_at, duration, left,
+                           figures.percent_sent(sent, t.eligible), sent, waiting,
+                           flight.batches)
 
 
 def human_duration(value: timedelta | None) -> str:
@@ -218,7 +231,7 @@ def _rows(mailings: list[Mailing], now: datetime) -> list[MailingRow]:
         t = email_totals(counters[m.id])
         row = MailingRow(m, owners.get(m.owner_id or 0, "—"), t)
         if m.status in LIVE:
-            row.progress = sending_progress(m, t, now)
+            row.progress = sending_progress(m, t, now, in_flight(m.id))
         if m.send_at is not None and m.status == Status.SCHEDULED.value:
             row.when = local_display(m.send_at, m.send_at_zone or "UTC")
         rows.append(row)
@@ -272,25 +285,27 @@ def current_rows(now: datetime | None = None) -> list[MailingRow]:
 
 # ---------------------------------------------------------------- the audience table
 
+# key -> (label, responses), in the order the page shows them (app.domain.figures.TABS).
 TABS: dict[str, tuple[str, tuple[Response, ...]]] = {
-    "open": ("Open", (Response.OPENED, Response.CLICKED)),
-    "click": ("Click", (Response.CLICKED,)),
-    "bounce": ("Bounce", (Response.SOFT_BOUNCE, Response.HARD_BOUNCE)),
-    "dropped": ("Dropped", (Response.DROPPED,)),
-    "spam": ("Spam / blocked", (Response.SPAM, Response.BLOCKED)),
-    "unsubscribed": ("Unsubscribed", (Response.UNSUBSCRIBED,)),
-    "not_sent": ("Not sent", tuple(sorted(NOT_SENT))),
-    "all": ("All", tuple(Response)),
-}
+    tab.key: (tab.label, tab.responses) for tab in figures.TABS}
 COLUMNS = (Recipient.id, Recipient.address, Recipient.contact_id, Recipient.response,
            Recipient.response_at, Recipient.opens, Recipient.clicks, Recipient.detail,
            Recipient.handed_off_at, Recipient.updated_at)
 
 
 def tab_counts(counters: Mapping[str, int]) -> dict[str, int]:
-    """Recipients per tab, from the response counters."""
-    return {key: sum(counters.get(totals_service.response_key(r), 0) for r in rs)
-            for key, (_, rs) in TABS.items()}
+    """Recipients per tab, from the counters (the same figures the totals show)."""
+    return figures.figures(counters).tab_counts
+
+
+def _only(tab: str) -> Any:
+    """The extra condition of a tab that lists people by what they did, else None."""
+    only = figures.TAB_BY_KEY[tab].only if tab in figures.TAB_BY_KEY else None
+    if only is figures.Only.HUMAN_OPEN:
+        return Recipient.opens > Recipient.machine_opens
+    if only is figures.Only.HUMAN_CLICK:
+        return Recipient.clicks > Recipient.machine_clicks
+    return None
 
 
 @dataclass
@@ -324,6 +339,7 @@ def audience_page(mailing_id: int, tab: str = "all", *, q: str = "", after: int 
     if tab not in TABS:
         tab = "all"
     responses = _present(TABS[tab][1], counters)
+    only = _only(tab)
     q = q.strip()
     if q:
         return _search(mailing_id, tab, responses, q)
@@ -332,6 +348,8 @@ def audience_page(mailing_id: int, tab: str = "all", *, q: str = "", after: int 
     for response in responses:
         stmt = select(*COLUMNS).where(Recipient.mailing_id == mailing_id,
                                       Recipient.response == response.value)
+        if only is not None:
+            stmt = stmt.where(only)
         if backward:
             if before is not None:
                 stmt = stmt.where(Recipient.id < before)
@@ -367,6 +385,9 @@ def _search(mailing_id: int, tab: str, responses: Sequence[Response], q: str) ->
     )
     if tab != "all":
         stmt = stmt.where(Recipient.response.in_(values))
+    only = _only(tab)
+    if only is not None:
+        stmt = stmt.where(only)
     rows = list(db.session.execute(stmt).all())
     if not rows and q.lower() != q:
         return _search(mailing_id, tab, responses, q.lower())
@@ -378,16 +399,17 @@ def iter_audience(mailing_id: int, tab: str = "all",
                   counters: Mapping[str, int] | None = None) -> Iterator[Any]:
     """Every recipient of a tab in id order, read in keyset chunks (memory stays flat)."""
     responses = _present(TABS.get(tab, TABS["all"])[1], counters)
+    only = _only(tab)
 
     def chunks(response: Response) -> Iterator[Any]:
         after = 0
         while True:
-            rows = db.session.execute(
-                select(*COLUMNS).where(Recipient.mailing_id == mailing_id,
-                                       Recipient.response == response.value,
-                                       Recipient.id > after)
-                .order_by(Recipient.id).limit(CSV_CHUNK)
-            ).all()
+            stmt = select(*COLUMNS).where(Recipient.mailing_id == mailing_id,
+                                          Recipient.response == response.value,
+                                          Recipient.id > after)
+            if only is not None:
+                stmt = stmt.where(only)
+            rows = db.session.execute(stmt.order_by(Recipient.id).limit(CSV_CHUNK)).all()
             yield from rows
             if len(rows) < CSV_CHUNK:
                 return

@@ -607,7 +607,8 @@ def interrupt(mailing_id: int, reason: str) -> bool:
         update(Mailing)
         .where(Mailing.id == mailing_id,
                Mailing.status.in_([Status.SENDING.value, Status.PREPARING.value]))
-        .values(status=Status.INTERRUPTED.value, status_reason=reason[:2000])
+        .values(status=Status.INTERRUPTED.value, status_reason=reason[:2000],
+                interrupted_at=utcnow())
     ).rowcount
     db.session.commit()
     if changed:

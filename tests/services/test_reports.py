@@ -19,23 +19,35 @@ from app.services import reports, totals
 
 def build(responses: list[Response], *, status: Status = Status.SENT, name: str = "M",
           one_off: bool = False) -> Mailing:
-    """A mailing whose recipients have the given responses, with counters to match."""
+    """A mailing whose recipients have the given responses, with counters to match (Opened and
+    Clicked recipients carry one human open, Clicked ones one human click)."""
     mailing = Mailing(name=name, status=status.value, one_off=one_off,
                       started_at=datetime.now(UTC) - timedelta(minutes=10))
     db.session.add(mailing)
     db.session.flush()
     for i, response in enumerate(responses):
+        engaged = response in (Response.OPENED, Response.CLICKED)
         db.session.add(Recipient(mailing_id=mailing.id, address=f"p{i:04d}@example.org",
-                                 response=response.value))
+                                 response=response.value, opens=int(engaged),
+                                 clicks=int(response is Response.CLICKED)))
     counts = Counter(r.value for r in responses)
-    totals.bump(mailing.id, {totals.response_key(r): n for r, n in counts.items()})
+    deltas = {totals.response_key(r): n for r, n in counts.items()}
+    openers = counts[Response.OPENED.value] + counts[Response.CLICKED.value]
+    deltas.update(opens=openers, opened_unique=openers, opened_unique_human=openers,
+                  clicks=counts[Response.CLICKED.value],
+                  clicked_unique=counts[Response.CLICKED.value],
+                  clicked_unique_human=counts[Response.CLICKED.value])
+    totals.bump(mailing.id, deltas)
     db.session.commit()
     return mailing
 
 
-def ids_of(mailing: Mailing, wanted: set[Response] | None = None) -> list[int]:
-    return sorted(r.id for r in db.session.query(Recipient).filter_by(mailing_id=mailing.id)
-                  if wanted is None or Response(r.response) in wanted)
+def ids_of(mailing: Mailing, wanted: set[Response] | None = None, tab: str = "all") -> list[int]:
+    rows = db.session.query(Recipient).filter_by(mailing_id=mailing.id)
+    only = {"open": lambda r: r.opens > r.machine_opens,
+            "click": lambda r: r.clicks > r.machine_clicks}.get(tab, lambda r: True)
+    return sorted(r.id for r in rows
+                  if (wanted is None or Response(r.response) in wanted) and only(r))
 
 
 MIXED = [Response.SENT, Response.OPENED, Response.CLICKED, Response.CANCELED,
@@ -46,7 +58,8 @@ MIXED = [Response.SENT, Response.OPENED, Response.CLICKED, Response.CANCELED,
 def test_keyset_pages_walk_every_tab_forward_and_backward(app, tab):
     mailing = build(MIXED)
     wanted = set(reports.TABS[tab][1])
-    expected = ids_of(mailing, wanted)
+    expected = ids_of(mailing, wanted, tab)
+    assert len(expected) == reports.tab_counts(totals.get(mailing.id))[tab]
     counters = totals.get(mailing.id)
     size = 7
 
@@ -95,28 +108,53 @@ def test_search_by_address_prefix(app):
 def test_email_totals_and_rates():
     t = reports.email_totals({
         "handed_off": 200, "eligible": 250, "opened_unique": 50, "opened_unique_human": 40,
-        "clicked_unique": 10, "opens": 90, "opens_machine": 30, "clicks": 12,
-        "response:planned": 50, "response:canceled": 3, "response:duplicate": 2,
-        "response:unknown": 1, "blocked": 2, "complaints": 1,
+        "clicked_unique": 10, "clicked_unique_human": 8, "opens": 90, "opens_machine": 30,
+        "clicks": 12, "response:sent": 160, "response:blocked": 2, "response:spam": 1,
+        "response:hard_bounce": 37, "response:planned": 47, "response:canceled": 3,
+        "response:duplicate": 2, "response:unknown": 1, "blocked": 5, "complaints": 9,
     })
-    assert t.open_rate == pytest.approx(0.25) and t.click_rate == pytest.approx(0.05)
-    assert t.opens_human == 60 and t.blocked_or_spam == 3
-    assert t.not_sent == {Response.CANCELED: 3, Response.DUPLICATE: 2}
-    assert t.not_sent_total == 5 and t.failed == {Response.UNKNOWN: 1}
-    assert t.percent_sent == pytest.approx(80.0) and t.processed == 200
+    assert t.sent == 201 and t.not_sent == 5 and t.waiting == 47 and t.audience == 253
+    assert t.open_rate == pytest.approx(40 / 201) and t.click_rate == pytest.approx(8 / 201)
+    assert t.opens_human == 60 and t.openers_machine_only == 10 and t.clickers_machine_only == 2
+    # Current responses, not the cumulative counters the sender keeps for its thresholds.
+    assert t.blocked_or_spam == 3 and t.hard_bounces == 37
+    assert t.not_sent_by_reason == {Response.DUPLICATE: 2, Response.CANCELED: 3}
+    assert t.sent_problems == {Response.HARD_BOUNCE: 37, Response.BLOCKED: 2,
+                               Response.UNKNOWN: 1}
     assert reports.email_totals({}).open_rate == 0.0
 
 
-def test_time_left_follows_the_pace_so_far():
+def test_time_left_follows_the_recent_pace(app, redis_conn):
     now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     mailing = Mailing(name="x", status=Status.SENDING.value, started_at=now - timedelta(minutes=10))
-    t = reports.email_totals({"eligible": 300, "handed_off": 100, "response:planned": 200})
-    progress = reports.sending_progress(mailing, t, now)
-    assert progress.time_left == timedelta(minutes=20)
-    assert reports.human_duration(progress.time_left) == "20 min 00 s"
-    assert reports.human_duration(None) == "—"
-    mailing.status = Status.SENT.value
+    db.session.add(mailing)
+    db.session.commit()
+    t = reports.email_totals({"eligible": 300, "response:sent": 100, "response:planned": 200})
+    # One reading gives no pace: no time left rather than a guess.
     assert reports.sending_progress(mailing, t, now).time_left is None
+    # 10 recipients in 5 s: 2/s, 190 left -> 95 s.
+    t2 = reports.email_totals({"eligible": 300, "response:sent": 110, "response:planned": 190})
+    progress = reports.sending_progress(mailing, t2, now + timedelta(seconds=5))
+    assert progress.time_left == timedelta(seconds=95)
+    assert reports.human_duration(progress.time_left) == "1 min 35 s"
+    assert reports.human_duration(None) == "—"
+    # A minute later with no progress: the pace is gone, and so is the estimate.
+    assert reports.sending_progress(mailing, t2, now + timedelta(seconds=70)).time_left is None
+    mailing.status = Status.SENT.value
+    assert reports.sending_progress(mailing, t2, now).time_left is None
+
+
+def test_duration_leaves_out_time_spent_interrupted():
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    mailing = Mailing(name="x", status=Status.INTERRUPTED.value, started_at=start,
+                      interrupted_at=start + timedelta(minutes=5), interrupted_seconds=0)
+    t = reports.email_totals({})
+    later = start + timedelta(hours=3)
+    assert reports.sending_progress(mailing, t, later).duration == timedelta(minutes=5)
+    mailing.status, mailing.interrupted_at = Status.SENT.value, None
+    mailing.interrupted_seconds = 3600
+    mailing.finished_at = start + timedelta(hours=2)
+    assert reports.sending_progress(mailing, t, later).duration == timedelta(hours=1)
 
 
 def test_csv_streams_every_row_of_a_tab_and_defuses_formulas(app, monkeypatch):
@@ -161,5 +199,13 @@ def test_charts_are_pure_functions_of_totals():
     t0 = datetime(2030, 1, 1, 9, tzinfo=UTC)
     activity = charts.activity_figure([(t0, 3)], [(t0, 1)])
     assert [tr.name for tr in activity.data] == ["Opens", "Clicks"]
+    # Every point in one hour: still hour ticks over a range of hours, never sub-second ones.
+    axis = charts.activity_figure_dict([(t0, 3)], [(t0, 1)])["layout"]["xaxis"]
+    assert axis["dtick"] == charts.HOUR_MS and axis["range"] == ["2030-01-01 08:00",
+                                                                 "2030-01-01 10:00"]
+    assert activity.layout.xaxis.dtick == charts.HOUR_MS
+    # Three weeks of opens: day ticks.
+    weeks = charts.time_axis([t0, t0 + timedelta(days=21)])
+    assert weeks["dtick"] % charts.DAY_MS == 0 and weeks["tickformat"] == "%b %d"
     text = charts.to_json({"data": [{"name": "</script><b>"}]})
     assert "</script>" not in text and "\\u003c/script" in text

@@ -151,8 +151,16 @@ def test_send_watch_progress_then_polls_stop(app, auth, client, redis_conn, smtp
     run_worker(redis_conn)
     live = client.get(f"/mailings/{mailing.id}/_live")
     body = live.get_data(as_text=True)
-    assert live.status_code == 286 and "every 2s" not in body
+    # Sent: responses still arrive, so the page keeps refreshing, slowly, for a week.
+    assert live.status_code == 200 and 'hx-trigger="every 30s"' in body
+    assert "every 2s" not in body and "refreshed every 30 s" in body
     assert "100.0 % sent" in body and 'id="status-badge"' in body and "hx-swap-oob" in body
+    mailing.finished_at = datetime.now(UTC) - timedelta(days=8)
+    db.session.commit()
+    live = client.get(f"/mailings/{mailing.id}/_live")
+    body = live.get_data(as_text=True)
+    assert live.status_code == 286 and "hx-trigger" not in body.split('id="live"')[1][:200]
+    assert "100.0 % sent" in body
     page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
     assert "Sent" in page and "delivery-chart" in page and "plotly-4.1.1.min.js" in page
     assert "cdn" not in page.lower()
@@ -329,13 +337,21 @@ def test_poll_brings_the_charts_as_the_counters_change(app, auth, client):
     assert opens["name"] == "Opens" and sum(opens["y"]) == 1 and len(opens["x"]) == 1
     assert clicks["y"] == []
 
-    # The send finishes between two polls: the last poll (286) carries the final figures.
+    # The send finishes between two polls: the next poll carries the final figures and slows
+    # down; a week later the last one (286) still carries them.
     hand_off(mailing, 2)
     mailing.status = Status.SENT.value
+    mailing.finished_at = datetime.now(UTC)
+    db.session.commit()
+    slow = client.get(f"/mailings/{mailing.id}/_live")
+    assert slow.status_code == 200 and 'hx-trigger="every 30s"' in slow.get_data(as_text=True)
+    assert plotted(chart_figures(slow.get_data(as_text=True))["delivery"]) == {
+        LABELS[Response.SENT]: 4, LABELS[Response.OPENED]: 1}
+    mailing.finished_at = datetime.now(UTC) - timedelta(days=7, seconds=1)
     db.session.commit()
     last = client.get(f"/mailings/{mailing.id}/_live")
     body = last.get_data(as_text=True)
-    assert last.status_code == 286 and "every 2s" not in body
+    assert last.status_code == 286 and "every 2s" not in body and "every 30s" not in body
     figures = chart_figures(body)
     assert plotted(figures["delivery"]) == {LABELS[Response.SENT]: 4, LABELS[Response.OPENED]: 1}
     assert sum(figures["activity"]["data"][0]["y"]) == 1
