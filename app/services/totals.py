@@ -2,7 +2,8 @@
 
 Counters change in the caller's transaction, next to the recipient rows they count: totals can never
 drift from the responses. Names: ``response:<value>`` counts recipients currently in that response;
-the rest (``handed_off``, ``opens``, ``clicks``, ``opened_unique``, ...) only grow.
+the rest (``handed_off``, ``opens``, ``clicks``, ``opened_unique``, ...) only grow. The names, and
+which counters make up each figure a page shows, are defined in app.domain.figures.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.domain import figures
 from app.domain.responses import Response
 from app.extensions import db
 from app.models import MailingCounter
 
 
 def response_key(response: Response | str) -> str:
-    return f"response:{Response(response).value}"
+    return figures.response_counter(response)
 
 
 def _upsert(dialect: str) -> Any:
