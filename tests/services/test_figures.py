@@ -1,0 +1,238 @@
+"""Every figure of a mailing agrees with every other, on every surface.
+
+One mailing reaches every response through the real services: preparation (each not-sent reason),
+the sender (accepted, refused permanently, refused as blocked, refused for a while, a message that
+cannot be built, an address that left between preparation and hand-off), crash recovery (Unknown),
+the send-until deadline (expired), a cancel with a batch in flight (canceled) and response events
+(delivered, opens by people and machines, clicks, bounces, blocked, dropped, spam, unsubscribe).
+Then the mailing page, its poll, each audience tab and each CSV export are read back as a user
+gets them, and every number is checked against the others and against the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from app.domain import figures
+from app.domain.lifecycle import Status
+from app.domain.responses import LABELS, Response
+from app.extensions import db
+from app.models import Contact, EmailType, ListMember, Mailing, Recipient, TypeOptOut
+from app.services import mailings, reports, sending
+from app.services.ledger import Ledger
+from app.services.responses import apply_event
+from tests.services.test_sending import make_audience, make_mailing, smtp  # noqa: F401
+
+TEXT = "Hello {{ name }} {{ n + 1 if n is defined else 0 }}\nBye: {{ unsubscribe_url }}\n"
+
+
+def _recipient(mailing_id: int, n: int) -> int:
+    return db.session.execute(select(Recipient.id).where(
+        Recipient.mailing_id == mailing_id, Recipient.address == f"user{n}@example.org",
+        Recipient.response != Response.DUPLICATE.value)).scalar_one()
+
+
+def _build_every_response(app, redis_conn, smtp, monkeypatch) -> int:  # noqa: F811
+    monkeypatch.setattr(sending, "TRANSIENT_RETRIES", ())
+    newsletter = EmailType(name="Newsletter")
+    db.session.add(newsletter)
+    first = make_audience(36, list_name="A")
+    second = make_audience(0, list_name="B")
+    c = db.session.execute(select(Contact).order_by(Contact.id)).scalars().all()
+    db.session.add(ListMember(list_id=second.id, contact_id=c[0].id))  # Canceled (duplicate)
+    c[1].do_not_email = True
+    db.session.commit()
+    db.session.add(TypeOptOut(contact_id=c[2].id, email_type_id=newsletter.id))
+    c[3].valid = False
+    c[4].last_transaction_at = datetime.now(UTC) - timedelta(days=800)
+    c[4].created_at = datetime.now(UTC) - timedelta(days=900)
+    c[8].fields = {"n": "not a number"}  # its message cannot be built: Delivery error
+    smtp.handler.refuse["user6@example.org"] = "550 5.1.1 No such user"
+    smtp.handler.refuse["user7@example.org"] = "554 5.7.1 Message refused as spam, blocked"
+    smtp.handler.refuse["user10@example.org"] = "452 4.2.2 Mailbox full"
+    db.session.commit()
+    mailing = make_mailing([first, second], email_type_id=newsletter.id, html_body="",
+                           text_body=TEXT)
+    mailing_id = mailing.id
+    mailings.send_now(mailing)
+    from jobs.sending import prepare_mailing
+
+    prepare_mailing(mailing_id)
+    app.config["BATCH_SIZE"] = 10
+
+    # A worker dies mid-batch: its one message in flight becomes Unknown, its 250 is Sent.
+    dead = sending.claim_batch(redis_conn, worker="dead")
+    assert dead is not None
+    ledger = Ledger(redis_conn, dead.batch_id)
+    r0, r5 = _recipient(mailing_id, 0), _recipient(mailing_id, 5)
+    ledger.append(f"h:{r0}", f"s:{r0}:{int(time.time())}:m0@x", f"h:{r5}")
+    redis_conn.delete(f"sb:alive:{dead.batch_id}")
+    assert sending.settle_abandoned(redis_conn) == 1
+
+    # user9 leaves between preparation and hand-off: not sent, checked again at hand-off.
+    c[9].do_not_email = True
+    db.session.commit()
+    for _ in range(2):
+        claim = sending.claim_batch(redis_conn, worker="w")
+        assert claim is not None
+        sending.send_claim(redis_conn, claim)
+    # A batch is in flight when the deadline passes and then staff cancel: the deadline stops
+    # the unclaimed rest (Stopped (expired)), the cancel stops the batch (Canceled).
+    app.config["BATCH_SIZE"] = 3
+    held = sending.claim_batch(redis_conn, worker="w")
+    assert held is not None
+    db.session.execute(db.update(Mailing).where(Mailing.id == mailing_id)
+                       .values(send_until=datetime.now(UTC) - timedelta(seconds=1)))
+    db.session.commit()
+    assert sending.claim_batch(redis_conn, worker="w") is None
+    mailings.cancel(db.session.get(Mailing, mailing_id))
+    sending.send_claim(redis_conn, held)
+
+    now = datetime.now(UTC)
+
+    def event(n: int, kind: str, machine: bool = False) -> None:
+        apply_event(_recipient(mailing_id, n), kind=kind, source="tracking" if kind in (
+            "open", "click") else "generic", occurred_at=now, machine=machine)
+
+    event(11, "delivered")
+    event(12, "open")
+    event(13, "open")
+    event(13, "open")
+    event(14, "open", machine=True)  # a privacy proxy: delivered, not opened by a person
+    event(15, "open")
+    event(15, "click")
+    event(16, "click")  # clicked with images off: a clicker who never opened
+    event(17, "click", machine=True)  # a link scanner
+    event(18, "soft_bounce")
+    event(19, "hard_bounce")
+    event(20, "blocked")
+    event(21, "dropped")
+    event(22, "open")
+    event(22, "spam")  # opened, then complained: still one of the people who opened
+    event(23, "click")
+    event(23, "unsubscribed")
+    event(24, "open", machine=True)
+    event(24, "open")  # a machine open, then a person's
+    return mailing_id
+
+
+def _numbers(pattern: str, html: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for key, value in re.findall(pattern, html):
+        number = int(value.replace(",", ""))
+        assert found.setdefault(key, number) == number, (key, found[key], number)
+    return found
+
+
+def figures_of(html: str) -> dict[str, int]:
+    return _numbers(r'data-figure="([\w-]+)">([\d,]+)<', html)
+
+
+def tab_counts_of(html: str) -> dict[str, int]:
+    return _numbers(r'id="tab-count-(\w+)"[^>]*>([\d,]+)<', html)
+
+
+def reasons_of(html: str) -> dict[str, int]:
+    return _numbers(r'data-reason="(\w+)">([\d,]+)<', html)
+
+
+def bars_of(html: str) -> dict[str, int]:
+    [raw] = re.findall(r'<script type="application/json" id="chart-figures">(.*?)</script>',
+                       html, re.S)
+    [bars] = json.loads(raw)["delivery"]["data"]
+    return dict(zip(bars["y"], bars["x"], strict=True))
+
+
+def test_every_figure_agrees_on_every_surface(app, auth, client, redis_conn, smtp,  # noqa: F811
+                                              monkeypatch):
+    mailing_id = _build_every_response(app, redis_conn, smtp, monkeypatch)
+    db.session.expire_all()
+    mailing = db.session.get(Mailing, mailing_id)
+    assert mailing.status == Status.CANCELED.value
+    in_db = Counter(dict(db.session.execute(
+        select(Recipient.response, func.count()).where(Recipient.mailing_id == mailing_id)
+        .group_by(Recipient.response)).all()))
+    # Every response the mailing can reach is here (Planned: none left once it settled).
+    assert set(in_db) == {r.value for r in Response} - {Response.PLANNED.value}, in_db
+    assert in_db == Counter({
+        "sent": 2, "delivered": 3, "opened": 3, "clicked": 2, "soft_bounce": 2,
+        "hard_bounce": 2, "blocked": 2, "dropped": 1, "spam": 1, "unsubscribed": 1,
+        "unknown": 1, "duplicate": 1, "do_not_email": 2, "type_unsubscribed": 1,
+        "invalid_address": 1, "inactive": 1, "delivery_error": 1, "canceled": 3, "expired": 7,
+    })
+    audience = sum(in_db.values())
+    sent = sum(in_db[r.value] for r in figures.SENT)
+    not_sent = sum(in_db[r.value] for r in figures.NOT_SENT)
+    assert (audience, sent, not_sent) == (37, 20, 17)
+
+    auth.login()
+    page = client.get(f"/mailings/{mailing_id}").get_data(as_text=True)
+    poll = client.get(f"/mailings/{mailing_id}/_live")
+    assert poll.status_code == 200  # ended just now: still refreshing for late responses
+    poll_html = poll.get_data(as_text=True)
+
+    for html in (page, poll_html):
+        shown = figures_of(html)
+        tabs = tab_counts_of(html)
+        reasons = reasons_of(html)
+        # Sent + not sent + waiting = audience, on the page and against the database.
+        assert shown["sent"] == shown["split-sent"] == sent
+        assert shown["not_sent"] == shown["split-not_sent"] == not_sent
+        assert shown["split-waiting"] == 0 and shown["audience"] == audience
+        assert shown["sent"] + shown["not_sent"] + shown["split-waiting"] == shown["audience"]
+        # The reasons add up to not sent, exactly, and each matches the database.
+        assert sum(reasons.values()) == shown["reasons-total"] == shown["not_sent"]
+        assert reasons == {r.value: in_db[r.value] for r in figures.NOT_SENT}
+        # People who opened: the figure, the table and the tab; likewise clickers.
+        openers = db.session.execute(select(func.count()).where(
+            Recipient.mailing_id == mailing_id,
+            Recipient.opens > Recipient.machine_opens)).scalar_one()
+        clickers = db.session.execute(select(func.count()).where(
+            Recipient.mailing_id == mailing_id,
+            Recipient.clicks > Recipient.machine_clicks)).scalar_one()
+        assert (openers, clickers) == (5, 3)
+        assert shown["openers_human"] == shown["openers_human-table"] == tabs["open"] == openers
+        assert shown["clickers_human"] == shown["clickers_human-table"] == tabs["click"] == clickers
+        assert shown["openers"] == 6 and shown["openers_machine_only"] == 1
+        assert shown["clickers"] == 4 and shown["clickers_machine_only"] == 1
+        assert (shown["opens"], shown["opens_human"], shown["opens_machine"]) == (8, 6, 2)
+        assert (shown["clicks"], shown["clicks_human"], shown["clicks_machine"]) == (4, 3, 1)
+        # Tabs against the totals.
+        assert tabs["all"] == audience and tabs["not_sent"] == not_sent
+        assert tabs["bounce"] == shown["soft_bounce"] + shown["hard_bounce"]
+        assert tabs["spam"] == shown["blocked"] + shown["spam"]
+        assert tabs["dropped"] == shown["dropped"] and tabs["unsubscribed"] == shown["unsubscribed"]
+        # The chart plots the responses as they are in the database.
+        bars = bars_of(html)
+        assert bars == {LABELS[Response(r)]: n for r, n in in_db.items()}
+        assert bars[LABELS[Response.SOFT_BOUNCE]] + bars[LABELS[Response.HARD_BOUNCE]] == \
+            tabs["bounce"]
+        assert sum(bars.values()) == audience
+        assert sum(bars[LABELS[r]] for r in figures.NOT_SENT) == not_sent
+    assert tab_counts_of(page) == tab_counts_of(poll_html)
+
+    # Each tab lists as many rows as its count, and its CSV has the same rows.
+    counts = tab_counts_of(page)
+    for key, (_label, responses) in reports.TABS.items():
+        listed = client.get(f"/mailings/{mailing_id}/audience?tab={key}").get_data(as_text=True)
+        rows = re.findall(r'<span class="resp resp-(\w+)">', listed)
+        assert len(rows) == counts[key], (key, rows)
+        assert tab_counts_of(listed) == counts
+        export = client.get(f"/mailings/{mailing_id}/audience.csv?tab={key}")
+        lines = list(csv.reader(io.StringIO(export.get_data(as_text=True))))
+        assert lines[0] == list(reports.CSV_HEADER)
+        assert Counter(r[3] for r in lines[1:]) == Counter(rows), key
+        assert {Response(r) for r in rows} <= set(responses)
+    everyone = client.get(f"/mailings/{mailing_id}/audience.csv?tab=all").get_data(as_text=True)
+    per_response = Counter(r[3] for r in list(csv.reader(io.StringIO(everyone)))[1:])
+    assert per_response == in_db
+    # The cancel's settled truth: what was sent and what was not, as the page says it.
+    assert f"{sent} sent; {not_sent} recipients were not sent" in page
