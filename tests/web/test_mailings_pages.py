@@ -389,3 +389,95 @@ def test_chart_figures_cannot_end_their_script_element(app, auth, client, monkey
         body = client.get(path).get_data(as_text=True)
         assert "alert(1)</script>" not in body and "<!--" not in body
         assert chart_figures(body)["delivery"]["layout"]["title"]["text"] == title
+
+
+def test_a_draft_states_no_eligibility_facts(app, auth, client):
+    auth.login()
+    draft = make_mailing([make_audience(3)])
+    page = client.get(f"/mailings/{draft.id}").get_data(as_text=True)
+    assert "Every recipient was eligible" not in page
+    assert "decided when the mailing is prepared" in page
+    assert 'hx-trigger="every' not in page  # nothing can change by itself
+
+
+def test_cancel_with_a_batch_in_flight_settles_on_the_page(app, auth, client, redis_conn,
+                                                         smtp):  # noqa: F811
+    from app.services import sending
+    from app.services.ledger import Ledger
+
+    auth.login()
+    app.config["BATCH_SIZE"] = 4
+    mailing = make_mailing([make_audience(10)])
+    mailing.status = Status.PREPARING.value
+    db.session.commit()
+    mailings.prepare(mailing.id)
+    # A sender holds a batch and has had two of its messages accepted so far.
+    claim = sending.claim_batch(redis_conn, worker="w")
+    ids = list(db.session.execute(select(Recipient.id).where(
+        Recipient.batch_id == claim.batch_id).order_by(Recipient.id)).scalars())
+    Ledger(redis_conn, claim.batch_id).append(
+        f"h:{ids[0]}", f"s:{ids[0]}:1:m0@x", f"h:{ids[1]}", f"s:{ids[1]}:1:m1@x", f"h:{ids[2]}")
+    poll = client.get(f"/mailings/{mailing.id}/_live").get_data(as_text=True)
+    # % sent moves with each message, not with each recorded batch.
+    assert "20.0 % sent" in poll and 'data-figure="progress-sent">2<' in poll
+
+    response = client.post(f"/mailings/{mailing.id}/cancel", follow_redirects=True)
+    page = response.get_data(as_text=True)
+    # No wrong number: the page says the batch is being recorded, and keeps refreshing fast.
+    assert "its last messages are being recorded" in page
+    assert "were not sent" not in page and 'data-testid="settling"' in page
+    poll = client.get(f"/mailings/{mailing.id}/_live")
+    assert poll.status_code == 200 and 'hx-trigger="every 2s"' in poll.get_data(as_text=True)
+
+    # The sender stops at the cancel and records its batch: the next poll brings the truth.
+    Ledger(redis_conn, claim.batch_id).close()
+    sending.send_claim(redis_conn, claim)
+    poll = client.get(f"/mailings/{mailing.id}/_live")
+    body = poll.get_data(as_text=True)
+    db.session.expire_all()
+    by_response = dict(db.session.execute(
+        select(Recipient.response, func.count()).where(Recipient.mailing_id == mailing.id)
+        .group_by(Recipient.response)).all())
+    assert by_response == {"canceled": 10}  # the stopped sender had not recorded its 250s
+    assert poll.status_code == 200 and 'hx-trigger="every 30s"' in body
+    assert 'data-testid="settling"' not in body
+    assert "0 sent; 10 recipients were not sent" in body
+    assert 'id="tab-count-not_sent" class="count" hx-swap-oob="true">10<' in body
+    assert 'id="tab-count-all" class="count" hx-swap-oob="true">10<' in body
+
+
+def test_audience_tab_counts_travel_with_the_poll(app, auth, client):
+    auth.login()
+    mailing = build([], status=Status.PREPARING, name="Starting")
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert 'id="tab-count-all" class="count">0<' in page
+    assert "once the mailing is prepared" in page and 'data-empty-tab="all"' in page
+    db.session.add_all([Recipient(mailing_id=mailing.id, address=f"a{i}@example.org")
+                        for i in range(3)])
+    totals.bump(mailing.id, {totals.response_key(Response.PLANNED): 3, "recipients": 3,
+                             "eligible": 3})
+    mailing.status = Status.SENDING.value
+    db.session.commit()
+    poll = client.get(f"/mailings/{mailing.id}/_live").get_data(as_text=True)
+    assert 'id="tab-count-all" class="count" hx-swap-oob="true">3<' in poll
+    assert 'id="tab-count-not_sent" class="count" hx-swap-oob="true">0<' in poll
+
+
+def test_duration_leaves_out_the_time_spent_interrupted(app, auth, client, redis_conn):
+    from app.services import sending
+
+    auth.login()
+    mailing = build([Response.PLANNED] * 2, status=Status.SENDING, name="Paused")
+    mailing.started_at = datetime.now(UTC) - timedelta(hours=5)
+    db.session.commit()
+    sending.interrupt(mailing.id, "the SMTP server failed")
+    db.session.expire_all()
+    mailing = db.session.get(Mailing, mailing.id)
+    assert mailing.interrupted_at is not None
+    # It sat Interrupted for 3 hours before staff resumed it.
+    mailing.interrupted_at = datetime.now(UTC) - timedelta(hours=3)
+    db.session.commit()
+    mailings.resume(mailing)
+    assert mailing.interrupted_at is None and 3 * 3600 <= mailing.interrupted_seconds < 3 * 3600 + 5
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert re.search(r'data-testid="duration">2 h 00 min<', page), page
