@@ -1,26 +1,37 @@
-"""Reading bounce mail: RFC 3464 delivery status notifications, RFC 5965 feedback reports (spam
-complaints), and the plain-text bounces some MTAs still send (Exim, qmail, older Gmail).
+"""Reading bounce mail: RFC 3464 delivery status notifications, RFC 5965 feedback reports and the
+complaint reports of providers without them, RFC 3834 auto-replies, and the plain-text bounces many
+MTAs still send (Exim, qmail, Sendmail, Exchange, older Gmail...).
 
-Pure: bytes in, a `Report` out. Which recipient it concerns comes from our VERP return path
-(``bounce+<token>@<bounce domain>``, in the envelope or the report's To/Delivered-To headers) or,
-failing that, from the original Message-ID (or X-Sendboard-Rid) in the returned headers.
-Classification is `app.domain.bounces.classify_status`, from the status code and the server's words.
+Pure: bytes in, a `Report` out, never an exception. A report holds one `Verdict` per recipient it
+names (`app.domain.bounces.classify` reads each failure). Which of our messages it concerns comes
+from our VERP return path (``bounce+<token>@<bounce domain>``, in the envelope or the report's
+To/Delivered-To headers) or, failing that, from the original Message-ID (or X-Sendboard-Rid) in
+the returned headers. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
-from typing import Literal
+from typing import Any, Literal
 
-from app.domain.bounces import classify_status
+from app.domain.bounces import (
+    Reason,
+    Verdict,
+    classify,
+    enhanced_code,
+    reply_code,
+    smtp_stage,
+    words_reason,
+)
 from app.domain.responses import Response
 
-Kind = Literal["bounce", "delay", "complaint", "unsubscribe", "other"]
+Kind = Literal["bounce", "delay", "complaint", "unsubscribe", "auto_reply", "delivered", "other"]
 # The mailto: List-Unsubscribe of every message: mail to its VERP address with this subject.
 _UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*(?:re:\s*)?unsubscribe\b", re.I)
 
@@ -29,41 +40,134 @@ _ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-
                     "X-Failed-Recipients")
 _MESSAGE_ID = re.compile(r"^Message-I[dD]:\s*<?([^\s<>]+@[^\s<>]+)>?", re.MULTILINE | re.I)
 _RID_HEADER = re.compile(r"^X-Sendboard-Rid:\s*(" + _TOKEN_CHARS + ")", re.MULTILINE | re.I)
+_ORIGINAL_TO = re.compile(r"^To:[ \t]*(.*(?:\n[ \t]+.*)*)", re.MULTILINE | re.I)
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~\-]+@[\w\-]+(?:\.[\w\-]+)+")
 _BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|delivery (?:status notification|failed|failure|has failed)|"
-    r"returned mail|failure notice|mail delivery failed|could not be delivered|"
-    r"non[- ]?delivery|nondeliverable|delivery problem",
+    r"undeliver|undelivered|delivery (?:status notification|failed|failure|has failed|problem|"
+    r"report|notification)|returned mail|failure notice|mail delivery (?:failed|failure|system)|"
+    r"could not be delivered|non[- ]?delivery|nondeliverable|delivery problem|"
+    r"returned to sender|mail system error|permanent error|\bbounced?\b|rejected|"
+    r"not delivered|delivery error|failed delivery|delayed mail|warning: could not send",
     re.I,
 )
-_DELAY_TEXT = re.compile(r"\(delay\)|delayed|will (?:continue|keep) trying|not yet been delivered",
-                         re.I)
-_DAEMON = re.compile(r"mailer-daemon|postmaster|mail delivery", re.I)
+_DELAY_SUBJECT = re.compile(r"\(delay\)|\bdelayed\b|still being retried|warning: could not send|"
+                            r"delivery (?:status )?(?:notification )?\(?delay", re.I)
+_DELAY_TEXT = re.compile(
+    r"will (?:continue|keep) trying|not yet been delivered|is being retried|"
+    r"will be retried|continue to attempt|no action is required on your part|"
+    r"will try (?:again|to deliver)|has been delayed|delivery (?:is )?delayed|"
+    r"still trying|retry (?:will be )?(?:for|until)",
+    re.I,
+)
+_BOUNCE_TEXT = re.compile(
+    r"could not be delivered|couldn'?t be delivered|undeliverable|delivery (?:has )?failed|"
+    r"failed to deliver|unable to deliver|permanent(?:ly)? (?:error|fail)|not be delivered|"
+    r"was not delivered|delivery to the following|returned (?:mail|to sender)|error sending|"
+    r"trouble delivering|invalid (?:user|recipient)|error message below|could not deliver|"
+    r"did not reach|not reach the following|delivery failure|message (?:was )?rejected|"
+    r"wasn'?t delivered|as their mailbox is full", re.I)
+_PERMANENT_TEXT = re.compile(r"permanent|fatal|giving up|gave up|failed|could not be delivered",
+                             re.I)
+_DAEMON = re.compile(r"mailer-daemon|post_?master|mail ?delivery|mail ?system|daemon|"
+                     r"\bmta\b|bounce", re.I)
 # Where MTAs start quoting the original message: what follows is not the error text.
 _ORIGINAL_MARKER = re.compile(
-    r"^\s*-{2,}.*(?:copy of the message|original message|below this line|message follows|"
-    r"undelivered message)|^\s*Original message follows|^\s*-{3,} The header of the original",
+    r"^[ \t>]*-{2,}.*(?:copy of the (?:original )?message|original message|below this line|"
+    r"message follows|undelivered message|message headers? follows?|headers? of the original|"
+    r"original headers|returned message|message text follows|unsent message)"
+    r"|^[ \t]*(?:Original message follows|Original message header|\*\*\* Original message|"
+    r"The original message (?:was|is) (?:attached|included|enclosed|below|as follows)|"
+    r"The original message headers|The header of the original|Below is a copy|"
+    r"--- The header of the original|Return-Path: |Received: from )",
     re.I | re.MULTILINE,
 )
-_SMTP_REPLY_LINE = re.compile(r"(?:^|[\s:;(])([245]\d\d[\s\-][^\n]*)", re.MULTILINE)
-_ENHANCED = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?![\w.]*\d)")
-_QMAIL_RECIPIENT = re.compile(r"^<([^\s<>@]+@[^\s<>]+)>:\s*$", re.MULTILINE)
 _FEEDBACK_TYPE = re.compile(r"^Feedback-Type:\s*([\w-]+)", re.MULTILINE | re.I)
+_ARF_RECIPIENT = re.compile(r"^(?:Original-Rcpt-To|Removal-Recipient):\s*<?([^\s<>]+@[^\s<>]+)",
+                            re.MULTILINE | re.I)
+_COMPLAINT_HINT = re.compile(
+    r"complaint|abuse report|\babuse\b|feedback[ -]?loop|\bfbl\b|spam report|reported as spam|"
+    r"junk (?:mail )?report|marked as (?:spam|junk)|spam complaint", re.I)
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|auto:|autoreply|"
+    r"out of (?:the )?office|away from|on vacation|vacation|abwesen|absence|absent|"
+    r"r[ée]ponse automatique|respuesta autom[aá]tica|risposta automatica|away until|"
+    r"i am (?:away|out)|i'm (?:away|out))", re.I)
+_AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress-Not", "X-Vacation",
+                 "X-Autoresponder", "X-Mail-Autoreply", "X-Autogenerated")
+# A DSN field group as text, when the report is not parsed as MIME (missing boundary etc.).
+_DSN_FIELD = re.compile(r"^(Final-Recipient|Original-Recipient|Action|Status|Diagnostic-Code|"
+                        r"Remote-MTA|X-Actual-Recipient):[ \t]*(.*(?:\n[ \t]+.*)*)",
+                        re.MULTILINE | re.I)
+# A line that names a failed recipient in a plain-text bounce: the address first, alone or
+# followed by ":", "...", "(" or words (Postfix, qmail, Exim, Sendmail, Gmail, Exchange...).
+_RECIPIENT_LINE = re.compile(
+    r"^[ \t]*(?:>>>[ \t]*)?(?:[45]\d\d[ \t]+)?(?:(?:Recipient(?:\(s\))?|Original[ -]Recipient|Failed[ -]Recipient"
+    r"|Final[ -]Recipient|Address(?:es)?|Your message to|Unknown address|Invalid recipient"
+    r"|E-?mail address|(?:could not|couldn't|cannot) be delivered to|delivery to"
+    r"|failed to deliver to|unable to deliver (?:message )?to|undeliverable to"
+    r"|The following recipients returned permanent errors)[ \t]*[:;]?[ \t]*(?:rfc822;)?[ \t]*)?"
+    r"[<\"'(\[]?(?:mailto:)?([\w.!#$%&'*+/=?^`{|}~\-]+@[\w\-]+(?:\.[\w\-]+)+)[>\"')\]]?"
+    r"(?![\w\-]|\.[\w\-])(?=[ \t]*$|[ \t]*[:.,;(<\[]|[ \t]+(?:on|at|was|user|failed|because|does|has|is|-|\.\.\.))",
+    re.MULTILINE | re.I,
+)
 
 
 @dataclass(frozen=True)
 class Report:
-    """What a bounce message says about one of our messages."""
+    """What one message tells about one of our messages: a verdict per recipient it names."""
 
     kind: Kind
-    response: Response | None  # hard/soft bounce or blocked; spam for a complaint
+    verdicts: tuple[Verdict, ...] = ()
     token: str | None = None  # our recipient token, from the VERP address or X-Sendboard-Rid
     original_message_id: str | None = None  # without angle brackets
-    final_recipient: str | None = None
-    action: str | None = None
-    status: str | None = None
-    diagnostic: str = ""
+    original_recipient: str | None = None  # To: of the returned message
     feedback_type: str | None = None
-    report_message_id: str | None = None  # the bounce's own Message-ID
+    report_message_id: str | None = None  # the report's own Message-ID
+
+    @property
+    def chosen(self) -> Verdict | None:
+        """The verdict about our recipient: the one whose address is the returned message's
+        To:, else the first failure, else the first verdict."""
+        if not self.verdicts:
+            return None
+        wanted = (self.original_recipient or "").lower()
+        if wanted:
+            for verdict in self.verdicts:
+                if (verdict.recipient or "").lower() == wanted:
+                    return verdict
+        for verdict in self.verdicts:
+            if verdict.is_failure:
+                return verdict
+        return self.verdicts[0]
+
+    @property
+    def response(self) -> Response | None:
+        if self.kind == "unsubscribe":
+            return Response.UNSUBSCRIBED
+        chosen = self.chosen
+        if chosen is None or self.kind in ("delay", "other"):
+            return None
+        return chosen.response
+
+    @property
+    def final_recipient(self) -> str | None:
+        chosen = self.chosen
+        return chosen.recipient if chosen else None
+
+    @property
+    def action(self) -> str | None:
+        chosen = self.chosen
+        return chosen.action if chosen else None
+
+    @property
+    def status(self) -> str | None:
+        chosen = self.chosen
+        return chosen.status if chosen else None
+
+    @property
+    def diagnostic(self) -> str:
+        chosen = self.chosen
+        return chosen.diagnostic if chosen else ""
 
 
 def verp_token(address: str, prefix: str = "bounce") -> str | None:
@@ -72,14 +176,20 @@ def verp_token(address: str, prefix: str = "bounce") -> str | None:
     return match.group(1) if match else None
 
 
+# ---------------------------------------------------------------- MIME helpers
+
+
 def _text(part: Message) -> str:
     """A leaf part's text, decoded; never raises on bad encodings."""
-    payload = part.get_payload(decode=True)
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # a broken transfer encoding: fall back to the raw text
+        payload = None
     if isinstance(payload, bytes):
-        charset = part.get_content_charset() or "utf-8"
+        charset = str(part.get_content_charset() or "utf-8")
         try:
             return payload.decode(charset, errors="replace")
-        except LookupError:
+        except (LookupError, ValueError):
             return payload.decode("utf-8", errors="replace")
     raw = part.get_payload()
     return raw if isinstance(raw, str) else ""
@@ -89,8 +199,23 @@ def _as_text(part: Message) -> str:
     """A part (leaf or container) flattened to text, for searching headers in it."""
     try:
         return part.as_string()
-    except (UnicodeError, LookupError, ValueError, TypeError):
+    except Exception:  # compat32 may fail on odd charsets or headers
         return _text(part)
+
+
+def _ctype(part: Message) -> str:
+    try:
+        return str(part.get_content_type()).lower()
+    except Exception:
+        return "text/plain"
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        value = message.get(name)
+    except Exception:
+        return ""
+    return " ".join(str(value).split()) if value is not None else ""
 
 
 def _strip_type(value: str | None) -> str | None:
@@ -105,13 +230,15 @@ def _strip_type(value: str | None) -> str | None:
     return value or None
 
 
-def _walk(message: Message) -> Iterable[Message]:
+def _walk(message: Message, depth: int = 0) -> Iterable[Message]:
     yield message
+    if depth > 20:
+        return
     payload = message.get_payload()
     if isinstance(payload, list):
         for sub in payload:
             if isinstance(sub, Message):
-                yield from _walk(sub)
+                yield from _walk(sub, depth + 1)
 
 
 def _find_token(message: Message, envelope: Sequence[str], prefix: str) -> str | None:
@@ -127,15 +254,21 @@ def _find_token(message: Message, envelope: Sequence[str], prefix: str) -> str |
     return None
 
 
-def _original(message: Message, text_after_marker: str) -> tuple[str | None, str | None]:
-    """The original Message-ID and X-Sendboard-Rid token, from the returned message or headers."""
+def _returned(message: Message, text_after_marker: str) -> list[str]:
+    """The returned message or headers, as text: where the original Message-ID and To are."""
     sources: list[str] = []
     for part in _walk(message):
-        ctype = part.get_content_type()
-        if ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-            sources.append(_as_text(part) if ctype == "message/rfc822" else _text(part))
+        ctype = _ctype(part)
+        if ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
+                     "text/rfc822-header", "message/partial"):
+            sources.append(_as_text(part) if ctype.startswith("message/") else _text(part))
     sources.append(text_after_marker)
-    message_id = token = None
+    return sources
+
+
+def _original(sources: list[str]) -> tuple[str | None, str | None, str | None]:
+    """The original Message-ID, X-Sendboard-Rid token and To address."""
+    message_id = token = to = None
     for source in sources:
         if message_id is None:
             found = _MESSAGE_ID.search(source)
@@ -143,48 +276,40 @@ def _original(message: Message, text_after_marker: str) -> tuple[str | None, str
         if token is None:
             rid = _RID_HEADER.search(source)
             token = rid.group(1) if rid else None
-    return message_id, token
-
-
-def _delivery_status(message: Message) -> list[Message]:
-    """The per-recipient field groups of the message/delivery-status part (RFC 3464 §2.3)."""
-    groups: list[Message] = []
-    for part in _walk(message):
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            groups.extend(g for g in payload if isinstance(g, Message))
-        elif isinstance(payload, str):
-            for block in re.split(r"\n\s*\n", payload.strip()):
-                groups.append(message_from_bytes(block.encode("utf-8", "replace"),
-                                                 policy=compat32))
-    return [g for g in groups if g.get("Action") or g.get("Final-Recipient")
-            or g.get("Status")]
+        if to is None:
+            header = _ORIGINAL_TO.search(source)
+            address = _ADDRESS.search(header.group(1)) if header else None
+            to = address.group(0) if address else None
+    return message_id, token, to
 
 
 def _body_text(message: Message) -> str:
-    """The human-readable text of the bounce: text/plain leaves outside any returned message."""
+    """The human-readable text of the report: text leaves outside any returned message, and the
+    raw text of a multipart whose parts could not be split (a missing or wrong boundary)."""
     texts: list[str] = []
 
-    def visit(part: Message) -> None:
-        ctype = part.get_content_type()
-        if ctype.startswith("message/") or ctype == "text/rfc822-headers":
+    def visit(part: Message, depth: int) -> None:
+        ctype = _ctype(part)
+        if depth and (ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
+                                "text/rfc822-header", "message/delivery-status",
+                                "message/feedback-report", "message/global-delivery-status")):
             return
         payload = part.get_payload()
         if isinstance(payload, list):
+            if depth > 20:
+                return
             for sub in payload:
                 if isinstance(sub, Message):
-                    visit(sub)
-        elif ctype in ("text/plain", "text/html") or not part.get_content_maintype() == "text":
-            if ctype == "text/html":
-                texts.append(re.sub(r"<[^>]+>", " ", _text(part)))
-            elif part.get_content_maintype() in ("text", ""):
-                texts.append(_text(part))
-        else:
+                    visit(sub, depth + 1)
+            return
+        if ctype == "text/html":
+            texts.append(re.sub(r"<[^>]+>", " ", _text(part)).replace("&nbsp;", " "))
+        elif ctype.startswith(("text/", "multipart/", "message/")) or ctype == "":
+            texts.append(_text(part))
+        elif part.get_content_maintype() == "application" and "json" in ctype:
             texts.append(_text(part))
 
-    visit(message)
+    visit(message, 0)
     return "\n".join(texts)
 
 
@@ -195,95 +320,340 @@ def _split_original(text: str) -> tuple[str, str]:
     return text[: match.start()], text[match.start():]
 
 
-def _diagnostic_from_text(text: str) -> tuple[str | None, str]:
-    """(enhanced status, the server's words) from a plain-text bounce."""
-    status_match = _ENHANCED.search(text)
-    status = status_match.group(1) if status_match else None
-    reply = _SMTP_REPLY_LINE.search(text)
-    diagnostic = " ".join(reply.group(1).split()) if reply else ""
-    if not diagnostic:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        diagnostic = " ".join(lines)[:1000]
-    return status, diagnostic[:1000]
+# ---------------------------------------------------------------- DSN (RFC 3464)
+
+
+def _groups_from_text(text: str) -> list[dict[str, str]]:
+    """DSN per-recipient fields written as text (a report whose MIME structure is broken)."""
+    groups: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for match in _DSN_FIELD.finditer(text):
+        name = match.group(1).lower()
+        value = " ".join(match.group(2).split())
+        # A new recipient's group starts with a field this one already has.
+        if current and name in current:
+            groups.append(current)
+            current = {}
+        if name not in current:
+            current[name] = value
+    if current:
+        groups.append(current)
+    return [g for g in groups if "final-recipient" in g or "original-recipient" in g]
+
+
+def _delivery_groups(message: Message) -> list[dict[str, str]]:
+    """The per-recipient field groups of the message/delivery-status part (RFC 3464 §2.3)."""
+    groups: list[dict[str, str]] = []
+    for part in _walk(message):
+        if _ctype(part) not in ("message/delivery-status", "message/global-delivery-status"):
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            text = "\n\n".join(_as_text(g) if isinstance(g, Message) else "" for g in payload)
+            if not _DSN_FIELD.search(text):
+                text = "\n\n".join(str(g) for g in payload)
+        else:
+            text = _text(part)
+        groups.extend(_groups_from_text(text))
+    return groups
+
+
+def _recipient_of(group: dict[str, str]) -> str | None:
+    for name in ("final-recipient", "x-actual-recipient", "original-recipient"):
+        value = _strip_type(group.get(name))
+        if value:
+            found = _ADDRESS.search(value)
+            if found:
+                return found.group(0).strip(".")
+    return None
+
+
+# ---------------------------------------------------------------- plain text
+
+
+def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
+    """(address, the text about it) for each recipient a plain-text bounce names, in order."""
+    lines = list(_RECIPIENT_LINE.finditer(human))
+    found: list[tuple[str, int, int]] = []
+    for match in lines:
+        address = match.group(1).strip(".").lower()
+        local = address.split("@")[0]
+        if address in exclude or local in ("mailer-daemon", "postmaster") or "+" in local \
+                and local.split("+")[0] in ("bounce", "bounces"):
+            continue
+        found.append((address, match.start(), match.end()))
+    out: dict[str, list[str]] = {}
+    for i, (address, start, _) in enumerate(found):
+        end = len(human)
+        for later in found[i + 1:]:
+            if later[0] != address:
+                end = later[1]
+                break
+        out.setdefault(address, []).append(human[start:end])
+    return [(address, "\n".join(parts)) for address, parts in out.items()]
+
+
+def _evidence(text: str) -> bool:
+    return bool(enhanced_code(text) or reply_code(text) or words_reason(text))
+
+
+_BOILERPLATE = re.compile(
+    r"^.*(?:this is the mail system at|this message was created automatically|"
+    r"i'm sorry to have to inform you|i'm afraid i wasn't able|please do not reply|"
+    r"for further assistance|for assistance|if you do so|you can delete your own text|"
+    r"this is an automatically generated|hi\. this is the qmail|the mail system\s*$|"
+    r"contact your system administrator|content-(?:type|transfer-encoding|description)|"
+    r"mime-version|reporting-mta|received-from-mta|arrival-date|x-postfix|this is a mime).*$",
+    re.I | re.MULTILINE)
+
+
+def _summary(text: str) -> str:
+    """The error lines of a bounce's text, without the polite boilerplate around them."""
+    text = _BOILERPLATE.sub(" ", text)
+    return " ".join(text.split())[:2000]
+
+
+# ---------------------------------------------------------------- provider notifications
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    start = text.find("{")
+    if start < 0:
+        return []
+    try:
+        data = json.loads(text[start:text.rfind("}") + 1])
+    except ValueError:
+        return []
+    if isinstance(data, dict) and isinstance(data.get("Message"), str):
+        try:
+            inner = json.loads(data["Message"])
+        except ValueError:
+            inner = None
+        data = inner if isinstance(inner, dict) else data
+    return [data] if isinstance(data, dict) else []
+
+
+def _json_arrays(text: str) -> list[dict[str, Any]]:
+    """The notification's type and recipient arrays, read one by one when the whole JSON does
+    not parse (a notification wrapped or cut by the mail system)."""
+    kind = re.search(r'"(?:notificationType|eventType)"\s*:\s*"(\w+)"', text)
+    if kind is None:
+        return []
+    data: dict[str, Any] = {"notificationType": kind.group(1)}
+    for section, key in (("bounce", "bouncedRecipients"), ("complaint", "complainedRecipients"),
+                         ("delivery", "recipients")):
+        found = re.search(r'"' + key + r'"\s*:\s*(\[[^\]]*\])', text)
+        if found:
+            try:
+                data[section] = {key: json.loads(found.group(1))}
+            except ValueError:
+                continue
+    return [data]
+
+
+def _notification(text: str) -> tuple[Kind, list[Verdict]] | None:
+    """An e-mailed provider notification (JSON with notificationType/eventType, as SNS sends)."""
+    for data in _json_objects(text) or _json_arrays(text):
+        kind = str(data.get("notificationType") or data.get("eventType") or "").lower()
+        if kind == "bounce":
+            section = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
+            people = section.get("bouncedRecipients") if isinstance(section, dict) else None
+            verdicts = []
+            for person in people if isinstance(people, list) else []:
+                if not isinstance(person, dict):
+                    continue
+                verdicts.append(classify(
+                    str(person.get("status") or ""), str(person.get("diagnosticCode") or ""),
+                    action=str(person.get("action") or "failed"),
+                    recipient=str(person.get("emailAddress") or "") or None))
+            if not verdicts:
+                verdicts.append(classify(None, "", action="failed"))
+            return "bounce", verdicts
+        if kind == "complaint":
+            section = data.get("complaint") if isinstance(data.get("complaint"), dict) else {}
+            people = section.get("complainedRecipients") if isinstance(section, dict) else None
+            feedback = str(section.get("complaintFeedbackType") or "abuse") \
+                if isinstance(section, dict) else "abuse"
+            addresses = [str(p.get("emailAddress")) for p in people or []
+                         if isinstance(p, dict) and p.get("emailAddress")] \
+                if isinstance(people, list) else []
+            return "complaint", [Verdict(Reason.COMPLAINT, recipient=a, feedback_type=feedback)
+                                 for a in addresses or [""]]
+        if kind == "delivery":
+            section = data.get("delivery") if isinstance(data.get("delivery"), dict) else {}
+            people = section.get("recipients") if isinstance(section, dict) else None
+            addresses = [str(a) for a in people] if isinstance(people, list) else []
+            return "delivered", [Verdict(Reason.DELIVERED, recipient=a or None,
+                                         action="delivered") for a in addresses or [""]]
+    return None
+
+
+# ---------------------------------------------------------------- the report
 
 
 def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
           verp_prefix: str = "bounce") -> Report:
-    """Read one bounce, complaint or delay notice; kind "other" when it is none of those."""
+    """Read one bounce, complaint, delay notice, delivery report or auto-reply; kind "other"
+    when it is none of those. Never raises: unreadable input is "other"."""
+    try:
+        return _parse(bytes(raw), envelope_recipients, verp_prefix)
+    except Exception:  # malformed mail of any kind must not stop the mailbox reader
+        return Report(kind="other")
+
+
+def _is_auto_reply(message: Message, subject: str) -> bool:
+    auto = _header(message, "Auto-Submitted").lower()
+    if auto.startswith("auto-replied"):
+        return True
+    if any(_header(message, name) for name in _AUTO_HEADERS):
+        return True
+    precedence = _header(message, "Precedence").lower()
+    if precedence in ("auto_reply", "auto-reply"):
+        return True
+    return bool(_AUTO_SUBJECT.search(subject))
+
+
+def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     message = message_from_bytes(raw, policy=compat32)
-    token = _find_token(message, envelope_recipients, verp_prefix)
+    token = _find_token(message, envelope, prefix)
     address_token = token  # the token in the address written to, not one quoted in a body
     own_id = _strip_brackets(message.get("Message-ID"))
-    ctype = message.get_content_type()
+    ctype = _ctype(message)
     report_type = str(message.get_param("report-type", "") or "").lower()
+    subject = _header(message, "Subject")
+    sender = _header(message, "From")
     body = _body_text(message)
     human, after = _split_original(body)
-    original_id, rid = _original(message, after)
+    sources = _returned(message, after)
+    original_id, rid, original_to = _original(sources)
     token = token or rid
+    base: dict[str, Any] = {"token": token, "original_message_id": original_id,
+            "original_recipient": original_to, "report_message_id": own_id}
+    parts = list(_walk(message))
+    types = {_ctype(p) for p in parts}
 
-    if ctype == "multipart/report" and report_type == "feedback-report" or any(
-        p.get_content_type() == "message/feedback-report" for p in _walk(message)
-    ):
+    # Spam complaints: RFC 5965 feedback reports.
+    if "message/feedback-report" in types or report_type == "feedback-report":
         feedback = None
-        for part in _walk(message):
-            if part.get_content_type() == "message/feedback-report":
-                found = _FEEDBACK_TYPE.search(_as_text(part))
-                feedback = found.group(1).lower() if found else None
-        # "not-spam" reports say the opposite of a complaint.
-        is_complaint = feedback != "not-spam"
-        return Report(kind="complaint" if is_complaint else "other",
-                      response=Response.SPAM if is_complaint else None, token=token,
-                      original_message_id=original_id, feedback_type=feedback,
-                      report_message_id=own_id)
+        recipients: list[str] = []
+        for part in parts:
+            if _ctype(part) == "message/feedback-report":
+                text = _as_text(part)
+                found = _FEEDBACK_TYPE.search(text)
+                feedback = found.group(1).lower() if found else feedback
+                recipients += [m.group(1) for m in _ARF_RECIPIENT.finditer(text)]
+        if feedback == "not-spam":  # the opposite of a complaint
+            return Report(kind="other", **base)
+        feedback = feedback or "abuse"
+        complained = tuple(Verdict(Reason.COMPLAINT, recipient=r, feedback_type=feedback)
+                           for r in dict.fromkeys(recipients)) or (
+            Verdict(Reason.COMPLAINT, recipient=original_to, feedback_type=feedback),)
+        return Report(kind="complaint", verdicts=complained, feedback_type=feedback, **base)
 
-    groups = _delivery_status(message)
+    # RFC 3464 delivery status notifications.
+    groups = _delivery_groups(message) or (
+        _groups_from_text(body) if report_type == "delivery-status"
+        or "multipart/" in ctype and not isinstance(message.get_payload(), list) else [])
+    sender_addresses = {a.lower() for a in _ADDRESS.findall(sender + " " + _header(message, "To"))}
+    blocks = dict(_blocks(human, sender_addresses))
     if groups:
-        chosen = next((g for g in groups if str(g.get("Action", "")).strip().lower() == "failed"),
-                      groups[0])
-        action = str(chosen.get("Action", "") or "").strip().lower() or None
-        status = _strip_type(chosen.get("Status"))
-        status = status if status and _ENHANCED.search(status) else None
-        diagnostic = _strip_type(chosen.get("Diagnostic-Code")) or ""
-        if not status and not diagnostic:
-            status, diagnostic = _diagnostic_from_text(human)
-        recipient = _strip_type(chosen.get("Final-Recipient") or chosen.get("Original-Recipient"))
-        if action in ("delivered", "relayed", "expanded"):
-            kind: Kind = "other"
-        elif action == "delayed" or (status or "").startswith("4.") and action != "failed":
-            kind = "delay"
-        else:
-            kind = "bounce"
-        return Report(kind=kind,
-                      response=classify_status(status, diagnostic) if kind == "bounce" else None,
-                      token=token, original_message_id=original_id, final_recipient=recipient,
-                      action=action, status=status, diagnostic=diagnostic[:1000],
-                      report_message_id=own_id)
+        verdicts: list[Verdict] = []
+        for group in groups:
+            recipient = _recipient_of(group)
+            diagnostic = _strip_type(group.get("diagnostic-code")) or ""
+            status = group.get("status")
+            extra = blocks.get((recipient or "").lower(), "")
+            if not _evidence(diagnostic) and (extra or len(groups) == 1):
+                diagnostic = (diagnostic + " " + _summary(extra or human)).strip()
+            stage = smtp_stage(diagnostic) or smtp_stage(extra) or (
+                smtp_stage(human) if len(groups) == 1 else None)
+            verdicts.append(classify(status, diagnostic, action=group.get("action"),
+                                     recipient=recipient, stage=stage))
+        return _report(verdicts, **base)
 
-    subject = str(message.get("Subject", "") or "")
-    if address_token and _UNSUBSCRIBE_SUBJECT.match(subject):
+    # Provider notifications mailed as JSON (Amazon SES through SNS).
+    notification = _notification(body) if "{" in body else None
+    if notification is not None:
+        kind, found_verdicts = notification
+        return Report(kind=kind, verdicts=tuple(found_verdicts),
+                      feedback_type=found_verdicts[0].feedback_type if found_verdicts else None,
+                      **base)
+
+    if _UNSUBSCRIBE_SUBJECT.match(subject):
         # A person using the mailto: List-Unsubscribe link of a message we sent them.
-        return Report(kind="unsubscribe", response=Response.UNSUBSCRIBED, token=address_token,
-                      report_message_id=own_id)
+        return Report(kind="unsubscribe", token=address_token, report_message_id=own_id)
 
-    # Not a standard report: a plain-text bounce, recognised by its sender and subject.
-    sender = str(message.get("From", "") or "")
-    failed = message.get("X-Failed-Recipients")
-    if not (failed or _BOUNCE_SUBJECT.search(subject) or
-            (_DAEMON.search(sender) and _ENHANCED.search(human))):
-        return Report(kind="other", response=None, token=token,
-                      original_message_id=original_id, report_message_id=own_id)
-    status, diagnostic = _diagnostic_from_text(human)
-    recipient = str(failed).strip() if failed else None
-    if recipient is None:
-        qmail = _QMAIL_RECIPIENT.search(human)
-        recipient = qmail.group(1) if qmail else None
-    delayed = bool(_DELAY_TEXT.search(subject) or
-                   (_DELAY_TEXT.search(human) and not re.search(r"permanent", human, re.I)))
-    kind = "delay" if delayed and not (status or "").startswith("5.") else "bounce"
-    return Report(kind=kind,
-                  response=classify_status(status, diagnostic) if kind == "bounce" else None,
-                  token=token, original_message_id=original_id, final_recipient=recipient,
-                  status=status, diagnostic=diagnostic, report_message_id=own_id)
+    # Complaints without a feedback report: a provider forwarding the message complained about
+    # (Hotmail/Outlook JMRP) or a person forwarding it to an abuse address.
+    has_original = any(_ctype(p) == "message/rfc822" for p in parts[1:])
+    daemon = bool(_DAEMON.search(sender))
+    bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))
+    if has_original and not bounce_subject and (
+        _COMPLAINT_HINT.search(subject) or _COMPLAINT_HINT.search(sender)
+        or message.get("X-HmXmrOriginalRecipient")
+        or any(p.get("X-HmXmrOriginalRecipient") for p in parts)
+    ):
+        recipient = None
+        for part in parts:
+            value = part.get("X-HmXmrOriginalRecipient")
+            if value:
+                found = _ADDRESS.search(str(value))
+                recipient = found.group(0) if found else None
+                break
+        return Report(kind="complaint", verdicts=(
+            Verdict(Reason.COMPLAINT, recipient=recipient or original_to,
+                    feedback_type="abuse"),), feedback_type="abuse", **base)
+
+    failed_header = _header(message, "X-Failed-Recipients")
+    looks_bounce = bool(failed_header or bounce_subject or blocks and daemon
+                        or (daemon or _BOUNCE_TEXT.search(human)) and _evidence(human))
+
+    # Automatic replies (RFC 3834): timeline entries, not bounces.
+    if not looks_bounce and _is_auto_reply(message, subject) or (
+            not failed_header and words_reason(subject) is Reason.AUTO_REPLY):
+        return Report(kind="auto_reply", verdicts=(
+            Verdict(Reason.AUTO_REPLY, recipient=_first_address(sender),
+                    diagnostic=subject[:200]),), **base)
+    if not looks_bounce:
+        return Report(kind="other", **base)
+
+    # Plain-text bounces: one verdict per recipient named in the text.
+    delayed = bool(_DELAY_SUBJECT.search(subject) or _DELAY_TEXT.search(human)
+                   and not _PERMANENT_TEXT.search(_DELAY_TEXT.split(human)[0]))
+    action = "delayed" if delayed else "failed"
+    if not blocks:
+        for address in _ADDRESS.findall(failed_header):
+            blocks.setdefault(address.lower(), "")
+    verdicts = []
+    for address, text in blocks.items():
+        if not _evidence(text):
+            text = (text + " " + _summary(human)).strip()
+        verdicts.append(classify(None, _summary(text), action=action, recipient=address,
+                                 stage=smtp_stage(text)))
+    if not verdicts:
+        verdicts.append(classify(None, _summary(human) or subject, action=action))
+    return _report(verdicts, **base)
+
+
+def _report(verdicts: list[Verdict], **base: Any) -> Report:
+    """The report's kind from its verdicts: a bounce if any recipient failed."""
+    found = tuple(verdicts)
+    if any(v.is_failure for v in found):
+        kind: Kind = "bounce"
+    elif any(v.delayed for v in found):
+        kind = "delay"
+    elif any(v.reason is Reason.AUTO_REPLY for v in found):
+        kind = "auto_reply"
+    elif found and all(v.reason is Reason.DELIVERED for v in found):
+        kind = "delivered"
+    else:
+        kind = "other"
+    return Report(kind=kind, verdicts=found, **base)
+
+
+def _first_address(value: str) -> str | None:
+    found = _ADDRESS.search(value or "")
+    return found.group(0) if found else None
 
 
 def _strip_brackets(value: object) -> str | None:
@@ -291,3 +661,4 @@ def _strip_brackets(value: object) -> str | None:
         return None
     cleaned = str(value).strip().strip("<>").strip()
     return cleaned or None
+
