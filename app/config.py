@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.domain.bounds import Bound, OutOfBounds
 from app.providers.smtp import SECURITY_MODES
 
 LOCAL_WEBHOOK_SECRET_FILE = "generic-webhook-secret"
@@ -31,26 +32,41 @@ def local_webhook_secret(instance: Path, *, create: bool) -> str:
 
 DEFAULT_SECRET_KEY = "dev-only-change-me"
 HARD_BATCH_CAP = 20_000
+MAX_RATE_PER_SECOND = 10_000
+
+_PORT = Bound(int, 1, 65_535)
+# The range of every numeric value, by configuration key. The environment and the settings page
+# are held to the same ranges, so a worker never meets inf, NaN or a number no SMTP server takes.
+LIMITS: dict[str, Bound] = {
+    "BATCH_SIZE": Bound(int, 1, HARD_BATCH_CAP),
+    "SMTP_RATE_PER_SECOND": Bound(float, 0, MAX_RATE_PER_SECOND),  # 0: unlimited
+    "INACTIVITY_DAYS": Bound(int, 0, 36_500),  # 0: never
+    "BOUNCE_RATE_LIMIT": Bound(float, 0, 1),
+    "COMPLAINT_RATE_LIMIT": Bound(float, 0, 1),
+    "THRESHOLD_MIN_SAMPLE": Bound(int, 1, 1_000_000),
+    "MONTHLY_QUOTA": Bound(int, 0, 1_000_000_000),  # 0: unlimited
+    "SMTP_PORT": _PORT,
+    "CAPTURE_SMTP_PORT": _PORT,
+    "BOUNCE_IMAP_PORT": _PORT,
+}
+MAX_UPLOAD_MB = Bound(int, 1, 10_000)
+PROVIDER_RATE = LIMITS["SMTP_RATE_PER_SECOND"]
 
 
-def _int(name: str, default: int) -> int:
+class ConfigError(RuntimeError):
+    """A configuration value the app cannot run with; raised when the app is built."""
+
+
+def _number(name: str, key: str | Bound, default: int | float) -> Any:
+    """The environment variable `name`, held to the range of `key` (a LIMITS key or a Bound)."""
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
+    bound = LIMITS[key] if isinstance(key, str) else key
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise RuntimeError(f"{name} must be a whole number, got {raw!r}") from exc
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+        return bound.parse(raw, name)
+    except OutOfBounds as exc:
+        raise ConfigError(f"environment variable {exc}") from exc
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -94,7 +110,7 @@ class Config:
         self.REDIS_URL = os.environ.get("REDIS_URL", "")
         self.BASE_URL = os.environ.get("SENDBOARD_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
         self.SMTP_HOST = os.environ.get("SMTP_HOST", "")  # empty: the local capture server
-        self.SMTP_PORT = _int("SMTP_PORT", 2525)
+        self.SMTP_PORT = _number("SMTP_PORT", "SMTP_PORT", 2525)
         self.SMTP_USERNAME = os.environ.get("SMTP_USERNAME", "")
         self.SMTP_PASSWORD = os.environ.get("SMTP_PASSWORD", "")
         self.SMTP_SECURITY = os.environ.get("SMTP_SECURITY", "none").strip().lower()  # none | starttls | ssl
@@ -103,15 +119,15 @@ class Config:
         self.SMTP_CA_FILE = os.environ.get("SMTP_CA_FILE", "").strip()
         # Off accepts any certificate: unsafe (the mail and the password can be intercepted).
         self.SMTP_TLS_VERIFY = _switch("SMTP_TLS_VERIFY", True)
-        self.SMTP_RATE_PER_SECOND = _float("SMTP_RATE_PER_SECOND", 0.0)  # 0: unlimited
-        self.CAPTURE_SMTP_PORT = _int("SENDBOARD_CAPTURE_PORT", 2525)
+        self.SMTP_RATE_PER_SECOND = _number("SMTP_RATE_PER_SECOND", "SMTP_RATE_PER_SECOND", 0.0)  # 0: unlimited
+        self.CAPTURE_SMTP_PORT = _number("SENDBOARD_CAPTURE_PORT", "CAPTURE_SMTP_PORT", 2525)
         self.BOUNCE_DOMAIN = os.environ.get("SENDBOARD_BOUNCE_DOMAIN", "bounces.sendboard.local")
-        self.BATCH_SIZE = min(_int("BATCH_SIZE", 500), HARD_BATCH_CAP)
-        self.INACTIVITY_DAYS = _int("SENDBOARD_INACTIVITY_DAYS", 730)
-        self.BOUNCE_RATE_LIMIT = _float("SENDBOARD_BOUNCE_RATE_LIMIT", 0.10)
-        self.COMPLAINT_RATE_LIMIT = _float("SENDBOARD_COMPLAINT_RATE_LIMIT", 0.005)
-        self.THRESHOLD_MIN_SAMPLE = _int("SENDBOARD_THRESHOLD_MIN_SAMPLE", 200)
-        self.MONTHLY_QUOTA = _int("SENDBOARD_MONTHLY_QUOTA", 0)  # 0: unlimited
+        self.BATCH_SIZE = _number("BATCH_SIZE", "BATCH_SIZE", 500)
+        self.INACTIVITY_DAYS = _number("SENDBOARD_INACTIVITY_DAYS", "INACTIVITY_DAYS", 730)
+        self.BOUNCE_RATE_LIMIT = _number("SENDBOARD_BOUNCE_RATE_LIMIT", "BOUNCE_RATE_LIMIT", 0.10)
+        self.COMPLAINT_RATE_LIMIT = _number("SENDBOARD_COMPLAINT_RATE_LIMIT", "COMPLAINT_RATE_LIMIT", 0.005)
+        self.THRESHOLD_MIN_SAMPLE = _number("SENDBOARD_THRESHOLD_MIN_SAMPLE", "THRESHOLD_MIN_SAMPLE", 200)
+        self.MONTHLY_QUOTA = _number("SENDBOARD_MONTHLY_QUOTA", "MONTHLY_QUOTA", 0)  # 0: unlimited
         # Provider webhooks and the bounce mailbox (see README, "Responses and tracking").
         self.SENDGRID_WEBHOOK_PUBLIC_KEY = os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
         self.SENDBOARD_WEBHOOK_BASIC_USER = os.environ.get("SENDBOARD_WEBHOOK_BASIC_USER", "")
@@ -120,7 +136,7 @@ class Config:
         self.SES_SNS_CERT_PEM = os.environ.get("SES_SNS_CERT_PEM", "")
         self.GENERIC_WEBHOOK_SECRET = os.environ.get("GENERIC_WEBHOOK_SECRET", "")
         self.BOUNCE_IMAP_HOST = os.environ.get("BOUNCE_IMAP_HOST", "")
-        self.BOUNCE_IMAP_PORT = _int("BOUNCE_IMAP_PORT", 993)
+        self.BOUNCE_IMAP_PORT = _number("BOUNCE_IMAP_PORT", "BOUNCE_IMAP_PORT", 993)
         self.BOUNCE_IMAP_USER = os.environ.get("BOUNCE_IMAP_USER", "")
         self.BOUNCE_IMAP_PASSWORD = os.environ.get("BOUNCE_IMAP_PASSWORD", "")
         self.BOUNCE_IMAP_FOLDER = os.environ.get("BOUNCE_IMAP_FOLDER", "INBOX")
@@ -129,7 +145,7 @@ class Config:
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = _bool("SENDBOARD_SECURE_COOKIES", self.ENV == "production")
         self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
-        self.MAX_CONTENT_LENGTH = _int("SENDBOARD_MAX_UPLOAD_MB", 200) * 1024 * 1024
+        self.MAX_CONTENT_LENGTH = _number("SENDBOARD_MAX_UPLOAD_MB", MAX_UPLOAD_MB, 200) * 1024 * 1024
         if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
             self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
 
@@ -159,8 +175,12 @@ def check_config(config: Mapping[str, Any]) -> None:
             "SECRET_KEY is the development default: set SECRET_KEY to a long random value "
             "before running with SENDBOARD_ENV=production"
         )
-    if not 1 <= int(config.get("BATCH_SIZE", 500)) <= HARD_BATCH_CAP:
-        raise RuntimeError(f"BATCH_SIZE must be between 1 and {HARD_BATCH_CAP}")
+    for key, bound in LIMITS.items():
+        if key in config:
+            try:
+                bound.parse(config[key], key)
+            except OutOfBounds as exc:
+                raise ConfigError(str(exc)) from exc
     security = config.get("SMTP_SECURITY", "none")
     if security not in SECURITY_MODES:
         raise RuntimeError(f"SMTP_SECURITY must be none, starttls or ssl, got {security!r}")

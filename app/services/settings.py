@@ -6,36 +6,61 @@ into the settings table, so workers on every machine read the same values.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
 
-from app.config import HARD_BATCH_CAP
+from app.config import LIMITS
+from app.domain.bounds import Bound, OutOfBounds
 from app.extensions import db
 from app.models import Setting
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SettingSpec:
     key: str
     config_key: str
-    kind: type
     label: str
-    minimum: float | None = None
-    maximum: float | None = None
+
+    @property
+    def bound(self) -> Bound:
+        """The kind and range, shared with the environment variable of the same setting."""
+        return LIMITS[self.config_key]
+
+    @property
+    def kind(self) -> type:
+        return self.bound.kind
+
+    @property
+    def minimum(self) -> float:
+        return self.bound.minimum
+
+    @property
+    def maximum(self) -> float:
+        return self.bound.maximum
+
+    def parse(self, raw: Any) -> int | float:
+        """The value as stored, or SettingError naming the setting and its range."""
+        try:
+            return self.bound.parse(raw, self.label)
+        except OutOfBounds as exc:
+            raise SettingError(str(exc)) from exc
 
 
 SPECS: dict[str, SettingSpec] = {
     s.key: s
     for s in [
-        SettingSpec("batch_size", "BATCH_SIZE", int, "Batch size", 1, HARD_BATCH_CAP),
-        SettingSpec("rate_per_second", "SMTP_RATE_PER_SECOND", float, "Messages per second (0: no limit)", 0),
-        SettingSpec("inactivity_days", "INACTIVITY_DAYS", int, "Suppress after days without transaction (0: never)", 0),
-        SettingSpec("bounce_rate_limit", "BOUNCE_RATE_LIMIT", float, "Interrupt at bounce rate", 0, 1),
-        SettingSpec("complaint_rate_limit", "COMPLAINT_RATE_LIMIT", float, "Interrupt at complaint rate", 0, 1),
-        SettingSpec("threshold_min_sample", "THRESHOLD_MIN_SAMPLE", int, "Minimum sample before interrupting", 1),
-        SettingSpec("monthly_quota", "MONTHLY_QUOTA", int, "Monthly sending quota (0: unlimited)", 0),
+        SettingSpec("batch_size", "BATCH_SIZE", "Batch size"),
+        SettingSpec("rate_per_second", "SMTP_RATE_PER_SECOND", "Messages per second (0: no limit)"),
+        SettingSpec("inactivity_days", "INACTIVITY_DAYS", "Suppress after days without transaction (0: never)"),
+        SettingSpec("bounce_rate_limit", "BOUNCE_RATE_LIMIT", "Interrupt at bounce rate"),
+        SettingSpec("complaint_rate_limit", "COMPLAINT_RATE_LIMIT", "Interrupt at complaint rate"),
+        SettingSpec("threshold_min_sample", "THRESHOLD_MIN_SAMPLE", "Minimum sample before interrupting"),
+        SettingSpec("monthly_quota", "MONTHLY_QUOTA", "Monthly sending quota (0: unlimited)"),
     ]
 }
 
@@ -45,34 +70,61 @@ class SettingError(ValueError):
 
 
 def get(key: str) -> Any:
-    """The effective value of a setting: the stored override, else the configuration."""
+    """The effective value of a setting: the stored override, else the configuration.
+
+    An override outside the setting's range (stored before ranges were enforced, or written to
+    the table by hand) is ignored with a warning, so a worker never runs with inf or NaN.
+    """
     spec = SPECS[key]
     row = db.session.get(Setting, key)
     if row is not None:
-        return spec.kind(row.value)
+        try:
+            return spec.parse(row.value)
+        except SettingError as exc:
+            log.warning("ignoring the stored setting %s: %s", key, exc)
     return spec.kind(current_app.config[spec.config_key])
 
 
+def parse_all(raw: dict[str, Any]) -> tuple[dict[str, int | float], dict[str, str]]:
+    """Check a whole form of settings: (values, errors by key); a missing key is an error."""
+    values: dict[str, int | float] = {}
+    errors: dict[str, str] = {}
+    for key, spec in SPECS.items():
+        try:
+            values[key] = spec.parse(raw.get(key, ""))
+        except SettingError as exc:
+            errors[key] = str(exc)
+    return values, errors
+
+
 def set(key: str, raw: Any) -> Any:  # noqa: A001 - the natural name for the use case
-    """Validate and store an override; returns the stored value."""
+    """Validate and store an override; returns the stored value. Nothing is stored on error."""
     spec = SPECS.get(key)
     if spec is None:
         raise SettingError(f"unknown setting {key!r}")
-    try:
-        value = spec.kind(raw)
-    except (TypeError, ValueError) as exc:
-        raise SettingError(f"{spec.label}: {raw!r} is not a valid number") from exc
-    if spec.minimum is not None and value < spec.minimum:
-        raise SettingError(f"{spec.label} must be at least {spec.minimum:g}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise SettingError(f"{spec.label} must be at most {spec.maximum:g}")
+    value = spec.parse(raw)
+    _store(key, value)
+    db.session.commit()
+    return value
+
+
+def set_many(raw: dict[str, Any]) -> dict[str, int | float]:
+    """Validate every setting first and store them together, or none (SettingError lists why)."""
+    values, errors = parse_all(raw)
+    if errors:
+        raise SettingError(" ".join(errors.values()))
+    for key, value in values.items():
+        _store(key, value)
+    db.session.commit()
+    return values
+
+
+def _store(key: str, value: int | float) -> None:
     row = db.session.get(Setting, key)
     if row is None:
         db.session.add(Setting(key=key, value=value))
     else:
         row.value = value
-    db.session.commit()
-    return value
 
 
 def all_values() -> dict[str, Any]:

@@ -2,26 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+from app.config import LIMITS, PROVIDER_RATE
+from app.domain.bounds import Bound, OutOfBounds
 
 SECURITY_CHOICES = [SelectChoice("none", "None (plain SMTP)"), SelectChoice("starttls", "STARTTLS"),
                     SelectChoice("ssl", "SSL/TLS")]
 KIND_CHOICES = [SelectChoice("smtp", "SMTP relay"), SelectChoice("capture", "Local capture server")]
 
 
+class Within:
+    """A number field's value must be finite and inside `bound` (FloatField takes "inf" and "nan")."""
+
+    def __init__(self, bound: Bound, what: str) -> None:
+        self.bound = bound
+        self.what = what
+
+    def __call__(self, form: Any, field: Any) -> None:
+        if field.data is None:
+            return
+        try:
+            self.bound.parse(field.data, self.what)
+        except OutOfBounds as exc:
+            raise ValidationError(str(exc)) from exc
+
+
 class ProviderForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=100)])
     kind = SelectField("Kind", choices=KIND_CHOICES, default="smtp")
     host = StringField("Host", validators=[DataRequired(), Length(max=255)], default="127.0.0.1")
-    port = IntegerField("Port", default=25, validators=[DataRequired(), NumberRange(1, 65535)])
+    port = IntegerField("Port", default=25, validators=[InputRequired(), Within(LIMITS["SMTP_PORT"], "Port")])
     security = SelectField("Security", choices=SECURITY_CHOICES, default="none")
     username = StringField("Username", validators=[Optional(), Length(max=255)])
     password = PasswordField("Password", validators=[Optional(), Length(max=255)])
     rate_per_second = FloatField("Messages per second (0: the global setting)", default=0.0,
-                                 validators=[Optional(), NumberRange(min=0)])
+                                 validators=[Optional(), Within(PROVIDER_RATE, "Messages per second")])
     reports_events = BooleanField("Reports delivery events by webhook")
     is_default = BooleanField("Use for sending (default)")
 

@@ -79,31 +79,13 @@ def save() -> Any:
     """Validate every setting first; store them only if all are valid."""
     if not ActionForm().validate_on_submit():
         abort(400)
-    entered: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for key, spec in settings_service.SPECS.items():
-        raw = request.form.get(key, "").strip()
-        entered[key] = raw
-        try:
-            value = spec.kind(raw)
-        except (TypeError, ValueError):
-            errors[key] = f"{spec.label}: enter a number."
-            continue
-        if spec.minimum is not None and value < spec.minimum:
-            errors[key] = f"{spec.label} must be at least {spec.minimum:,g}."
-        elif spec.maximum is not None and value > spec.maximum:
-            errors[key] = f"{spec.label} must be at most {spec.maximum:,g}."
+    entered = {key: request.form.get(key, "") for key in settings_service.SPECS}
+    _, errors = settings_service.parse_all(entered)
     if errors:
         for message in errors.values():
             flash(message, "error")
         return _render(entered=entered, errors=errors), 422
-    try:
-        for key, raw in entered.items():
-            settings_service.set(key, raw)
-    except settings_service.SettingError as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-        return _render(entered=entered), 422
+    settings_service.set_many(entered)
     flash("Settings saved.", "success")
     return redirect(url_for("settings.index"))
 
@@ -167,7 +149,8 @@ def edit_provider(provider_id: int) -> Any:
         done = _save_provider(provider, form, f"Provider {form.name.data} saved.")
         if done is not None:
             return done
-    return render_template("settings/provider.html", form=form, provider=provider)
+    status = 422 if request.method == "POST" else 200
+    return render_template("settings/provider.html", form=form, provider=provider), status
 
 
 @bp.route("/providers/<int:provider_id>/default", methods=["POST"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -42,20 +43,64 @@ def test_admin_saves_valid_settings(app, auth, client):
     assert settings.get("batch_size") == 750 and settings.get("rate_per_second") == 12.5
 
 
+BAD_VALUES = ["inf", "-inf", "nan", "1e400", str(2**31), str(2**63), "-1", "", "abc", "Infinity"]
+RANGES = {key: f"{spec.label}: {{}} is not allowed; enter {spec.bound.describe()}."
+          for key, spec in settings.SPECS.items()}
+
+
+@pytest.mark.parametrize("key", sorted(VALID))
+@pytest.mark.parametrize("value", BAD_VALUES)
+def test_bad_values_are_refused_on_the_form_and_nothing_is_stored(app, auth, client, key, value):
+    auth.login("admin@example.org", role="admin")
+    settings.set("batch_size", "321")
+    response = client.post("/settings", data={**VALID, key: value})
+    assert response.status_code == 422
+    body = html.unescape(response.get_data(as_text=True))
+    shown = f'"{value}"' if value else "an empty value"
+    assert RANGES[key].format(shown) in body
+    assert f'aria-invalid="true" aria-describedby="e-{key}"' in body and f'value="{value}"' in body
+    assert body.count('aria-invalid="true"') == 1  # only the bad field is marked
+    db.session.expire_all()
+    assert [s.key for s in db.session.execute(select(Setting)).scalars()] == ["batch_size"]
+    assert settings.get("batch_size") == 321
+
+
 @pytest.mark.parametrize("key,value,message", [
-    ("batch_size", "20001", "Batch size must be at most 20,000"),
-    ("batch_size", "0", "Batch size must be at least 1"),
-    ("batch_size", "1.5", "Batch size: enter a number."),
-    ("bounce_rate_limit", "2", "Interrupt at bounce rate must be at most 1"),
-    ("monthly_quota", "-1", "must be at least 0"),
+    ("batch_size", "20001", "Batch size: \"20001\" is not allowed; enter a whole number from 1 to 20,000."),
+    ("batch_size", "0", "enter a whole number from 1 to 20,000"),
+    ("batch_size", "1.5", "Batch size: \"1.5\" is not allowed"),
+    ("bounce_rate_limit", "2", "Interrupt at bounce rate: \"2\" is not allowed; enter a number from 0 to 1."),
+    ("rate_per_second", "10001", "enter a number from 0 to 10,000"),
+    ("threshold_min_sample", "1000001", "enter a whole number from 1 to 1,000,000"),
+    ("monthly_quota", "1000000001", "enter a whole number from 0 to 1,000,000,000"),
+    ("inactivity_days", "36501", "enter a whole number from 0 to 36,500"),
 ])
-def test_invalid_settings_are_refused_and_nothing_is_stored(app, auth, client, key, value, message):
+def test_values_just_outside_the_range_are_refused(app, auth, client, key, value, message):
     auth.login("admin@example.org", role="admin")
     response = client.post("/settings", data={**VALID, key: value})
     assert response.status_code == 422
-    body = response.get_data(as_text=True)
-    assert message in body and 'aria-invalid="true"' in body and f'value="{value}"' in body
+    assert message in html.unescape(response.get_data(as_text=True))
     assert db.session.execute(select(Setting)).first() is None
+
+
+def test_edges_of_every_range_are_accepted_and_spaces_ignored(app, auth, client):
+    auth.login("admin@example.org", role="admin")
+    edges = {"batch_size": " 20000 ", "rate_per_second": "10000", "inactivity_days": "36500",
+             "bounce_rate_limit": "1", "complaint_rate_limit": "0", "threshold_min_sample": "1000000",
+             "monthly_quota": "1000000000"}
+    assert client.post("/settings", data=edges).status_code == 302
+    assert settings.all_values() == {"batch_size": 20_000, "rate_per_second": 10_000.0,
+                                     "inactivity_days": 36_500, "bounce_rate_limit": 1.0,
+                                     "complaint_rate_limit": 0.0, "threshold_min_sample": 1_000_000,
+                                     "monthly_quota": 1_000_000_000}
+
+
+def test_the_form_states_each_range(app, auth, client):
+    auth.login("admin@example.org", role="admin")
+    page = client.get("/settings").get_data(as_text=True)
+    assert 'name="batch_size" value="500"' in page and 'min="1" max="20000"' in page
+    for spec in settings.SPECS.values():
+        assert spec.bound.describe() in page
 
 
 def test_providers_add_edit_and_default(app, auth, client):
@@ -93,3 +138,48 @@ def test_email_types(app, auth, client):
     assert again.status_code == 422 and "exists already" in again.get_data(as_text=True)
     assert [t.name for t in db.session.execute(select(EmailType)).scalars()] == ["Offers"]
     assert "Offers" in client.get("/settings").get_data(as_text=True)
+
+
+PROVIDER = {"kind": "smtp", "name": "Relay", "host": "relay.example", "port": "587",
+            "security": "starttls", "rate_per_second": "5"}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("port", "0", "Port: \"0\" is not allowed; enter a whole number from 1 to 65,535."),
+    ("port", "", "This field is required."),
+    ("port", "65536", 'Port: "65536" is not allowed; enter a whole number from 1 to 65,535.'),
+    ("port", str(2**31), "enter a whole number from 1 to 65,535"),
+    ("port", str(2**63), "enter a whole number from 1 to 65,535"),
+    ("port", "-1", "enter a whole number from 1 to 65,535"),
+    ("port", "inf", "Not a valid integer value."),
+    ("port", "abc", "Not a valid integer value."),
+    ("rate_per_second", "inf", 'Messages per second: "inf" is not allowed; enter a number from 0 to 10,000.'),
+    ("rate_per_second", "-inf", "enter a number from 0 to 10,000"),
+    ("rate_per_second", "nan", "enter a number from 0 to 10,000"),
+    ("rate_per_second", "1e400", "enter a number from 0 to 10,000"),
+    ("rate_per_second", str(2**31), "enter a number from 0 to 10,000"),
+    ("rate_per_second", "-1", "enter a number from 0 to 10,000"),
+    ("rate_per_second", "abc", "Not a valid float value."),
+])
+def test_provider_numbers_are_bounded_on_add_and_edit(app, auth, client, field, value, message):
+    auth.login("admin@example.org", role="admin")
+    added = client.post("/settings/providers", data={**PROVIDER, field: value})
+    assert added.status_code == 422 and message in html.unescape(added.get_data(as_text=True))
+    assert db.session.execute(select(Provider)).first() is None
+
+    assert client.post("/settings/providers", data=PROVIDER).status_code == 302
+    provider = db.session.execute(select(Provider)).scalar_one()
+    edited = client.post(f"/settings/providers/{provider.id}", data={**PROVIDER, field: value})
+    assert edited.status_code == 422 and message in html.unescape(edited.get_data(as_text=True))
+    db.session.expire_all()
+    provider = db.session.execute(select(Provider)).scalar_one()
+    assert (provider.port, provider.rate_per_second) == (587, 5.0)
+
+
+def test_provider_rate_edges_and_spaces(app, auth, client):
+    auth.login("admin@example.org", role="admin")
+    response = client.post("/settings/providers",
+                           data={**PROVIDER, "port": " 65535 ", "rate_per_second": "10000"})
+    assert response.status_code == 302
+    provider = db.session.execute(select(Provider)).scalar_one()
+    assert (provider.port, provider.rate_per_second) == (65_535, 10_000.0)
