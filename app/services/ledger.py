@@ -1,9 +1,17 @@
 """The per-message hand-off record of a batch in flight, kept in Redis.
 
-Before a message's DATA the sender appends ``h:<recipient>``; after the server's 250 it appends
-``s:<recipient>:<message id>`` (both in one round trip with the next ``h:``). If the worker dies,
-the reconciler reads the list: recorded 250s were sent, the one recipient handed off without a
-250 is ambiguous (Unknown), the rest were never tried.
+This module owns the entry format both ways: the sender builds entries with the writers below and
+the reconciler reads them back with `fence_and_read`. A batch's list holds, in order:
+
+- ``b``: the record exists (written when the batch is claimed);
+- ``h:<recipient>``: handing off, appended before the message's DATA;
+- ``s:<recipient>:<unix time>:<message id>``: the server answered 250;
+- ``r:<recipient>:<response>:<reply>``: the server refused the message (a permanent refusal or
+  temporary ones past the retries), with the response it gave the recipient and the reply.
+
+``s:`` and ``r:`` entries travel in one round trip with the next ``h:``. If the worker dies, the
+reconciler reads the list: recorded 250s were sent, recorded refusals keep their response, the one
+recipient handed off without an answer is ambiguous (Unknown), the rest were never tried.
 
 Every append runs as a script that refuses to write once the batch is fenced (taken over by the
 reconciler) or when its list has vanished (Redis lost its data): the sender then stops at once,
@@ -13,11 +21,15 @@ so no message can leave after someone else has settled the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from redis import Redis
 
+from app.domain.responses import Response
+
 LEDGER_TTL = 7 * 24 * 3600
-ALIVE_TTL = 10  # seconds without a heartbeat before a batch counts as abandoned
+ALIVE_TTL = 8  # seconds without a heartbeat (sent every second) before a batch is abandoned
+REPLY_LIMIT = 500  # characters of a refusal's reply kept in its entry
 
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
@@ -45,6 +57,24 @@ def _fence(batch_id: int) -> str:
 
 def _alive(batch_id: int) -> str:
     return f"sb:alive:{batch_id}"
+
+
+# ---------------------------------------------------------------- entries, written
+
+
+def handing_off_entry(recipient_id: int) -> str:
+    """Appended before the message's DATA: from here on it may reach the recipient."""
+    return f"h:{recipient_id}"
+
+
+def sent_entry(recipient_id: int, at: datetime, message_id: str) -> str:
+    """The server accepted the message (250) at `at` (whole seconds) under `message_id`."""
+    return f"s:{recipient_id}:{int(at.timestamp())}:{message_id}"
+
+
+def refused_entry(recipient_id: int, response: Response, reply: str) -> str:
+    """The server refused the message; the recipient's response is `response`."""
+    return f"r:{recipient_id}:{response.value}:{reply[:REPLY_LIMIT]}"
 
 
 class Ledger:
@@ -78,23 +108,29 @@ class Ledger:
         self.redis.delete(self.key, _alive(self.batch_id))
 
 
+# ---------------------------------------------------------------- entries, read
+
+
 @dataclass
 class Settlement:
     """What the record says happened in a batch whose sender is gone."""
 
-    sent: dict[int, str] = field(default_factory=dict)  # recipient id -> message id
-    ambiguous: set[int] = field(default_factory=set)
-    lost: bool = False  # no record at all: every recipient of the batch is ambiguous
+    sent: dict[int, tuple[str, datetime]] = field(default_factory=dict)  # id -> message id, time
+    refused: dict[int, tuple[Response, str]] = field(default_factory=dict)  # id -> response, reply
+    ambiguous: set[int] = field(default_factory=set)  # handed off, no answer recorded
+    lost: bool = False  # no record at all: whatever the sender may have handed off is ambiguous
 
 
 def is_alive(redis: Redis, batch_id: int) -> bool:
     return bool(redis.exists(_alive(batch_id)))
 
 
-def fence_and_read(redis: Redis, batch_id: int) -> Settlement:
-    """Stop any sender still holding the batch, then read its record."""
-    redis.set(_fence(batch_id), 1, ex=LEDGER_TTL)
-    entries = [e.decode() for e in redis.lrange(_key(batch_id), 0, -1)]
+def read(entries: list[str]) -> Settlement:
+    """Parse a batch's entries (see the module docstring); an empty list means the record is lost.
+
+    An ``r:`` entry without a response (written before refusals carried one) was still refused by
+    the server, so it settles as a delivery error, not as Unknown.
+    """
     result = Settlement()
     if not entries:
         result.lost = True
@@ -105,11 +141,34 @@ def fence_and_read(redis: Redis, batch_id: int) -> Settlement:
         if kind == "h":
             handing.add(int(rest))
         elif kind == "s":
-            rid, _, message_id = rest.partition(":")
-            result.sent[int(rid)] = message_id
+            rid, _, rest = rest.partition(":")
+            stamp, _, message_id = rest.partition(":")
+            result.sent[int(rid)] = (message_id, datetime.fromtimestamp(int(stamp), UTC))
+            handing.discard(int(rid))
+        elif kind == "r":
+            rid, _, rest = rest.partition(":")
+            value, _, reply = rest.partition(":")
+            try:
+                response = Response(value)
+            except ValueError:
+                response = Response.PLANNED
+            if response in (Response.PLANNED, Response.SENT):  # not a refusal's response
+                response, reply = Response.DELIVERY_ERROR, reply or "refused by the SMTP server"
+            result.refused[int(rid)] = (response, reply)
             handing.discard(int(rid))
     result.ambiguous = handing
     return result
+
+
+def fence_and_read(redis: Redis, batch_id: int) -> Settlement:
+    """Stop any sender still holding the batch, then read its record."""
+    redis.set(_fence(batch_id), 1, ex=LEDGER_TTL)
+    return read([e.decode() for e in redis.lrange(_key(batch_id), 0, -1)])
+
+
+def exists(redis: Redis, batch_id: int) -> bool:
+    """Is the batch's record still there (Redis did not lose it)?"""
+    return bool(redis.exists(_key(batch_id)))
 
 
 def discard(redis: Redis, batch_id: int) -> None:

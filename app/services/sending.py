@@ -11,7 +11,10 @@ moving. The invariants in DESIGN.md hold because:
 - a recipient leaves Planned only through `flush` or the reconciler, each of which first moves the
   batch out of state "claimed" with a conditional UPDATE: exactly one of them records the outcome;
 - the ledger refuses appends once the reconciler fenced the batch, so no message leaves after the
-  batch was settled, and the one message in flight at a crash is recorded Unknown, never resent.
+  batch was settled, and the one message in flight at a crash is recorded Unknown, never resent;
+- every ~1 s the sender commits what it knows so far (`_flush_progress`, behind the same
+  conditional UPDATE) and the bound it may hand off to before the next one, so a ledger lost with
+  its worker leaves at most that last second in doubt, never the whole batch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -47,7 +50,18 @@ from app.models import (
 )
 from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
 from app.services import settings, totals
-from app.services.ledger import ALIVE_TTL, Ledger, LedgerRefused, discard, fence_and_read, is_alive
+from app.services.ledger import (
+    ALIVE_TTL,
+    Ledger,
+    LedgerRefused,
+    discard,
+    fence_and_read,
+    handing_off_entry,
+    is_alive,
+    refused_entry,
+    sent_entry,
+)
+from app.services.ledger import exists as ledger_exists
 from app.services.rendering import TemplateProblem, builder_for, merge_data, new_message_id
 from app.services.tokens import recipient_token
 
@@ -59,7 +73,11 @@ HEARTBEAT_EVERY = 1.0
 CONNECT_RETRIES = (1.0, 2.0, 4.0)  # backoff before giving up on an unreachable SMTP server
 TRANSIENT_RETRIES = (0.5, 1.0)  # per recipient, for a 4xx reply
 TRANSIENT_STREAK_LIMIT = 10  # this many recipients in a row refused with 4xx: an outage
-LOST_LEDGER_GRACE = timedelta(seconds=60)
+# A ledger missing this soon after Redis started may belong to a live sender that has not marked
+# its batch alive again yet (it does every HEARTBEAT_EVERY): the reconciler waits that long.
+LOST_LEDGER_GRACE = ALIVE_TTL + 2  # seconds of Redis uptime
+PROGRESS_EVERY = 1.0  # seconds between a sender's partial flushes
+WINDOW_MIN = 20  # recipients a sender may always go past its last partial flush
 
 
 def stop_key(mailing_id: int) -> str:
@@ -134,6 +152,7 @@ class Claim:
     batch_id: int
     mailing_id: int
     size: int
+    reach: int = 0  # the sender hands off none of the batch past this position (see _Progress)
 
 
 def sending_queue() -> list[int]:
@@ -200,8 +219,9 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
         discard(redis, batch.id)
         return None
     batch.size = claimed
+    batch.attempts = min(claimed, _window)  # the first bound of _Progress, committed with the claim
     db.session.commit()
-    return Claim(batch.id, mailing_id, claimed)
+    return Claim(batch.id, mailing_id, claimed, batch.attempts)
 
 
 # ---------------------------------------------------------------- sending one batch
@@ -214,6 +234,7 @@ class BatchOutcome:
     stop: str | None = None  # stopped | expired | smtp | template | redis | fenced
     refused: int = 0  # refused by the SMTP server at hand-off: they count as attempts
     stop_detail: str = ""
+    recorded: tuple[int, int, int] = (0, 0, 0)  # sent, final, refused already in the database
 
 
 @dataclass
@@ -306,10 +327,14 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
     # dies with the process, so a killed worker's batch still lapses and is reconciled.
     heartbeat = _Heartbeat(ledger)
     heartbeat.start()
+    progress = _Progress(claim, outcome, version_id)
     try:
         try:
-            for row in rows:
+            for position, row in enumerate(rows):
                 mono = time.monotonic()
+                if progress.due(position, mono) and not progress.flush(position, mono):
+                    outcome.stop = "fenced"  # settled by the reconciler: nothing more to record
+                    return outcome
                 if mono >= next_check:
                     next_check = mono + CANCEL_CHECK_EVERY
                     if redis.exists(stop_key(claim.mailing_id)):
@@ -339,7 +364,7 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
                     outcome.final[row.id] = (Response.DELIVERY_ERROR, str(exc))
                     continue
                 limiter.wait()
-                ledger.append(*pending, f"h:{row.id}")
+                ledger.append(*pending, handing_off_entry(row.id))
                 pending = []
                 result = _hand_over(transport, built.envelope_from, row.address, built.data, outcome)
                 if result is None:  # connection lost: outcome.stop says why
@@ -350,7 +375,7 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
                 if result.outcome is Outcome.ACCEPTED:
                     transient_streak = 0
                     outcome.sent[row.id] = (message_id, sent_at, merge)
-                    pending.append(f"s:{row.id}:{int(sent_at.timestamp())}:{message_id}")
+                    pending.append(sent_entry(row.id, sent_at, message_id))
                 elif result.outcome is Outcome.REFUSED_PERMANENT:
                     transient_streak = 0
                     detail = f"{result.code} {result.text}"
@@ -359,12 +384,13 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
                         response = Response.HARD_BOUNCE if result.code >= 550 else response
                     outcome.final[row.id] = (response, detail)
                     outcome.refused += 1
-                    pending.append(f"r:{row.id}")
+                    pending.append(refused_entry(row.id, response, detail))
                 else:
                     transient_streak += 1
-                    outcome.final[row.id] = (Response.SOFT_BOUNCE, f"{result.code} {result.text}")
+                    detail = f"{result.code} {result.text}"
+                    outcome.final[row.id] = (Response.SOFT_BOUNCE, detail)
                     outcome.refused += 1
-                    pending.append(f"r:{row.id}")
+                    pending.append(refused_entry(row.id, Response.SOFT_BOUNCE, detail))
                     if transient_streak >= TRANSIENT_STREAK_LIMIT:
                         outcome.stop = "smtp"
                         outcome.stop_detail = (
@@ -386,6 +412,41 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
         return outcome
     finally:
         heartbeat.stop()
+
+
+_window = WINDOW_MIN  # recipients this process hands off in ~PROGRESS_EVERY, last measured
+
+
+class _Progress:
+    """When a sender flushes partially, and how far it may go before the next flush.
+
+    The batch's rows are sent in id order. `reach` (SendBatch.attempts, committed with the claim
+    and with every partial flush) is the position the sender may not hand off at or past before it
+    has committed a new one; it lies about one second of sending ahead. If the ledger is lost with
+    the worker, the reconciler marks Unknown only the rows still Planned below that bound.
+    """
+
+    def __init__(self, claim: Claim, outcome: BatchOutcome, version_id: int) -> None:
+        self.claim, self.outcome, self.version_id = claim, outcome, version_id
+        self.reach = claim.reach
+        self.mark = (time.monotonic(), 0)  # time and position of the last flush
+        self.next_at = self.mark[0] + PROGRESS_EVERY
+
+    def due(self, position: int, mono: float) -> bool:
+        return position >= self.reach or mono >= self.next_at
+
+    def flush(self, position: int, mono: float) -> bool:
+        """Record everything before `position` and a new bound; False once the batch is settled."""
+        global _window
+        last_mono, last_position = self.mark
+        if position > last_position and mono > last_mono:
+            rate = (position - last_position) / (mono - last_mono)
+            _window = max(WINDOW_MIN, int(rate * PROGRESS_EVERY) + 1)
+        reach = position + _window
+        if not _flush_progress(self.claim, self.outcome, self.version_id, reach):
+            return False
+        self.reach, self.mark, self.next_at = reach, (mono, position), mono + PROGRESS_EVERY
+        return True
 
 
 class _Heartbeat:
@@ -451,23 +512,7 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
         return False
     mailing = db.session.get(Mailing, claim.mailing_id)
     assert mailing is not None
-    moves: Counter[str] = Counter()
-    if outcome.sent:
-        _record_sent([{"rid": rid, "mid": mid, "at": at, "merge": merge}
-                      for rid, (mid, at, merge) in outcome.sent.items()], version_id, now)
-        moves[Response.SENT.value] += len(outcome.sent)
-    if outcome.final:
-        db.session.execute(
-            update(RT).where(RT.c.id == bindparam("rid")).values(
-                response=bindparam("resp"), response_at=now, detail=bindparam("detail"),
-                crash_unknown=False, updated_at=now,
-            ),
-            [{"rid": rid, "resp": resp.value, "detail": detail[:2000]}
-             for rid, (resp, detail) in outcome.final.items()],
-        )
-        for resp, _ in outcome.final.values():
-            moves[resp.value] += 1
-        _contact_effects(outcome.final)
+    moves, handed_off, refused = _record_new(outcome, version_id, now)
     # The rest of the batch was not tried: canceled with the mailing, else back in the queue.
     rest_response = None
     if mailing.status == Status.CANCELED.value:
@@ -483,9 +528,9 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
         moves[rest_response.value] += int(count or 0)
     else:
         db.session.execute(update(RT).where(rest).values(batch_id=None))
-    _count_moves(claim.mailing_id, moves, handed_off=len(outcome.sent), now=now)
-    if outcome.refused:
-        totals.bump(claim.mailing_id, {"refused": outcome.refused})
+    _count_moves(claim.mailing_id, moves, handed_off=handed_off, now=now)
+    if refused:
+        totals.bump(claim.mailing_id, {"refused": refused})
     db.session.commit()
     if redis is not None:
         try:
@@ -494,6 +539,71 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
             pass  # an orphan record expires by itself
     after_batch(claim.mailing_id, outcome)
     return True
+
+
+def _flush_progress(claim: Claim, outcome: BatchOutcome, version_id: int, reach: int) -> bool:
+    """A partial flush: commit the outcomes known so far and the sender's new bound (`_Progress`).
+
+    Recipients recorded here are no longer Planned, so neither the final `flush` nor the
+    reconciler's `_settle` touches them again. The conditional UPDATE comes first, as in `flush`:
+    it takes the batch row's lock (PostgreSQL) or the database's write lock (SQLite), so this and
+    the reconciler's own UPDATE of the batch run one after the other. If the reconciler moved the
+    batch out of "claimed" first, nothing is recorded and the sender stops; if this commits first,
+    the reconciler reads these recipients as no longer Planned and the new bound.
+    """
+    now = utcnow()
+    won = db.session.execute(
+        update(SendBatch)
+        .where(SendBatch.id == claim.batch_id, SendBatch.state == "claimed")
+        .values(attempts=reach)
+    ).rowcount
+    if not won:
+        db.session.rollback()
+        return False
+    moves, handed_off, refused = _record_new(outcome, version_id, now)
+    _count_moves(claim.mailing_id, moves, handed_off=handed_off, now=now)
+    if refused:
+        totals.bump(claim.mailing_id, {"refused": refused})
+    db.session.commit()
+    return True
+
+
+def _record_new(outcome: BatchOutcome, version_id: int,
+                now: datetime) -> tuple[Counter[str], int, int]:
+    """Record the outcomes no flush has recorded yet; returns the moves, hand-offs and refusals.
+
+    `outcome.sent` and `outcome.final` only grow, in the order the rows were sent, so what is
+    recorded is a prefix of each; `outcome.recorded` counts those prefixes (and the refusals).
+    """
+    done_sent, done_final, done_refused = outcome.recorded
+    sent = list(outcome.sent.items())[done_sent:]
+    final = dict(list(outcome.final.items())[done_final:])
+    moves: Counter[str] = Counter()
+    if sent:
+        _record_sent([{"rid": rid, "mid": mid, "at": at, "merge": merge}
+                      for rid, (mid, at, merge) in sent], version_id, now)
+        moves[Response.SENT.value] += len(sent)
+    _record_final(final, now, moves)
+    outcome.recorded = (len(outcome.sent), len(outcome.final), outcome.refused)
+    return moves, len(sent), outcome.refused - done_refused
+
+
+def _record_final(final: dict[int, tuple[Response, str]], now: datetime,
+                  moves: Counter[str]) -> None:
+    """Give recipients a response that is not Sent (with its detail), and its contact effects."""
+    if not final:
+        return
+    db.session.execute(
+        update(RT).where(RT.c.id == bindparam("rid")).values(
+            response=bindparam("resp"), response_at=now, detail=bindparam("detail"),
+            crash_unknown=False, updated_at=now,
+        ),
+        [{"rid": rid, "resp": resp.value, "detail": detail[:2000]}
+         for rid, (resp, detail) in final.items()],
+    )
+    for resp, _ in final.values():
+        moves[resp.value] += 1
+    _contact_effects(final)
 
 
 def _record_sent(rows: list[dict[str, Any]], version_id: int | None, now: datetime) -> None:
@@ -685,13 +795,17 @@ def settle_abandoned(redis: Redis) -> int:
     ).all()
     db.session.rollback()
     settled = 0
+    uptime: int | None = None
     for batch_id, mailing_id, claimed_at in batches:
         if is_alive(redis, batch_id):
             continue
-        ledger_present = bool(redis.exists(f"sb:ledger:{batch_id}"))
-        if not ledger_present and now - claimed_at < LOST_LEDGER_GRACE:
-            # Redis lost its data: a live sender flushes from memory; give it time to do so.
-            continue
+        if not ledger_exists(redis, batch_id):
+            # Redis lost its data: a live sender marks its batch alive again within a second and
+            # flushes from memory; wait until it has had time to do so.
+            if uptime is None:
+                uptime = int(redis.info("server")["uptime_in_seconds"])
+            if uptime < LOST_LEDGER_GRACE and now - claimed_at < timedelta(minutes=1):
+                continue  # (a batch claimed over a minute ago is not waited for)
         if _settle(redis, batch_id, mailing_id):
             settled += 1
     return settled
@@ -712,26 +826,41 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
     version_id = db.session.execute(
         select(func.max(MailingVersion.id)).where(MailingVersion.mailing_id == mailing_id)
     ).scalar_one()
+    # Only recipients still Planned: those a partial flush recorded are settled already.
     rows = db.session.execute(
         select(RT.c.id, RT.c.address, Contact.name, Contact.fields)
         .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
         .where(RT.c.batch_id == batch_id, RT.c.response == Response.PLANNED.value)
     ).all()
+    doubtful: set[int] = set()
+    if record.lost:
+        # No record: in doubt are the rows below the sender's last committed bound (read after
+        # the UPDATE above, so no partial flush can raise it any more); the rest were never tried.
+        # A bound of 0 comes from a claim made before bounds were kept: the whole batch.
+        reach = db.session.execute(
+            select(SendBatch.attempts).where(SendBatch.id == batch_id)).scalar_one()
+        below = select(RT.c.id).where(RT.c.batch_id == batch_id).order_by(RT.c.id)
+        doubtful = set(db.session.execute(below.limit(reach) if reach else below).scalars())
     moves: Counter[str] = Counter()
     sent_rows, unknown_ids, rest_ids = [], [], []
+    refused: dict[int, tuple[Response, str]] = {}
     for r in rows:
-        if record.lost or r.id in record.ambiguous:
+        if r.id in doubtful or r.id in record.ambiguous:
             unknown_ids.append(r.id)
         elif r.id in record.sent:
-            stamp, _, mid = record.sent[r.id].partition(":")
-            at = datetime.fromtimestamp(int(stamp), UTC)
+            mid, at = record.sent[r.id]
             sent_rows.append({"rid": r.id, "mid": mid, "at": at,
                               "merge": merge_data(r.name or "", r.address, r.fields)})
+        elif r.id in record.refused:
+            refused[r.id] = record.refused[r.id]  # what the server answered, not Unknown
         else:
             rest_ids.append(r.id)
     if sent_rows:
         _record_sent(sent_rows, version_id, now)
         moves[Response.SENT.value] += len(sent_rows)
+    _record_final(refused, now, moves)
+    if refused:
+        totals.bump(mailing_id, {"refused": len(refused)})
     if unknown_ids:
         detail = ("the Redis hand-off record was lost with the worker" if record.lost
                   else "the worker stopped during this hand-off; it may have been delivered")
@@ -751,8 +880,8 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
             db.session.execute(update(RT).where(RT.c.id.in_(rest_ids)).values(batch_id=None))
     _count_moves(mailing_id, moves, handed_off=len(sent_rows), now=now)
     db.session.commit()
-    log.warning("settled abandoned batch %s: %d sent, %d unknown, %d back in the queue",
-                batch_id, len(sent_rows), len(unknown_ids), len(rest_ids))
+    log.warning("settled abandoned batch %s: %d sent, %d refused, %d unknown, %d back in the queue",
+                batch_id, len(sent_rows), len(refused), len(unknown_ids), len(rest_ids))
     return True
 
 
