@@ -139,7 +139,7 @@ _REPLY = re.compile(r"(?<![\w.\-/:=+])([245][0-5]\d)(?=[\s\-]|$)")
 
 # RFC 3463 (and its registry): subject.detail -> reason.
 _CODES: dict[str, Reason] = {
-    "1.1": Reason.USER_UNKNOWN, "1.2": Reason.HOST_UNKNOWN, "1.3": Reason.USER_UNKNOWN,
+    "1.0": Reason.USER_UNKNOWN, "1.1": Reason.USER_UNKNOWN, "1.2": Reason.HOST_UNKNOWN, "1.3": Reason.USER_UNKNOWN,
     "1.4": Reason.USER_UNKNOWN, "1.6": Reason.HAS_MOVED, "1.7": Reason.SENDER,
     "1.8": Reason.SENDER, "1.10": Reason.NOT_ACCEPTING,
     "2.1": Reason.SUSPENDED, "2.2": Reason.MAILBOX_FULL, "2.3": Reason.TOO_LARGE,
@@ -183,7 +183,7 @@ def reply_code(text: str) -> str | None:
 
 def _code_reason(code: str) -> Reason | None:
     _, subject, detail = code.split(".")
-    if subject == "0" or detail == "0" and subject in {"1", "2", "5"}:
+    if subject == "0" or detail == "0" and subject in {"2", "5"}:
         return None  # "other" statuses say nothing beyond their class
     return _CODES.get(f"{subject}.{detail}")
 
@@ -395,7 +395,8 @@ _STAGE = re.compile(
     r">>>\s*(data|rcpt\s+to|mail\s+from|helo|ehlo)\b|smtp\s+command:?\s*(data|rcpt|mail|helo|ehlo)\b|"
     r"(but\s+sender\s+was\s+rejected|my\s+name\s+was\s+rejected|does\s+not\s+like\s+recipient|"
     r"failed\s+after\s+I\s+sent\s+the\s+message)|\[(rcpt)_?to\]|"
-    r"most\s+progress\s+was\s+(rcpt\s+to|mail\s+from)", re.IGNORECASE)
+    r"most\s+progress\s+was\s+(rcpt\s+to|mail\s+from)|"
+    r"did\s+not\s+like\s+our\s+(rcpt\s+to|mail\s+from|data)", re.IGNORECASE)
 _STAGE_NAMES = {"end of data": "DATA", "data": "DATA", "rcpt to": "RCPT", "rcpt": "RCPT",
                 "mail from": "MAIL", "mail": "MAIL", "helo": "CONNECT", "ehlo": "CONNECT",
                 "initial connection": "CONNECT", "but sender was rejected": "MAIL",
@@ -404,15 +405,12 @@ _STAGE_NAMES = {"end of data": "DATA", "data": "DATA", "rcpt to": "RCPT", "rcpt"
 
 
 _UNKNOWN_USER = next(p for r, p in _RULES if r is Reason.USER_UNKNOWN)
+# Words that say no more than "not delivered to this address": RFC 5321's generic 550 text
+# ("mailbox unavailable") and the short "user unknown" that filters answer with too.
 _BARE_UNKNOWN = re.compile(r"\b(?:user|recipient|addressee)\s+unknown\b|"
-                           r"\bunknown\s+(?:user|recipient)\b|\bno\s+such\s+(?:user|recipient)\b",
+                           r"\bunknown\s+(?:user|recipient)\b|\bno\s+such\s+(?:user|recipient)\b|"
+                           r"\bmailbox\s+unavailable\b|\binvalid\s+address\b",
                            re.IGNORECASE)
-
-
-# A reply that names the refused recipient first ("550 <a@b>: ...", "550 a@b... ..."): the form
-# MTAs answer RCPT TO with.
-_RCPT_REPLY = re.compile(r"\b[45]\d\d[ \-:]+(?:[45]\.\d{1,3}\.\d{1,3}[ \-]+)?<?[^\s<>@]+@[^\s<>]+?>?"
-                         r"(?:\.\.\.|:)\s")
 
 
 def _transcript_stage(text: str) -> str | None:
@@ -534,7 +532,7 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
     if reason is Reason.AUTO_REPLY:
         return Verdict(Reason.AUTO_REPLY, diagnostic=text[:1000], recipient=recipient,
                        action=act)
-    stage = stage or smtp_stage(text) or ("RCPT" if _RCPT_REPLY.search(text) else None)
+    stage = stage or smtp_stage(text)
     bare = reason is Reason.USER_UNKNOWN and not _UNKNOWN_USER.search(_BARE_UNKNOWN.sub(" ", text))
     if bare and stage == "DATA" and by_code is not Reason.USER_UNKNOWN:
         # The address was accepted at RCPT TO: a refusal of the message itself that says "user

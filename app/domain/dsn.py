@@ -107,7 +107,7 @@ _RECIPIENT_LINE = re.compile(
     r"|failed to deliver to|unable to deliver (?:message )?to|undeliverable to"
     r"|The following recipients returned permanent errors)[ \t]*[:;]?[ \t]*(?:rfc822;)?[ \t]*)?"
     r"[<\"'(\[]?(?:mailto:)?([\w.!#$%&'*+/=?^`{|}~\-]+@[\w\-]+(?:\.[\w\-]+)+)[>\"')\]]?"
-    r"(?![\w\-]|\.[\w\-])(?=[ \t]*$|[ \t]*[:.,;(<\[]|[ \t]+(?:on|at|was|user|failed|because|does|has|is|-|\.\.\.))",
+    r"(?![\w\-]|\.[\w\-])(?=[ \t]*$|[ \t]*[:.,;(<\[]|[ \t]+\S)",
     re.MULTILINE | re.I,
 )
 
@@ -371,6 +371,9 @@ def _recipient_of(group: dict[str, str]) -> str | None:
 # ---------------------------------------------------------------- plain text
 
 
+_SENDER_BEFORE = re.compile(r"(?:sent by|from|sender(?: address)?)\s*:?\s*$", re.I)
+
+
 def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
     """(address, the text about it) for each recipient a plain-text bounce names, in order."""
     lines = list(_RECIPIENT_LINE.finditer(human))
@@ -381,6 +384,8 @@ def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
         if address in exclude or local in ("mailer-daemon", "postmaster") or "+" in local \
                 and local.split("+")[0] in ("bounce", "bounces"):
             continue
+        if _SENDER_BEFORE.search(human[max(0, match.start() - 60):match.start()]):
+            continue  # "A message sent by <address>": the sender, not a recipient
         found.append((address, match.start(), match.end()))
     out: dict[str, list[str]] = {}
     for i, (address, start, _) in enumerate(found):
@@ -453,7 +458,10 @@ def _json_arrays(text: str) -> list[dict[str, Any]]:
 
 def _notification(text: str) -> tuple[Kind, list[Verdict]] | None:
     """An e-mailed provider notification (JSON with notificationType/eventType, as SNS sends)."""
-    for data in _json_objects(text) or _json_arrays(text):
+    unwrapped = re.sub(r"\r?\n[ \t]", "", text)  # a notification folded by the mail system
+    found = _json_objects(text) or _json_objects(unwrapped) or _json_arrays(unwrapped) \
+        or _json_arrays(unwrapped.replace('\\"', '"'))
+    for data in found:
         kind = str(data.get("notificationType") or data.get("eventType") or "").lower()
         if kind == "bounce":
             section = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
