@@ -13,12 +13,14 @@ class Thresholds:
 
 
 def interrupt_reason(*, handed_off: int, hard_bounces: int, complaints: int,
-                     limits: Thresholds) -> str | None:
+                     limits: Thresholds, blocked: int = 0) -> str | None:
     """Why the mailing must stop now, or None. Rates are judged only after `min_sample` messages,
-    so three early bounces do not stop a large mailing."""
+    so three early bounces do not stop a large mailing. The bounce rate counts hard bounces and
+    refusals aimed at the sender (Blocked): a block-listed IP must stop a mailing too, though it
+    leaves the contacts valid."""
     if handed_off < max(1, limits.min_sample):
         return None
-    bounce = hard_bounces / handed_off
+    bounce = (hard_bounces + blocked) / handed_off
     if bounce > limits.bounce_rate:
         return (f"bounce rate {bounce:.1%} passed the {limits.bounce_rate:.1%} limit "
                 f"after {handed_off:,} messages")

@@ -22,7 +22,9 @@ from typing import Any
 from flask import current_app
 
 from app.domain import dsn
-from app.services.responses import DEFERRED, Event, apply_events
+from app.domain.bounces import Reason, Verdict
+from app.domain.responses import Response
+from app.services.responses import AUTO_REPLY, DEFERRED, DELIVERED_REPORT, Event, apply_events
 from app.services.tokens import read_recipient_token
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,14 @@ class Bounce:
 
 def to_event(raw: bytes, envelope: Sequence[str] = (), *,
              now: datetime | None = None) -> Bounce:
-    """Parse one bounce message into the event it stands for (None for mail that is no bounce)."""
+    """Parse one bounce message into the event it stands for (None for mail that is no bounce).
+
+    We send one message per recipient, so a report naming several recipients is about ours
+    through the verdict whose address is the returned message's To: (else its first failure);
+    the event detail carries that verdict's reason and whether the address is permanently bad.
+    """
     report = dsn.parse(raw, envelope)
+    event_id = "sha256:" + hashlib.sha256(raw).hexdigest()
     if report.kind == "unsubscribe":
         # Only the signed token in the address counts: nothing else names the recipient.
         rid = read_recipient_token(report.token) if report.token else None
@@ -49,15 +57,11 @@ def to_event(raw: bytes, envelope: Sequence[str] = (), *,
             return Bounce(report, None)
         return Bounce(report, Event(
             kind="unsubscribed", source="mailto", occurred_at=now or datetime.now(UTC),
-            recipient_id=rid, provider_event_id="sha256:" + hashlib.sha256(raw).hexdigest(),
+            recipient_id=rid, provider_event_id=event_id,
             detail={"scope": "all", "via": "mailto"}))
-    if report.kind == "complaint":
-        kind = "spam"
-    elif report.kind == "delay":
-        kind = DEFERRED
-    elif report.kind == "bounce" and report.response is not None:
-        kind = report.response.value
-    else:
+    verdict = report.chosen
+    kind = event_kind(report.kind, verdict)
+    if kind is None or verdict is None:
         return Bounce(report, None)
     target: dict[str, Any] = {}
     rid = read_recipient_token(report.token) if report.token else None
@@ -67,13 +71,28 @@ def to_event(raw: bytes, envelope: Sequence[str] = (), *,
         target["message_id"] = report.original_message_id
     else:
         return Bounce(report, None)
-    detail = {k: v for k, v in (("status", report.status), ("diagnostic", report.diagnostic),
-                                ("final_recipient", report.final_recipient),
-                                ("feedback_type", report.feedback_type)) if v}
+    detail: dict[str, Any] = dict(verdict.detail())
+    if len(report.verdicts) > 1:
+        detail["recipients_in_report"] = len(report.verdicts)
     event = Event(kind=kind, source=SOURCE, occurred_at=now or datetime.now(UTC),
-                  provider_event_id="sha256:" + hashlib.sha256(raw).hexdigest(),
-                  detail=detail or None, **target)
+                  provider_event_id=event_id, detail=detail, **target)
     return Bounce(report, event)
+
+
+def event_kind(report_kind: str, verdict: Verdict | None) -> str | None:
+    """The response event kind for a report and the verdict about our recipient."""
+    if verdict is None or report_kind == "other":
+        return None
+    if report_kind == "complaint" or verdict.reason is Reason.COMPLAINT:
+        return Response.SPAM.value
+    if verdict.reason is Reason.AUTO_REPLY:
+        return AUTO_REPLY
+    if verdict.reason is Reason.DELIVERED:
+        return DELIVERED_REPORT
+    if verdict.delayed or report_kind == "delay":
+        return DEFERRED
+    response = verdict.response
+    return response.value if response is not None else None
 
 
 def _apply(bounces: list[Bounce], counts: Counter[str]) -> None:

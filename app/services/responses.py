@@ -15,8 +15,9 @@ Rules (DESIGN.md, "Per-recipient responses"):
   already final: a person who asks to leave is never mailed again.
 
 Event kinds: a Response value that events may set (sent, delivered, soft_bounce, hard_bounce,
-blocked, dropped, spam, unsubscribed, delivery_error, unknown), ``open``, ``click``, and two that
-only go to the timeline: ``deferred`` (the provider retries later) and ``resubscribed``.
+blocked, dropped, spam, unsubscribed, delivery_error, unknown), ``open``, ``click``, and those that
+only go to the timeline: ``deferred`` (the provider retries later), ``resubscribed``,
+``auto_reply``, ``delivered_report`` and ``reclassified`` (a bounce read again).
 
 Mailing counters written here (MailingCounter names; the dashboard reads them):
 
@@ -99,7 +100,10 @@ OPEN = "open"
 CLICK = "click"
 DEFERRED = "deferred"
 RESUBSCRIBED = "resubscribed"
-TIMELINE_ONLY = frozenset({DEFERRED, RESUBSCRIBED})
+AUTO_REPLY = "auto_reply"  # a vacation or other automatic answer (RFC 3834)
+DELIVERED_REPORT = "delivered_report"  # a DSN saying the message arrived
+RECLASSIFIED = "reclassified"  # a bounce read again by a newer classifier
+TIMELINE_ONLY = frozenset({DEFERRED, RESUBSCRIBED, AUTO_REPLY, DELIVERED_REPORT, RECLASSIFIED})
 # Responses an event may ask for; the not-sent ones and Planned belong to the sender alone.
 EVENT_RESPONSES = frozenset(r.value for r in Response) - {r.value for r in NOT_SENT} - {
     Response.PLANNED.value

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import and_, bindparam, exists, func, select, update
 
 from app.domain import eligibility
-from app.domain.bounces import classify_status
+from app.domain.bounces import classify_reply
 from app.domain.lifecycle import Status
 from app.domain.responses import Response
 from app.domain.thresholds import Thresholds, interrupt_reason, quota_left
@@ -379,9 +379,9 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
                 elif result.outcome is Outcome.REFUSED_PERMANENT:
                     transient_streak = 0
                     detail = f"{result.code} {result.text}"
-                    response = classify_status(str(result.code), result.text)
-                    if response is Response.SOFT_BOUNCE:
-                        response = Response.HARD_BOUNCE if result.code >= 550 else response
+                    # Hard only when the reply says the address itself is bad (RFC 3463).
+                    response = (classify_reply(result.code, result.text).response
+                                or Response.SOFT_BOUNCE)
                     outcome.final[row.id] = (response, detail)
                     outcome.refused += 1
                     pending.append(refused_entry(row.id, response, detail))
@@ -682,6 +682,7 @@ def after_batch(mailing_id: int, outcome: BatchOutcome) -> None:
     attempts = counters.get("handed_off", 0) + counters.get("refused", 0)
     reason = interrupt_reason(
         handed_off=attempts, hard_bounces=counters.get("hard_bounces", 0),
+        blocked=counters.get("blocked", 0),
         complaints=counters.get("complaints", 0), limits=limits,
     )
     if reason:

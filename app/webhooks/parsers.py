@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from app.domain.bounces import classify_status
+from app.domain.bounces import Reason, Verdict, classify
 from app.domain.responses import Response
 from app.services.responses import (
     CLICK,
@@ -111,6 +111,15 @@ _SG_SIMPLE = {
 }
 
 
+def _bounce_kind(verdict: Verdict) -> str:
+    """The event kind for a provider's bounce: hard only for a permanently bad address."""
+    return (verdict.response or Response.SOFT_BOUNCE).value
+
+
+def _verdict_detail(verdict: Verdict) -> dict[str, Any]:
+    return {"bounce_reason": verdict.reason.value, "permanent": verdict.permanent}
+
+
 def sendgrid(payload: Any, read_token: TokenReader) -> list[Event]:
     """SendGrid Event Webhook: a JSON array; custom args (unique_args) sit on each event."""
     out = []
@@ -124,9 +133,11 @@ def sendgrid(payload: Any, read_token: TokenReader) -> list[Event]:
         if name == "bounce":
             status, reason = _str(item.get("status"), 20), _str(item.get("reason"))
             bounce_type = item.get("type", "bounce")
-            kind = (Response.BLOCKED.value if bounce_type == "blocked"
-                    else classify_status(status, reason).value)
-            detail = {"status": status, "diagnostic": reason, "type": _str(bounce_type, 20)}
+            verdict = classify(status, reason, action="failed")
+            kind = (Response.BLOCKED.value if bounce_type == "blocked" and not verdict.permanent
+                    else _bounce_kind(verdict))
+            detail = {"status": status, "diagnostic": reason, "type": _str(bounce_type, 20),
+                      **_verdict_detail(verdict)}
         elif name in _SG_SIMPLE:
             kind = _SG_SIMPLE[name]
             if name in ("dropped", "deferred"):
@@ -167,15 +178,17 @@ def mailgun(data: Any, read_token: TokenReader) -> list[Event]:
     if name == "failed":
         code = _str(status.get("enhanced-code") or status.get("code"), 20)
         text = _str(status.get("description") or status.get("message"))
-        detail = {"status": code, "diagnostic": text, "reason": _str(data.get("reason"), 100)}
+        verdict = classify(code, text, action="failed")
+        detail = {"status": code, "diagnostic": text, "reason": _str(data.get("reason"), 100),
+                  **_verdict_detail(verdict)}
         if data.get("severity") == "temporary":
             kind = Response.SOFT_BOUNCE.value
         elif str(data.get("reason", "")).startswith("suppress"):
             kind = Response.DROPPED.value  # Mailgun refused: a suppressed address
         else:
-            kind = classify_status(code or "5.0.0", text).value
-            if kind == Response.SOFT_BOUNCE.value:
-                kind = Response.HARD_BOUNCE.value  # Mailgun gave up: permanent
+            # Mailgun gave up: its own word is the only evidence when the reply says nothing.
+            kind = (Response.HARD_BOUNCE.value if verdict.reason is Reason.UNDEFINED
+                    else _bounce_kind(verdict))
     elif name in ("accepted", "delivered", "opened", "clicked", "complained", "unsubscribed",
                   "rejected"):
         kind = {
@@ -234,18 +247,21 @@ def ses(notification: Any, sns_message_id: str, read_token: TokenReader) -> list
         first = people[0] if isinstance(people, list) and isinstance(people[0], dict) else {}
         status, diag = _str(first.get("status"), 20), _str(first.get("diagnosticCode"))
         bounce_type = section.get("bounceType")
-        classified = classify_status(status, diag)
+        verdict = classify(status, diag, action="failed")
         if bounce_type == "Permanent":
-            kind = (Response.BLOCKED if classified is Response.BLOCKED
-                    else Response.HARD_BOUNCE).value
+            # "NoEmail" is SES saying the address does not exist; with no reply to read, its
+            # permanent verdict is the only evidence.
+            no_email = section.get("bounceSubType") == "NoEmail"
+            kind = (Response.HARD_BOUNCE.value if no_email or verdict.reason is Reason.UNDEFINED
+                    else _bounce_kind(verdict))
         elif bounce_type == "Transient":
             kind = Response.SOFT_BOUNCE.value
         elif bounce_type == "Undetermined":
-            kind = classified.value
+            kind = _bounce_kind(verdict)
         else:
             raise PayloadError("Message: bounce without a known bounceType")
         detail = {"status": status, "diagnostic": diag, "type": _str(bounce_type, 20),
-                  "subtype": _str(section.get("bounceSubType"), 40)}
+                  "subtype": _str(section.get("bounceSubType"), 40), **_verdict_detail(verdict)}
     elif name == "Complaint":
         if section.get("complaintFeedbackType") == "not-spam":
             return []
@@ -299,7 +315,7 @@ def generic(payload: Any, read_token: TokenReader) -> list[Event]:
         when = _time(item.get("timestamp"), where)
         status, diag = _str(item.get("status"), 20), _str(item.get("diagnostic"))
         if name == "bounce":
-            kind = classify_status(status, diag).value
+            kind = _bounce_kind(classify(status, diag, action="failed"))
         else:
             kind = _GENERIC_ALIASES.get(name, name)
             if kind not in KINDS:

@@ -168,3 +168,11 @@ def test_eta(handed_off: int, eligible: int, elapsed: float, eta: float | None) 
         assert result is None
     else:
         assert result == pytest.approx(eta)
+
+
+def test_blocked_refusals_count_toward_the_bounce_rate() -> None:
+    """A block-listed sending IP leaves contacts valid (Blocked) but must still stop the mailing."""
+    assert interrupt_reason(handed_off=1000, hard_bounces=50, complaints=0, limits=LIMITS) is None
+    assert interrupt_reason(handed_off=1000, hard_bounces=50, blocked=60, complaints=0,
+                            limits=LIMITS) == (
+        "bounce rate 11.0% passed the 10.0% limit after 1,000 messages")

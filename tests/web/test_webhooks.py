@@ -294,18 +294,21 @@ def ses_mail(r):
             "commonHeaders": {"messageId": "<0102-ses@email.amazonses.com>"}}
 
 
-@pytest.mark.parametrize(("bounce_type", "status", "expected"), [
-    ("Permanent", "5.1.1", "hard_bounce"),
-    ("Transient", "4.2.2", "soft_bounce"),
-    ("Undetermined", "5.7.1", "blocked"),
+@pytest.mark.parametrize(("bounce_type", "status", "diagnostic", "expected"), [
+    ("Permanent", "5.1.1", "smtp; 550 5.1.1 user unknown", "hard_bounce"),
+    # Permanent for the message, not for the address: the contact stays valid.
+    ("Permanent", "5.1.1", "smtp; 550 blocked", "blocked"),
+    ("Permanent", "", "", "hard_bounce"),
+    ("Transient", "4.2.2", "smtp; 550 blocked", "soft_bounce"),
+    ("Undetermined", "5.7.1", "smtp; 550 blocked", "blocked"),
 ])
-def test_ses_bounces(client, rows, sns_signer, bounce_type, status, expected):
+def test_ses_bounces(client, rows, sns_signer, bounce_type, status, diagnostic, expected):
     r = rows[0]
     inner = {"notificationType": "Bounce", "mail": ses_mail(r),
              "bounce": {"bounceType": bounce_type, "bounceSubType": "General",
                         "timestamp": "2026-11-23T10:01:00.000Z",
                         "bouncedRecipients": [{"emailAddress": r.address, "status": status,
-                                               "diagnosticCode": "smtp; 550 blocked"}]}}
+                                               "diagnosticCode": diagnostic}]}}
     resp = client.post("/webhooks/ses", json=sns_signer(sns_notification(inner), "2"))
     assert resp.status_code == 200, resp.json
     assert response_of(r) == expected
