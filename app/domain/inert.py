@@ -42,9 +42,6 @@ _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})[ \t\r\n\f]?|\\(.)", re.DOTALL)
 _URL_NOISE = re.compile(r"[\t\r\n]")
 # "t/o/" or "t/c/" starting a path segment: "/t/o/", or a relative "t/o/" after a delimiter.
 _MARKER = re.compile(r"(?<![a-z0-9\-_.~%])t/([oc])/")
-_SLASHES = re.compile(r"/{2,}")
-_DOT_SEGMENT = re.compile(r"/\.(?=/|$)")
-_PARENT_SEGMENT = re.compile(r"/[^/]*/\.\.(?=/|$)")
 _CLICK = re.compile(r"/t/c/([^/?#\s]+)/(\d{1,18})(?![\d])", re.IGNORECASE)
 _NAME = re.compile(r"[a-zA-Z_:][-a-zA-Z0-9_:.]*\Z")
 _TAG = re.compile(r"[a-zA-Z][a-zA-Z0-9-]*\Z")
@@ -65,15 +62,20 @@ def _css_unescape(value: str) -> str:
 
 
 def _resolve(path: str) -> str:
-    """Slashes merged and dot segments resolved, as a browser and the router would."""
-    path = _SLASHES.sub("/", path)
-    for _ in range(64):
-        resolved = _PARENT_SEGMENT.sub("", _DOT_SEGMENT.sub("", path), count=1)
-        resolved = _SLASHES.sub("/", resolved)
-        if resolved == path:
-            break
-        path = resolved
-    return path
+    """Dot segments resolved and slashes merged, as a browser and the router would (linear)."""
+    if "." not in path and "//" not in path:
+        return path
+    stack: list[str] = []
+    segments = path.split("/")
+    for segment in segments:
+        if segment == "..":
+            if stack:
+                stack.pop()
+        elif segment not in (".", ""):
+            stack.append(segment)
+    head = "/" if path.startswith("/") else ""
+    tail = "/" if segments[-1] in ("", ".", "..") and stack else ""
+    return head + "/".join(stack) + tail
 
 
 def _variants(value: str) -> list[str]:
@@ -87,14 +89,20 @@ def _variants(value: str) -> list[str]:
     found = []
     for candidate in (decoded, _css_unescape(decoded)):
         for form in (candidate, candidate.replace("\\", "/")):
-            found.append(_resolve(_URL_NOISE.sub("", form).lower()))
+            form = _URL_NOISE.sub("", form).lower()
+            found += [form, _resolve(form)]
     return found
 
 
 def _kinds(value: str) -> set[str]:
     """"o" and/or "c" for each kind of tracking address the value holds, in any spelling."""
-    if "/" not in value and not any(ch in value for ch in "&%\\"):
-        return set()
+    if not any(ch in value for ch in "&%\\"):
+        # Nothing to decode: a marker needs "t/" once tabs and line breaks are gone (dot
+        # segments and doubled slashes between "t" and "o" still leave a "t/").
+        plain = _URL_NOISE.sub("", value).lower()
+        if "t/" not in plain:
+            return set()
+        return {m.group(1) for form in (plain, _resolve(plain)) for m in _MARKER.finditer(form)}
     return {m.group(1) for form in _variants(value) for m in _MARKER.finditer(form)}
 
 

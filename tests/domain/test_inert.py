@@ -128,13 +128,14 @@ def test_link_ids_are_read_from_every_spelling() -> None:
 
 
 @pytest.mark.parametrize("value", [PIXEL, click(5), "/T/C/x/1", "%2ft%2fo%2fx", "&#x2F;t&#x2F;c&#x2F;",
-                                   "\\t\\o\\x", "/t/./c/x", "/t/x/../o/y", "url(t/o/x)"])
+                                   "\\t\\o\\x", "/t/./c/x", "/t/x/../o/y", "url(t/o/x)",
+                                   "/t/" + "x/../" * 70 + "o/y", "/t//o/y", "/t/\no/y"])
 def test_tracking_spellings(value: str) -> None:
     assert is_tracking(value) and holds_tracking_address(value)
 
 
 @pytest.mark.parametrize("value", ["https://shop.example/", "https://h/start/o/", "/u/token",
-                                   "https://t.co/abc", "tot/o/"])
+                                   "https://t.co/abc", "tot/o/", "/t/x/..", "/t/ o/y"])
 def test_not_tracking(value: str) -> None:
     assert not is_tracking(value) and not holds_tracking_address(value)
 
