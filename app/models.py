@@ -393,6 +393,22 @@ class Setting(db.Model):  # type: ignore[name-defined,misc]
     value: Mapped[Any] = mapped_column(JSON)
 
 
+class DkimKey(db.Model):  # type: ignore[name-defined,misc]
+    """A sending domain's DKIM signing key. The private key is only read to sign; pages show
+    the public key as the DNS record to publish."""
+
+    __tablename__ = "dkim_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)  # lower case, ASCII (xn--) form
+    selector: Mapped[str] = mapped_column(String(200))
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    public_key: Mapped[str] = mapped_column(Text)  # base64 DER, the record's p= tag
+    bits: Mapped[int] = mapped_column(Integer)
+    origin: Mapped[str] = mapped_column(String(20), default="generated")  # generated | uploaded
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class QuotaUsage(db.Model):  # type: ignore[name-defined,misc]
     """Messages handed off per calendar month, for the monthly sending quota."""
 
@@ -425,6 +441,7 @@ __all__ = [
     "BigId",
     "Contact",
     "ContactList",
+    "DkimKey",
     "EmailType",
     "ImportJob",
     "ListMember",

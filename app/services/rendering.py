@@ -12,10 +12,12 @@ its Message-ID and hand-off time, so staff can see byte-for-byte what a client r
 from __future__ import annotations
 
 import binascii
+import copy
 import email.utils
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -181,10 +183,15 @@ class Built:
 
 
 class MessageBuilder:
-    """Builds recipients' messages for one frozen version; reuse it for a whole batch."""
+    """Builds recipients' messages for one frozen version; reuse it for a whole batch.
 
-    def __init__(self, content: dict[str, Any]) -> None:
+    With a `signer` (a DKIM key of the From domain), every message's final bytes are signed.
+    """
+
+    def __init__(self, content: dict[str, Any],
+                 signer: Callable[[bytes, datetime], bytes] | None = None) -> None:
         self.content = content
+        self.signer = signer
         try:
             self.subject_t = _TEXT_ENV.from_string(content["subject"])
             self.html_t = _HTML_ENV.from_string(content["html"]) if content["html"] else None
@@ -262,7 +269,19 @@ class MessageBuilder:
             head = headers.encode("ascii")
         except UnicodeEncodeError as exc:
             raise TemplateProblem(f"a header cannot be written as 7-bit text: {exc}") from exc
-        return Built(envelope_from, head + body)
+        data = head + body
+        if self.signer is not None:
+            data = self._sign(data, sent_at)
+        return Built(envelope_from, data)
+
+    def _sign(self, data: bytes, sent_at: datetime) -> bytes:
+        from app.services.dkim import SigningError
+
+        assert self.signer is not None
+        try:
+            return self.signer(data, sent_at)
+        except SigningError as exc:
+            raise TemplateProblem(str(exc)) from exc
 
 
 @lru_cache(maxsize=32)
@@ -271,8 +290,25 @@ def _builder_cache(version_id: int, content_json: str) -> MessageBuilder:
 
 
 def builder_for(version_id: int, content: dict[str, Any]) -> MessageBuilder:
-    """A cached builder per frozen version (a worker process sends many batches of one)."""
-    return _builder_cache(version_id, json.dumps(content, sort_keys=True))
+    """The builder of a frozen version, signing with the From domain's DKIM key if it has one.
+
+    The compiled templates are cached per version (a worker process sends many batches of one);
+    the key is looked up on each call, so once per batch: a key added or deleted in Settings
+    applies from the next batch, and no message costs a query. Raises TemplateProblem when the
+    stored key cannot be used.
+    """
+    from app.services.dkim import SigningError, signer_for
+
+    builder = _builder_cache(version_id, json.dumps(content, sort_keys=True))
+    try:
+        signer = signer_for(str(content.get("domain") or ""))
+    except SigningError as exc:
+        raise TemplateProblem(str(exc)) from exc
+    if signer is None:
+        return builder
+    signed = copy.copy(builder)  # shares the compiled templates, not the signer
+    signed.signer = signer
+    return signed
 
 
 def new_message_id(recipient_id: int, domain: str) -> str:
