@@ -78,7 +78,8 @@ _ORIGINAL_MARKER = re.compile(
     r"|^[ \t]*(?:Original message follows|Original message header|\*\*\* Original message|"
     r"The original message (?:was|is) (?:attached|included|enclosed|below|as follows)|"
     r"The original message headers|The header of the original|Below is a copy|"
-    r"--- The header of the original|Return-Path: |Received: from )",
+    r"--- The header of the original|Return-Path: |Received: from |"
+    r"Content-Type:\s*(?:message/rfc822|text/rfc822-headers?|message/rfc822-headers))",
     re.I | re.MULTILINE,
 )
 _FEEDBACK_TYPE = re.compile(r"^Feedback-Type:\s*([\w-]+)", re.MULTILINE | re.I)
@@ -587,7 +588,7 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
                       feedback_type=found_verdicts[0].feedback_type if found_verdicts else None,
                       **base)
 
-    if _UNSUBSCRIBE_SUBJECT.match(subject):
+    if address_token and _UNSUBSCRIBE_SUBJECT.match(subject):
         # A person using the mailto: List-Unsubscribe link of a message we sent them.
         return Report(kind="unsubscribe", token=address_token, report_message_id=own_id)
 

@@ -1,130 +1,229 @@
-"""Bounce classification (DESIGN.md "Per-recipient responses"; RFC 3463 enhanced status codes).
+"""The bounce classifier: a reason per failure, and hard only for a permanently bad address.
 
-Hard bounce: a permanent failure about the recipient (5.x.x). Soft bounce: a transient failure
-(4.x.x, deferred past retry, mailbox full), or a content filter (the address is fine). Blocked: the
-receiving provider blocks the sender (block lists, reputation, authentication).
+RFC 3463 enhanced status codes, RFC 5321/7504 reply codes and the wording of common MTAs and
+providers. Hard bounce: the address itself is bad (user or host unknown, moved, null MX). Blocked:
+a refusal aimed at the sender, the content or the sending IP. Soft bounce: anything temporary or
+undetermined (mailbox full, expired, rate limited, system or network trouble).
 """
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.domain.bounces import classify_status, enhanced_code
+from app.domain.bounces import (
+    Reason,
+    Verdict,
+    classify,
+    classify_reply,
+    classify_status,
+    enhanced_code,
+    smtp_stage,
+)
 from app.domain.responses import Response
 
 HARD, SOFT, BLOCKED = Response.HARD_BOUNCE, Response.SOFT_BOUNCE, Response.BLOCKED
+R = Reason
 
-# (DSN Status field or None, diagnostic text as the server wrote it, expected class)
-CASES: list[tuple[str | None, str, Response]] = [
-    # --- Postfix (bounce DSN "Diagnostic-Code: smtp; ..." and log "said:" lines) ---
-    ("5.1.1", "smtp; 550 5.1.1 <jane@example.com>: Recipient address rejected: User unknown in virtual "
-              "mailbox table", HARD),
+# (DSN Status field or None, the server's words, expected reason, expected response)
+CASES: list[tuple[str | None, str, Reason, Response]] = [
+    # --- Postfix ("said: ... (in reply to RCPT TO command)", DSN "smtp; ...") ---
+    ("5.1.1", "smtp; 550 5.1.1 <jane@example.com>: Recipient address rejected: User unknown in "
+              "virtual mailbox table", R.USER_UNKNOWN, HARD),
     (None, "host mx.example.com[203.0.113.7] said: 550 5.1.1 <jane@example.com>: Recipient address "
-           "rejected: User unknown in local recipient table (in reply to RCPT TO command)", HARD),
-    ("5.4.4", "Host or domain name not found. Name service error for name=exmaple.com type=A: Host not found",
-     HARD),
-    ("4.4.1", "connect to mx.example.org[198.51.100.7]:25: Connection timed out", SOFT),
-    (None, "host mx.example.com[203.0.113.7] said: 452 4.2.2 Mailbox full (in reply to RCPT TO command)", SOFT),
+           "rejected: User unknown in local recipient table (in reply to RCPT TO command)",
+     R.USER_UNKNOWN, HARD),
+    ("5.4.4", "Host or domain name not found. Name service error for name=exmaple.com type=A: "
+              "Host not found", R.HOST_UNKNOWN, HARD),
+    ("5.4.4", "Host or domain name not found. Name service error for name=example.com type=MX: "
+              "Host not found, try again", R.NETWORK_ERROR, SOFT),
+    ("4.4.1", "connect to mx.example.org[198.51.100.7]:25: Connection timed out",
+     R.NETWORK_ERROR, SOFT),
+    (None, "host mx.example.com[203.0.113.7] said: 452 4.2.2 Mailbox full (in reply to RCPT TO "
+           "command)", R.MAILBOX_FULL, SOFT),
     (None, "host mx.example.com[203.0.113.7] said: 554 5.7.1 Service unavailable; Client host "
-           "[192.0.2.10] blocked using zen.spamhaus.org", BLOCKED),
-    (None, "host mx.example.com[203.0.113.7] said: 450 4.7.1 <jane@example.com>: Recipient address "
-           "rejected: Greylisted, see http://postgrey.schweikert.ch/", SOFT),
-    ("5.0.0", "smtp; 554 Rejected: 192.0.2.10 listed at zen.spamhaus.org", BLOCKED),
-    ("4.0.0", "delivery temporarily suspended: connect to mx.example.net[198.51.100.20]:25: Connection refused",
-     SOFT),
-    # --- Exim ("SMTP error from remote mail server after ...", "host ... [ip]: ...") ---
-    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 550 No such user here",
-     HARD),
-    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 550 5.1.1 <bob@example.net>: "
-           "Recipient address rejected: User unknown in local recipient table", HARD),
-    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 421 Service not available, "
-           "closing transmission channel", SOFT),
+           "[192.0.2.10] blocked using zen.spamhaus.org", R.BLOCKED, BLOCKED),
+    (None, "host mx.example.com[203.0.113.7] said: 450 4.7.1 <jane@example.com>: Recipient "
+           "address rejected: Greylisted, see http://postgrey.example.org/", R.RATE_LIMITED, SOFT),
+    ("5.0.0", "smtp; 554 Rejected: 192.0.2.10 listed at zen.spamhaus.org", R.BLOCKED, BLOCKED),
+    # A user unknown after the message was sent is a filter's answer, not a missing mailbox.
+    (None, "host mx.example.jp[203.0.113.8] said: 550 Unknown user ann@example.jp (in reply to "
+           "end of DATA command)", R.FILTERED, BLOCKED),
+    # The local delivery program failed: the system, not the address.
+    ("5.1.1", "procmail: Couldn't create \"/var/spool/mail/ann\"", R.SYSTEM_ERROR, SOFT),
+    # --- Exim ---
+    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 550 No such user "
+           "here", R.USER_UNKNOWN, HARD),
+    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 421 Service not "
+           "available, closing transmission channel", R.SYSTEM_ERROR, SOFT),
     (None, "SMTP error from remote mail server after MAIL FROM:<bounce@sender.example> SIZE=4020: "
-           "550 rejected because 192.0.2.10 is in a black list at zen.spamhaus.org", BLOCKED),
-    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 552 Mailbox is full", SOFT),
-    (None, "host mx.example.net [198.2.131.20]: 550 5.7.1 Client host rejected: listed at bl.spamcop.net",
-     BLOCKED),
-    (None, "host mx.example.net [64.4.22.10]: 550 5.1.1 <bob@example.net>: Recipient address rejected",
-     HARD),
-    (None, "Unrouteable address", HARD),
-    (None, "retry timeout exceeded", SOFT),
-    (None, "all hosts for 'example.net' have been failing for a long time (and retry time not reached)",
-     SOFT),
-    # --- Microsoft Exchange / Outlook.com ---
-    (None, "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", HARD),
-    (None, "Remote Server returned '550 5.1.1 RESOLVER.ADR.ExRecipNotFound; not found'", HARD),
-    (None, "554 5.2.2 mailbox full; STOREDRV.Deliver.Exception:QuotaExceededException.MapiExceptionShutoffQuota",
-     SOFT),
-    (None, "550 5.4.1 Recipient address rejected: Access denied. AS(201806281) [DB5EUR03FT012.eop-EUR03.prod]",
-     HARD),
-    (None, "550 5.7.1 Unfortunately, messages from [192.0.2.10] weren't sent. Please contact your Internet "
-           "service provider since part of their network is on our block list (S3150).", BLOCKED),
-    (None, "550 5.7.606 Access denied, banned sending IP [192.0.2.10]. To request removal from this list "
-           "please visit https://sender.office.com/", BLOCKED),
-    (None, "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP.", BLOCKED),
-    (None, "452 4.3.1 Insufficient system resources", SOFT),
-    (None, "451 4.4.0 DNS query failed", SOFT),
-    (None, "550 5.7.350 Remote server returned message detected as spam -> 554 5.7.1 Message rejected", SOFT),
+           "550 rejected because 192.0.2.10 is in a black list at zen.spamhaus.org",
+     R.BLOCKED, BLOCKED),
+    (None, "SMTP error from remote mail server after MAIL FROM:<bounce@sender.example>: 550 5.1.8 "
+           "Domain of sender address bounce@sender.example does not exist", R.SENDER, BLOCKED),
+    (None, "SMTP error from remote mail server after RCPT TO:<bob@example.net>: 552 Mailbox is full",
+     R.MAILBOX_FULL, SOFT),
+    (None, "retry timeout exceeded", R.EXPIRED, SOFT),
+    (None, "all hosts for 'example.net' have been failing for a long time (and retry time not "
+           "reached)", R.EXPIRED, SOFT),
+    (None, "an MX or SRV record indicated no SMTP service", R.NOT_ACCEPTING, HARD),
+    # --- qmail ---
+    (None, "203.0.113.25 does not like recipient. Remote host said: 550 sorry, no mailbox here by "
+           "that name. (#5.1.1)", R.USER_UNKNOWN, HARD),
+    (None, "Connected to 203.0.113.25 but sender was rejected. Remote host said: 553 sorry, your "
+           "envelope sender domain must exist (#5.7.1)", R.SENDER, BLOCKED),
+    # --- Microsoft ---
+    (None, "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+     R.USER_UNKNOWN, HARD),
+    (None, "Remote Server returned '550 5.1.1 RESOLVER.ADR.ExRecipNotFound; not found'",
+     R.USER_UNKNOWN, HARD),
+    (None, "554 5.2.2 mailbox full; STOREDRV.Deliver.Exception:QuotaExceededException",
+     R.MAILBOX_FULL, SOFT),
+    (None, "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)",
+     R.USER_UNKNOWN, HARD),
+    (None, "550 5.7.1 Unfortunately, messages from [192.0.2.10] weren't sent. Please contact your "
+           "Internet service provider since part of their network is on our block list (S3150).",
+     R.BLOCKED, BLOCKED),
+    (None, "550 5.7.606 Access denied, banned sending IP [192.0.2.10].", R.BLOCKED, BLOCKED),
+    (None, "452 4.3.1 Insufficient system resources", R.SYSTEM_ERROR, SOFT),
+    (None, "550 5.7.350 Remote server returned message detected as spam -> 554 5.7.1 Message "
+           "rejected", R.FILTERED, BLOCKED),
     # --- Gmail ---
-    (None, "550-5.1.1 The email account that you tried to reach does not exist. Please try double-checking "
-           "the recipient's email address for typos or unnecessary spaces. For more information, go to "
-           "https://support.google.com/mail/?p=NoSuchUser", HARD),
-    (None, "552-5.2.2 The recipient's inbox is out of storage space and inactive. Please direct the recipient "
-           "to https://support.google.com/mail/?p=OverQuotaPerm", SOFT),
-    (None, "421-4.7.0 [192.0.2.10] Our system has detected an unusual rate of unsolicited mail originating "
-           "from your IP address. To protect our users from spam, mail sent from your IP address has been "
-           "temporarily rate limited.", SOFT),
-    (None, "550-5.7.26 This mail is unauthenticated, which poses a security risk to the sender and Gmail users, "
-           "and has been blocked. The sender must authenticate with at least one of SPF or DKIM.", BLOCKED),
-    (None, "550-5.7.1 [192.0.2.10] The IP you're using to send mail is not authorized to send email directly "
-           "to our servers. Please use the SMTP relay at your service provider instead.", BLOCKED),
-    (None, "550-5.2.1 The email account that you tried to reach is disabled.", HARD),
-    (None, "550-5.7.1 [192.0.2.10] Gmail has detected that this message is likely suspicious due to the very "
-           "low reputation of the sending domain.", BLOCKED),
-    # --- Yahoo / AOL ---
-    (None, "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected volume or user "
-           "complaints - 4.16.55.1; see https://senders.yahooinc.com/error-codes", SOFT),
-    (None, "554 delivery error: dd This user doesn't have a yahoo.com account (bob@yahoo.com) [0] - "
-           "mta1234.mail.bf1.yahoo.com", HARD),
-    (None, "554 5.7.9 Message not accepted for policy reasons. See https://senders.yahooinc.com/error-codes",
-     SOFT),
-    (None, "553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.10, because the ip is in "
-           "Spamhaus's list; see https://senders.yahooinc.com/error-codes", BLOCKED),
-    # --- generic ---
-    (None, "550 5.7.1 Message rejected as spam by Content Filtering.", SOFT),
-    (None, "550 Requested action not taken: mailbox unavailable", HARD),
-    (None, "554 5.4.6 Hop count exceeded - possible mail loop", HARD),
-    (None, "550 5.1.2 Host unknown (Name server: mx.example.invalid: host not found)", HARD),
-    (None, "451 Temporary local problem - please try later", SOFT),
-    (None, "550 5.7.1 Sender rejected: domain reputation too low", BLOCKED),
+    (None, "550-5.1.1 The email account that you tried to reach does not exist. Please try "
+           "double-checking the recipient's email address for typos", R.USER_UNKNOWN, HARD),
+    (None, "552-5.2.2 The recipient's inbox is out of storage space and inactive.",
+     R.MAILBOX_FULL, SOFT),
+    (None, "421-4.7.0 [192.0.2.10] Our system has detected an unusual rate of unsolicited mail "
+           "originating from your IP address.", R.FILTERED, BLOCKED),
+    (None, "550-5.7.26 This mail is unauthenticated, which poses a security risk to the sender and "
+           "Gmail users, and has been blocked. The sender must authenticate with at least one of "
+           "SPF or DKIM.", R.SENDER, BLOCKED),
+    ("5.0.0", "550-5.7.26 Unauthenticated email from example.com is not accepted due to domain's "
+              "DMARC policy.", R.SENDER, BLOCKED),
+    (None, "550-5.2.1 The email account that you tried to reach is disabled.", R.SUSPENDED, SOFT),
+    (None, "550-5.7.1 [192.0.2.10] Gmail has detected that this message is likely suspicious due to "
+           "the very low reputation of the sending domain.", R.BLOCKED, BLOCKED),
+    # --- Yahoo ---
+    (None, "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected "
+           "volume or user complaints", R.RATE_LIMITED, SOFT),
+    (None, "554 delivery error: dd This user doesn't have a yahoo.com account (bob@yahoo.com) [0]",
+     R.USER_UNKNOWN, HARD),
+    (None, "553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.10, because the ip is "
+           "in Spamhaus's list", R.BLOCKED, BLOCKED),
+    # --- generic wording and codes ---
+    (None, "550 5.7.1 Message rejected as spam by Content Filtering.", R.FILTERED, BLOCKED),
+    (None, "554 5.4.6 Hop count exceeded - possible mail loop", R.NETWORK_ERROR, SOFT),
+    (None, "550 5.1.2 Host unknown (Name server: mx.example.invalid: host not found)",
+     R.HOST_UNKNOWN, HARD),
+    (None, "451 Temporary local problem - please try later", R.SYSTEM_ERROR, SOFT),
+    (None, "550 5.7.1 Sender rejected: domain reputation too low", R.SENDER, BLOCKED),
+    (None, "552 5.3.4 Message size exceeds fixed limit", R.TOO_LARGE, BLOCKED),
+    (None, "550 5.1.6 Recipient no longer available at this address", R.HAS_MOVED, HARD),
+    (None, "521 5.3.2 mx.example.org does not accept mail", R.NOT_ACCEPTING, HARD),
+    (None, "554 5.7.1 <ann@example.org>: Relay access denied", R.POLICY, BLOCKED),
+    # A bare "user unknown" with neither an address status nor RCPT TO: not proof enough.
+    ("5.0.0", "550 User unknown", R.USER_UNKNOWN, SOFT),
+    # RFC 5321's generic 550 text names no cause.
+    (None, "550 Requested action not taken: mailbox unavailable", R.USER_UNKNOWN, SOFT),
+    ("5.0.0", "", R.UNDEFINED, SOFT),
 ]
 
 
-def test_there_are_at_least_thirty_realistic_cases() -> None:
-    assert len(CASES) >= 30
-    assert {expected for _, _, expected in CASES} == {HARD, SOFT, BLOCKED}
+def test_there_are_many_realistic_cases() -> None:
+    assert len(CASES) >= 45
+    assert {response for *_, response in CASES} == {HARD, SOFT, BLOCKED}
 
 
-@pytest.mark.parametrize(("status", "diagnostic", "expected"), CASES,
-                         ids=[f"{i:02d}-{d[:40]}" for i, (_, d, _) in enumerate(CASES)])
-def test_classify_realistic_diagnostics(status: str | None, diagnostic: str, expected: Response) -> None:
-    assert classify_status(status, diagnostic) is expected
+@pytest.mark.parametrize(("status", "diagnostic", "reason", "response"), CASES,
+                         ids=[f"{i:02d}-{c[1][:40]}" for i, c in enumerate(CASES)])
+def test_classify_realistic_diagnostics(status: str | None, diagnostic: str, reason: Reason,
+                                        response: Response) -> None:
+    verdict = classify(status, diagnostic, action="failed")
+    assert (verdict.reason, verdict.response) == (reason, response)
+    assert verdict.permanent is (response is HARD)
+    assert classify_status(status, diagnostic) is response
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ("5.1.1", HARD), ("5.1.2", HARD), ("5.1.10", HARD), ("5.0.0", HARD), ("5.4.4", HARD),
-    ("4.4.7", SOFT), ("4.2.2", SOFT), ("4.7.1", SOFT), ("4.0.0", SOFT),
-    ("5.2.2", SOFT),  # mailbox full
-    ("5.7.1", BLOCKED),  # about the sender, without further words
-    ("550", HARD), ("421", SOFT), ("452", SOFT),
+@pytest.mark.parametrize(("status", "reason", "response"), [
+    ("5.1.1", R.USER_UNKNOWN, HARD), ("5.1.2", R.HOST_UNKNOWN, HARD),
+    ("5.1.10", R.NOT_ACCEPTING, HARD), ("5.1.6", R.HAS_MOVED, HARD),
+    ("5.4.4", R.HOST_UNKNOWN, HARD), ("5.7.17", R.HAS_MOVED, HARD),
+    ("4.1.1", R.USER_UNKNOWN, SOFT),  # temporary by its class
+    ("4.4.7", R.EXPIRED, SOFT), ("4.2.2", R.MAILBOX_FULL, SOFT), ("5.2.2", R.MAILBOX_FULL, SOFT),
+    ("5.2.1", R.SUSPENDED, SOFT), ("5.3.4", R.TOO_LARGE, BLOCKED),
+    ("5.7.1", R.POLICY, BLOCKED), ("5.7.23", R.SENDER, BLOCKED), ("5.7.25", R.BLOCKED, BLOCKED),
+    ("5.0.0", R.UNDEFINED, SOFT), ("550", R.UNDEFINED, SOFT), ("421", R.UNDEFINED, SOFT),
 ])
-def test_status_alone(status: str, expected: Response) -> None:
-    assert classify_status(status) is expected
+def test_status_alone(status: str, reason: Reason, response: Response) -> None:
+    verdict = classify(status, action="failed")
+    assert (verdict.reason, verdict.response) == (reason, response)
 
 
-def test_the_status_field_wins_over_codes_quoted_in_the_text() -> None:
-    assert classify_status("4.2.2", "550 5.1.1 user unknown (earlier attempt)") is SOFT
-    assert classify_status("5.1.1", "452 4.2.2 mailbox full (earlier attempt)") is SOFT  # mailbox full words
+def test_the_remote_servers_code_is_more_specific_than_a_generic_status_field() -> None:
+    assert classify("5.0.0", "550 5.1.1 <a@example.org>: user unknown").status == "5.1.1"
+    assert classify("5.1.1", "550 5.0.0 <a@example.org>... User unknown").status == "5.1.1"
+    # A specific code in the text names the failure even under another specific field.
+    verdict = classify("5.1.1", "550 5.7.1 rejected: client host blocked using bl.example.net")
+    assert (verdict.reason, verdict.response) == (R.BLOCKED, BLOCKED)
+
+
+@pytest.mark.parametrize(("text", "stage"), [
+    ("said: 550 x (in reply to RCPT TO command)", "RCPT"),
+    ("said: 550 x (in reply to\n    end of DATA command)", "DATA"),
+    ("SMTP error from remote mail server after MAIL FROM:<a@b.c>: 550 x", "MAIL"),
+    ("SMTP error from remote mail server after initial connection: 554 x", "CONNECT"),
+    (">>> RCPT To:<a@b.c>\n<<< 550 5.1.1 unknown", "RCPT"),
+    # Pipelined: the refusal after DATA is followed by the DATA reply, so it answered RCPT.
+    (">>> DATA\n<<< 550 5.1.1 <a@b.c>... User unknown\n<<< 554 5.5.1 no valid recipients", "RCPT"),
+    (">>> DATA\n<<< 550 Unknown user a@b.c", "DATA"),
+    ("203.0.113.2 does not like recipient.", "RCPT"),
+    ("550 user unknown", None),
+])
+def test_smtp_stage(text: str, stage: str | None) -> None:
+    assert smtp_stage(text) == stage
+
+
+def test_a_refusal_before_any_recipient_is_about_the_sender() -> None:
+    verdict = classify(None, "SMTP error from remote mail server after MAIL FROM:<a@b.c>: "
+                             "553 5.1.1 unknown user")
+    assert (verdict.reason, verdict.permanent) == (R.SENDER, False)
+
+
+def test_delivered_and_delayed_actions() -> None:
+    assert classify("2.0.0", "250 ok", action="delivered").response is None
+    delayed = classify("4.2.2", "452 4.2.2 mailbox full", action="delayed")
+    assert delayed.delayed and not delayed.is_failure and not delayed.permanent
+    assert classify("5.1.1", "550 5.1.1 no such user", action="delayed").permanent is False
+
+
+@pytest.mark.parametrize(("code", "text", "reason", "response"), [
+    (550, "5.1.1 <a@example.org>: Recipient address rejected: User unknown in local recipient "
+          "table", R.USER_UNKNOWN, HARD),
+    (554, "5.7.1 Service unavailable; Client host [192.0.2.10] blocked using zen.spamhaus.org",
+     R.BLOCKED, BLOCKED),
+    (552, "5.2.2 Mailbox full", R.MAILBOX_FULL, SOFT),
+    (550, "Requested action not taken", R.UNDEFINED, SOFT),
+])
+def test_the_reply_at_hand_off(code: int, text: str, reason: Reason, response: Response) -> None:
+    verdict = classify_reply(code, text)
+    assert (verdict.reason, verdict.response, verdict.reply) == (reason, response, str(code))
+
+
+def test_verdict_is_a_frozen_value() -> None:
+    verdict = Verdict(R.MAILBOX_FULL, status="5.2.2")
+    with pytest.raises(AttributeError):
+        verdict.permanent = True  # type: ignore[misc]
+    assert verdict.detail() == {"reason": "mailbox_full", "permanent": False, "status": "5.2.2"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=30)), st.text(max_size=400),
+       st.one_of(st.none(), st.sampled_from(["failed", "delayed", "delivered", "x"])))
+def test_classify_never_raises(status: str | None, diagnostic: str, action: str | None) -> None:
+    verdict = classify(status, diagnostic, action=action)
+    assert isinstance(verdict.reason, Reason)
+    assert not verdict.permanent or verdict.response is HARD
 
 
 @pytest.mark.parametrize(("text", "code"), [
