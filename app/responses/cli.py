@@ -115,6 +115,8 @@ def _sendgrid_request(base: str, batch: list[dict[str, Any]]) -> tuple[str, byte
 
 
 def register(app: Flask) -> None:
+    register_bounces(app)
+
     @app.cli.command("simulate")
     @click.argument("mailing_id", type=int)
     @click.option("--speed", type=float, default=60.0, show_default=True,
@@ -169,3 +171,38 @@ def _send(build: Any, base: str, batch: list[dict[str, Any]],
     url, body, headers = build(base, batch)
     result = _post(url, body, headers)
     return {k: totals.get(k, 0) + int(v) for k, v in result.items()}
+
+
+def register_bounces(app: Flask) -> None:
+    @app.cli.group("bounces")
+    def bounces_group() -> None:
+        """Bounce mail and its verdicts."""
+
+    @bounces_group.command("reclassify")
+    @click.option("--apply", "apply_changes", is_flag=True,
+                  help="Correct the responses and restore the contacts (default: only show).")
+    def reclassify_command(apply_changes: bool) -> None:
+        """Read every stored hard bounce again with the current classifier; list (and with
+        --apply, correct) those it no longer finds permanently bad, restoring their contacts
+        unless an unsubscribe, a complaint or another hard bounce still flags them."""
+        from app.services.reclassify import reclassify
+
+        outcome = reclassify(apply=apply_changes)
+        for change in outcome.changes:
+            verdict = change.verdict
+            if change.contact_restored:
+                contact = "contact restored" if apply_changes else "contact would be restored"
+                if change.kept:
+                    contact += f" (still do-not-email: {', '.join(change.kept)})"
+            elif change.kept:
+                contact = f"contact kept: {', '.join(change.kept)}"
+            else:
+                contact = "no contact change"
+            click.echo(f"recipient {change.recipient_id} <{change.address}> mailing "
+                       f"{change.mailing_id}: hard_bounce -> {change.new.value} "
+                       f"({verdict.reason.value}, {verdict.status or verdict.reply or '-'}); "
+                       f"{contact}; {verdict.diagnostic[:120]}")
+        verb = "corrected" if apply_changes else "to correct (run with --apply)"
+        click.echo(f"{outcome.checked:,} hard bounces checked; {len(outcome.changes):,} {verb}; "
+                   f"{outcome.contacts_restored:,} contacts "
+                   f"{'restored' if apply_changes else 'to restore'}")
