@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField
+from flask_wtf.file import FileField
+from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
@@ -54,3 +55,15 @@ class EmailTypeForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button-only form: carries the CSRF token and nothing else."""
+
+
+class DkimForm(FlaskForm):
+    """A sending domain's DKIM key: generated here, or an existing private key uploaded.
+
+    The names are checked by the DKIM service, which says what is wrong in the product's words.
+    """
+
+    domain = StringField("Domain", validators=[Optional(), Length(max=300)])
+    selector = StringField("Selector", validators=[Optional(), Length(max=300)])
+    private_key = TextAreaField("Private key (PEM)", validators=[Optional()])
+    key_file = FileField("or a PEM file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from functools import wraps
 from typing import Any
 
@@ -13,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import EmailType, Provider
+from app.services import dkim as dkim_service
 from app.services import settings as settings_service
-from app.settings.forms import ActionForm, EmailTypeForm, ProviderForm
+from app.settings.forms import ActionForm, DkimForm, EmailTypeForm, ProviderForm
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -57,12 +59,17 @@ def _render(**extra: Any) -> Any:
     values = settings_service.all_values()
     provider_form = extra.pop("provider_form", None) or ProviderForm(formdata=None)
     type_form = extra.pop("type_form", None) or EmailTypeForm(formdata=None)
+    dkim_form = extra.pop("dkim_form", None) or DkimForm(
+        formdata=None, selector=dkim_service.suggested_selector(date.today()))
+    dkim_form.private_key.data = ""  # a private key is never sent back to the browser
     return render_template(
         "settings/index.html", specs=settings_service.SPECS.values(),
         values={**values, **extra.pop("entered", {})}, errors=extra.pop("errors", {}),
         providers=_providers(), email_types=list(db.session.execute(
             select(EmailType).order_by(EmailType.name)).scalars()),
         provider_form=provider_form, type_form=type_form, action_form=ActionForm(),
+        dkim_form=dkim_form, dkim_keys=[(key, dkim_service.record_for(key))
+                                        for key in dkim_service.list_keys()],
         secrets=webhook_secret_names(), **extra,
     )
 
@@ -187,3 +194,58 @@ def add_email_type() -> Any:
             for error in errors:
                 flash(f"Email type not added: {error}", "error")
     return _render(type_form=form), 422
+
+
+def _dkim_done(key: Any, verb: str) -> Any:
+    record = dkim_service.record_for(key)
+    flash(f"DKIM key for {key.domain} {verb}. Publish the TXT record {record.name} shown below; "
+          "mail from the domain is signed from the next batch on.", "success")
+    return redirect(url_for("settings.index") + "#dkim")
+
+
+def _dkim_refused(form: DkimForm, message: str) -> Any:
+    flash(f"DKIM key not saved: {message}", "error")
+    return _render(dkim_form=form, dkim_error=message), 422
+
+
+@bp.route("/dkim/generate", methods=["POST"])
+@admin_required
+def generate_dkim() -> Any:
+    form = DkimForm()
+    if not form.validate_on_submit():
+        return _dkim_refused(form, "; ".join(e for errors in form.errors.values() for e in errors))
+    try:
+        key = dkim_service.generate(form.domain.data or "", form.selector.data or "")
+    except dkim_service.DkimError as exc:
+        return _dkim_refused(form, str(exc))
+    return _dkim_done(key, "generated")
+
+
+@bp.route("/dkim/upload", methods=["POST"])
+@admin_required
+def upload_dkim() -> Any:
+    form = DkimForm()
+    if not form.validate_on_submit():
+        return _dkim_refused(form, "; ".join(e for errors in form.errors.values() for e in errors))
+    pem: str | bytes = form.private_key.data or ""
+    upload = request.files.get("key_file")
+    if not pem.strip() and upload is not None and upload.filename:
+        pem = upload.read(dkim_service.MAX_PEM_CHARS + 1)
+    try:
+        key = dkim_service.upload(form.domain.data or "", form.selector.data or "", pem)
+    except dkim_service.DkimError as exc:
+        return _dkim_refused(form, str(exc))
+    return _dkim_done(key, "uploaded")
+
+
+@bp.route("/dkim/<int:key_id>/delete", methods=["POST"])
+@admin_required
+def delete_dkim(key_id: int) -> Any:
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    domain = dkim_service.delete(key_id)
+    if domain is None:
+        abort(404)
+    flash(f"DKIM key for {domain} deleted: its mail goes out unsigned from the next batch on. "
+          "Remove the TXT record once no mail signed with it is still on its way.", "success")
+    return redirect(url_for("settings.index") + "#dkim")

@@ -183,3 +183,148 @@ def test_provider_rate_edges_and_spaces(app, auth, client):
     assert response.status_code == 302
     provider = db.session.execute(select(Provider)).scalar_one()
     assert (provider.port, provider.rate_per_second) == (65_535, 10_000.0)
+
+
+# DKIM keys -----------------------------------------------------------------------------------
+
+def _rsa_pem(bits: int = 2048) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _private_lines(pem: str) -> list[str]:
+    """Lines of a private key's PEM that hold private numbers (the modulus is public)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from app.services.dkim import load_private_key
+
+    public = load_private_key(pem).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public_b64 = "".join(public.splitlines()[1:-1])
+    lines = [line for line in pem.splitlines()
+             if line and not line.startswith("-----") and line not in public_b64]
+    assert len(lines) >= 8
+    return lines
+
+
+@pytest.mark.parametrize("method,path", [
+    ("post", "/settings/dkim/generate"), ("post", "/settings/dkim/upload"),
+    ("post", "/settings/dkim/1/delete"),
+])
+def test_dkim_pages_are_for_admins_only(app, auth, client, method, path):
+    from app.models import DkimKey
+
+    data = {"domain": "shop.example", "selector": "sb1", "private_key": _rsa_pem(1024)}
+    response = getattr(client, method)(path, data=data)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    auth.login()
+    assert getattr(client, method)(path, data=data).status_code == 403
+    assert db.session.execute(select(DkimKey)).first() is None
+
+
+def test_generate_shows_the_record_and_never_the_private_key(app, auth, client):
+    from app.models import DkimKey
+    from app.services import dkim as dkim_service
+
+    auth.login("admin@example.org", role="admin")
+    page = client.get("/settings").get_data(as_text=True)
+    assert 'id="dkim"' in page and "No DKIM key yet" in page
+    assert re.search(r'name="selector"[^>]*value="sb\d{6}"', page)
+    response = client.post("/settings/dkim/generate", data={"domain": "Shop.Example", "selector": "sb1"})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/settings#dkim")
+    key = db.session.execute(select(DkimKey)).scalar_one()
+    record = dkim_service.record_for(key)
+    page = client.get("/settings").get_data(as_text=True)
+    assert "sb1._domainkey.shop.example" in page and record.value in page
+    assert "DKIM key for shop.example generated. Publish the TXT record sb1._domainkey.shop.example" in page
+    assert "PRIVATE KEY" not in page
+    assert not any(line in page for line in _private_lines(key.private_key_pem))
+
+
+def test_upload_a_valid_key(app, auth, client):
+    from app.models import DkimKey
+
+    auth.login("admin@example.org", role="admin")
+    pem = _rsa_pem(2048)
+    response = client.post("/settings/dkim/upload",
+                           data={"domain": "shop.example", "selector": "old", "private_key": pem})
+    assert response.status_code == 302
+    key = db.session.execute(select(DkimKey)).scalar_one()
+    assert (key.domain, key.selector, key.bits, key.origin) == ("shop.example", "old", 2048, "uploaded")
+    page = client.get("/settings").get_data(as_text=True)
+    assert "old._domainkey.shop.example" in page and f"v=DKIM1; k=rsa; p={key.public_key}" in page
+    assert not any(line in page for line in _private_lines(pem))
+
+
+def test_upload_a_key_as_a_file(app, auth, client):
+    import io
+
+    from app.models import DkimKey
+
+    auth.login("admin@example.org", role="admin")
+    pem = _rsa_pem(1024)
+    response = client.post("/settings/dkim/upload", content_type="multipart/form-data",
+                           data={"domain": "shop.example", "selector": "f1", "private_key": "",
+                                 "key_file": (io.BytesIO(pem.encode()), "dkim.pem")})
+    assert response.status_code == 302
+    assert db.session.execute(select(DkimKey.bits)).scalar_one() == 1024
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"private_key": "not a key"}, "DKIM key not saved: This is not a PEM private key"),
+    ({"private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"},
+     "the PEM text is damaged or incomplete"),
+    ({"private_key": ""}, "Paste or upload the private key"),
+    ({"domain": "localhost"}, "is not a valid domain name"),
+    ({"selector": "bad selector"}, "is not a valid selector"),
+    ({"domain": "x" * 400}, "Field cannot be longer than 300 characters."),
+])
+def test_upload_refuses_bad_input_with_a_clear_error(app, auth, client, data, message):
+    from app.models import DkimKey
+
+    auth.login("admin@example.org", role="admin")
+    base = {"domain": "shop.example", "selector": "sb1", "private_key": "-"}
+    response = client.post("/settings/dkim/upload", data={**base, **data})
+    assert response.status_code == 422
+    body = html.unescape(response.get_data(as_text=True))
+    assert message in body and 'id="dkim-error"' in body
+    assert db.session.execute(select(DkimKey)).first() is None
+
+
+def test_a_refused_upload_does_not_echo_the_key(app, auth, client):
+    auth.login("admin@example.org", role="admin")
+    pem = _rsa_pem(1024)
+    response = client.post("/settings/dkim/upload",
+                           data={"domain": "not valid", "selector": "sb1", "private_key": pem})
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert "not a valid domain name" in html.unescape(body)
+    assert not any(line in body for line in _private_lines(pem))
+
+
+def test_generate_refuses_a_second_key_for_a_domain(app, auth, client):
+    auth.login("admin@example.org", role="admin")
+    assert client.post("/settings/dkim/generate",
+                       data={"domain": "shop.example", "selector": "a"}).status_code == 302
+    again = client.post("/settings/dkim/generate", data={"domain": "shop.example", "selector": "b"})
+    assert again.status_code == 422
+    assert "shop.example has a DKIM key already; delete it first" in again.get_data(as_text=True)
+
+
+def test_delete_a_key(app, auth, client):
+    from app.models import DkimKey
+
+    auth.login("admin@example.org", role="admin")
+    client.post("/settings/dkim/generate", data={"domain": "shop.example", "selector": "a"},
+                follow_redirects=True)
+    key_id = db.session.execute(select(DkimKey.id)).scalar_one()
+    response = client.post(f"/settings/dkim/{key_id}/delete")
+    assert response.status_code == 302
+    assert db.session.execute(select(DkimKey)).first() is None
+    page = client.get("/settings").get_data(as_text=True)
+    assert "DKIM key for shop.example deleted" in page and "a._domainkey.shop.example" not in page
+    assert client.post(f"/settings/dkim/{key_id}/delete").status_code == 404
