@@ -74,8 +74,9 @@ CONNECT_RETRIES = (1.0, 2.0, 4.0)  # backoff before giving up on an unreachable 
 TRANSIENT_RETRIES = (0.5, 1.0)  # per recipient, for a 4xx reply
 TRANSIENT_STREAK_LIMIT = 10  # this many recipients in a row refused with 4xx: an outage
 # A ledger missing this soon after Redis started may belong to a live sender that has not marked
-# its batch alive again yet (it does every HEARTBEAT_EVERY): the reconciler waits that long.
-LOST_LEDGER_GRACE = ALIVE_TTL + 2  # seconds of Redis uptime
+# its batch alive again yet (it does every HEARTBEAT_EVERY): the reconciler waits that long. Too
+# short would only cost Unknowns (a live sender is fenced off), never a second copy.
+LOST_LEDGER_GRACE = 5  # seconds of Redis uptime: five heartbeats
 PROGRESS_EVERY = 1.0  # seconds between a sender's partial flushes
 WINDOW_MIN = 20  # recipients a sender may always go past its last partial flush
 
