@@ -139,7 +139,7 @@ _REPLY = re.compile(r"(?<![\w.\-/:=+])([245][0-5]\d)(?=[\s\-]|$)")
 
 # RFC 3463 (and its registry): subject.detail -> reason.
 _CODES: dict[str, Reason] = {
-    "1.0": Reason.USER_UNKNOWN, "1.1": Reason.USER_UNKNOWN, "1.2": Reason.HOST_UNKNOWN, "1.3": Reason.USER_UNKNOWN,
+    "1.1": Reason.USER_UNKNOWN, "1.2": Reason.HOST_UNKNOWN, "1.3": Reason.USER_UNKNOWN,
     "1.4": Reason.USER_UNKNOWN, "1.6": Reason.HAS_MOVED, "1.7": Reason.SENDER,
     "1.8": Reason.SENDER, "1.10": Reason.NOT_ACCEPTING,
     "2.1": Reason.SUSPENDED, "2.2": Reason.MAILBOX_FULL, "2.3": Reason.TOO_LARGE,
@@ -183,9 +183,14 @@ def reply_code(text: str) -> str | None:
 
 def _code_reason(code: str) -> Reason | None:
     _, subject, detail = code.split(".")
-    if subject == "0" or detail == "0" and subject in {"2", "5"}:
+    if subject == "0" or detail == "0" and subject in {"1", "2", "5"}:
         return None  # "other" statuses say nothing beyond their class
     return _CODES.get(f"{subject}.{detail}")
+
+
+def _address_code(code: str | None) -> bool:
+    """X.1.y (y > 0): a status about the recipient's address itself."""
+    return code is not None and code.split(".")[1] == "1" and code.split(".")[2] != "0"
 
 
 def _specific(code: str | None) -> bool:
@@ -396,21 +401,28 @@ _STAGE = re.compile(
     r"(but\s+sender\s+was\s+rejected|my\s+name\s+was\s+rejected|does\s+not\s+like\s+recipient|"
     r"failed\s+after\s+I\s+sent\s+the\s+message)|\[(rcpt)_?to\]|"
     r"most\s+progress\s+was\s+(rcpt\s+to|mail\s+from)|"
-    r"did\s+not\s+like\s+our\s+(rcpt\s+to|mail\s+from|data)", re.IGNORECASE)
+    r"did\s+not\s+like\s+our\s+(rcpt\s+to|mail\s+from|data)|"
+    r"\bsmtp\s*:\s*(rcpt|mail|data)\b|(mail\.local:|\blocal\s+delivery|\blmtp\b)",
+    re.IGNORECASE)
 _STAGE_NAMES = {"end of data": "DATA", "data": "DATA", "rcpt to": "RCPT", "rcpt": "RCPT",
                 "mail from": "MAIL", "mail": "MAIL", "helo": "CONNECT", "ehlo": "CONNECT",
                 "initial connection": "CONNECT", "but sender was rejected": "MAIL",
                 "my name was rejected": "CONNECT", "does not like recipient": "RCPT",
-                "failed after i sent the message": "DATA"}
+                "failed after i sent the message": "DATA",
+                # The local delivery agent knows its users: as good as the reply to RCPT TO.
+                "mail.local:": "RCPT", "local delivery": "RCPT", "lmtp": "RCPT"}
 
 
-_UNKNOWN_USER = next(p for r, p in _RULES if r is Reason.USER_UNKNOWN)
-# Words that say no more than "not delivered to this address": RFC 5321's generic 550 text
-# ("mailbox unavailable") and the short "user unknown" that filters answer with too.
-_BARE_UNKNOWN = re.compile(r"\b(?:user|recipient|addressee)\s+unknown\b|"
-                           r"\bunknown\s+(?:user|recipient)\b|\bno\s+such\s+(?:user|recipient)\b|"
-                           r"\bmailbox\s+unavailable\b|\binvalid\s+address\b",
-                           re.IGNORECASE)
+# The words of a directory lookup, which no filter uses: they name a missing address even
+# without an address status or the reply to RCPT TO. Shorter answers ("user unknown", "no such
+# user", RFC 5321's "mailbox unavailable") are also what filters say after DATA.
+_DIRECTORY_WORDS = re.compile(
+    r"recipient name is not recognized|not listed in (?:the )?(?:public )?"
+    r"(?:name ?& ?address book|[\w ]{0,20}directory)|invalid (?:final delivery )?userid|"
+    r"no valid recipients|address (?:couldn'?t|could not) be found|\baddress not found|"
+    r"user not exist|Recip(?:ient)?NotFound|in (?:the )?(?:local recipient|virtual mailbox|"
+    r"virtual alias|relay recipient|recipient) table|"
+    r"unrouteable address|recipient address rejected: access denied", re.IGNORECASE)
 
 
 def _transcript_stage(text: str) -> str | None:
@@ -533,7 +545,7 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
         return Verdict(Reason.AUTO_REPLY, diagnostic=text[:1000], recipient=recipient,
                        action=act)
     stage = stage or smtp_stage(text)
-    bare = reason is Reason.USER_UNKNOWN and not _UNKNOWN_USER.search(_BARE_UNKNOWN.sub(" ", text))
+    bare = reason is Reason.USER_UNKNOWN and not _DIRECTORY_WORDS.search(text)
     if bare and stage == "DATA" and by_code is not Reason.USER_UNKNOWN:
         # The address was accepted at RCPT TO: a refusal of the message itself that says "user
         # unknown" is a per-recipient filter, not a missing mailbox.
@@ -546,7 +558,7 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
         reason = by_code if by_code not in (None, Reason.EXPIRED) else Reason.UNDEFINED
     permanent = reason in ADDRESS_REASONS and klass == "5" and act != "delayed"
     if permanent and reason is Reason.USER_UNKNOWN and by_code is not Reason.USER_UNKNOWN \
-            and stage != "RCPT" and not (code and code.split(".")[1] == "1") and bare:
+            and stage != "RCPT" and not _address_code(code) and bare:
         # A bare "user unknown" proves little: filters answer it after DATA too. It is the
         # address with an address status (X.1.x), as the reply to RCPT TO, or in the words of
         # a directory lookup ("not listed in the directory", "does not exist"...).

@@ -102,7 +102,8 @@ _DSN_FIELD = re.compile(r"^(Final-Recipient|Original-Recipient|Action|Status|Dia
 # A line that names a failed recipient in a plain-text bounce: the address first, alone or
 # followed by ":", "...", "(" or words (Postfix, qmail, Exim, Sendmail, Gmail, Exchange...).
 _RECIPIENT_LINE = re.compile(
-    r"^[ \t]*(?:>>>[ \t]*)?(?:[45]\d\d[ \t]+)?(?:(?:Recipient(?:\(s\))?|Original[ -]Recipient|Failed[ -]Recipient"
+    r"^[ \t]*(?:>>>[ \t]*|[*\-\u2022][ \t]+)?(?:[45]\d\d[ \t]+)?"
+    r"(?:(?:Recipient(?:\(s\))?|Original[ -]Recipient|Failed[ -]Recipient"
     r"|Final[ -]Recipient|Address(?:es)?|Your message to|Unknown address|Invalid recipient"
     r"|E-?mail address|(?:could not|couldn't|cannot) be delivered to|delivery to"
     r"|failed to deliver to|unable to deliver (?:message )?to|undeliverable to"
@@ -395,7 +396,19 @@ def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
             if later[0] != address:
                 end = later[1]
                 break
-        out.setdefault(address, []).append(human[start:end])
+        block = human[start:end]
+        first, _, rest = block.partition("\n")
+        if _evidence(first.replace(address, " ")):
+            # The line names the failure itself ("<a@b>: host x said: 550 ...", "554 <a@b>...
+            # Host unknown"): keep it and its indented continuation, not the next recipient's
+            # lines that some MTAs write before that recipient's own line.
+            lines = [first]
+            for line in rest.split("\n"):
+                if not line[:1].isspace() or not line.strip():
+                    break
+                lines.append(line)
+            block = "\n".join(lines)
+        out.setdefault(address, []).append(block)
     return [(address, "\n".join(parts)) for address, parts in out.items()]
 
 

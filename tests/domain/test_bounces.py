@@ -107,7 +107,8 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     # --- Yahoo ---
     (None, "421 4.7.0 [TSS04] Messages from 192.0.2.10 temporarily deferred due to unexpected "
            "volume or user complaints", R.RATE_LIMITED, SOFT),
-    (None, "554 delivery error: dd This user doesn't have a yahoo.com account (bob@yahoo.com) [0]",
+    (None, "host mta5.am0.yahoodns.net[203.0.113.4] said: 554 delivery error: dd This user "
+           "doesn't have a yahoo.com account (bob@yahoo.com) [0] (in reply to RCPT TO command)",
      R.USER_UNKNOWN, HARD),
     (None, "553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.10, because the ip is "
            "in Spamhaus's list", R.BLOCKED, BLOCKED),
