@@ -402,12 +402,12 @@ def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
             # The line names the failure itself ("<a@b>: host x said: 550 ...", "554 <a@b>...
             # Host unknown"): keep it and its indented continuation, not the next recipient's
             # lines that some MTAs write before that recipient's own line.
-            lines = [first]
+            kept = [first]
             for line in rest.split("\n"):
                 if not line[:1].isspace() or not line.strip():
                     break
-                lines.append(line)
-            block = "\n".join(lines)
+                kept.append(line)
+            block = "\n".join(kept)
         out.setdefault(address, []).append(block)
     return [(address, "\n".join(parts)) for address, parts in out.items()]
 
