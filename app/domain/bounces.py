@@ -284,6 +284,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"hostname lookup failed", r"could not resolve", r"can'?t resolve", r"\bDNS (?:error|lookup)",
         r"illegal host", r"bad destination (?:host|system|domain)",
         r"domain (?:is )?not reachable",
+        r"(?<![@\w.\-])(?:[a-z0-9\-]+\.)+[a-z]{2,}\.? does not exist",
     )),
     (Reason.USER_UNKNOWN, _words(
         r"user (?:is )?unknown", r"unknown (?:user|recipient|mailbox|address|local[- ]part|alias)",
@@ -488,7 +489,7 @@ def _status_class(status: str | None, reply: str | None) -> str | None:
 
 def classify(status: str | None = None, diagnostic: str = "", *, action: str | None = None,
              recipient: str | None = None, reply: str | None = None,
-             stage: str | None = None) -> Verdict:
+             stage: str | None = None, reported: Reason | None = None) -> Verdict:
     """One failure's verdict, from a report's status field, the server's words and the action.
 
     ``status`` is an enhanced status code or a reply code (a DSN ``Status:`` field, a webhook's
@@ -561,12 +562,17 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
             and stage != "RCPT" and not _address_code(code) and bare:
         # A bare "user unknown" proves little: filters answer it after DATA too. It is the
         # address with an address status (X.1.x), as the reply to RCPT TO, or in the words of
-        # a directory lookup ("not listed in the directory", "does not exist"...).
+        # a directory lookup ("not listed in the directory", "Recipient not found"...).
         permanent = False
     if reason is Reason.USER_UNKNOWN and code and code.split(".")[1] == "2" \
             and by_code is not Reason.MAILBOX_FULL and stage != "RCPT":
         # X.2.x says the mailbox exists (RFC 3463): "user unknown" with it is a filter's answer.
         reason, permanent = Reason.FILTERED, False
+    if reported is not None and klass != "4" and act != "delayed" and (
+            reason is Reason.UNDEFINED or reported in ADDRESS_REASONS
+            and reason in (Reason.USER_UNKNOWN, Reason.FILTERED, Reason.HOST_UNKNOWN)):
+        # The reporting MTA's own per-recipient category settles what the reply left open.
+        reason, permanent = reported, reported in ADDRESS_REASONS
     return Verdict(reason, permanent=permanent, status=code, reply=reply,
                    diagnostic=text[:1000], recipient=recipient, action=act)
 
