@@ -451,7 +451,7 @@ def test_audience_tab_counts_travel_with_the_poll(app, auth, client):
     mailing = build([], status=Status.PREPARING, name="Starting")
     page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
     assert 'id="tab-count-all" class="count">0<' in page
-    assert "once the mailing is prepared" in page and 'data-empty-tab="all"' in page
+    assert "once the mailing is prepared" in page and 'data-tab="all" data-shown-count="0"' in page
     db.session.add_all([Recipient(mailing_id=mailing.id, address=f"a{i}@example.org")
                         for i in range(3)])
     totals.bump(mailing.id, {totals.response_key(Response.PLANNED): 3, "recipients": 3,

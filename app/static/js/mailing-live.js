@@ -2,8 +2,9 @@
  *
  * - "updated N s ago": #live says when its figures were last refreshed; the age is counted here
  *   from the moment each copy of #live arrived (the browser's clock, not the server's).
- * - An audience tab shown empty (e.g. opened while the mailing was still being prepared) is
- *   reloaded once a poll brings it a count, so it never stays "0" until a reload.
+ * - The audience tab on screen is reloaded when a poll brings it a new count (an "All" tab opened
+ *   while the mailing was being prepared, a "Not sent" tab while a canceled batch settles), but
+ *   only on its first page and without a search, so nobody's reading is pulled away.
  *
  * Loaded once per page, never by a swap, so its listeners cannot pile up.
  */
@@ -31,18 +32,22 @@
     seen.textContent = (age < 2 ? "updated just now" : "updated " + age + " s ago") + suffix;
   }
 
-  function refillEmptyTab() {
-    var empty = document.querySelector("#audience [data-empty-tab]");
-    if (!empty || !empty.dataset.emptyTab || empty.dataset.reloading || !window.htmx) return;
-    var count = document.getElementById("tab-count-" + empty.dataset.emptyTab);
-    if (!count || !(parseInt(count.textContent.replace(/[^0-9]/g, ""), 10) > 0)) return;
-    empty.dataset.reloading = "1";
-    window.htmx.ajax("GET", empty.dataset.audienceUrl, {target: "#audience", swap: "outerHTML"});
+  function refreshTab() {
+    var audience = document.getElementById("audience");
+    if (!audience || !audience.dataset.reloadUrl || audience.dataset.reloading || !window.htmx) {
+      return;
+    }
+    var count = document.getElementById("tab-count-" + audience.dataset.tab);
+    if (!count) return;
+    var now = parseInt(count.textContent.replace(/[^0-9]/g, ""), 10);
+    if (isNaN(now) || String(now) === audience.dataset.shownCount) return;
+    audience.dataset.reloading = "1";
+    window.htmx.ajax("GET", audience.dataset.reloadUrl, {target: "#audience", swap: "outerHTML"});
   }
 
   document.addEventListener("htmx:afterSettle", function () {
     stamp();
-    refillEmptyTab();
+    refreshTab();
   });
   setInterval(tick, 1000);
 }());
