@@ -139,7 +139,7 @@ _REPLY = re.compile(r"(?<![\w.\-/:=+])([245][0-5]\d)(?=[\s\-]|$)")
 
 # RFC 3463 (and its registry): subject.detail -> reason.
 _CODES: dict[str, Reason] = {
-    "1.1": Reason.USER_UNKNOWN, "1.2": Reason.HOST_UNKNOWN, "1.3": Reason.USER_UNKNOWN,
+    "1.0": Reason.USER_UNKNOWN, "1.1": Reason.USER_UNKNOWN, "1.2": Reason.HOST_UNKNOWN, "1.3": Reason.USER_UNKNOWN,
     "1.4": Reason.USER_UNKNOWN, "1.6": Reason.HAS_MOVED, "1.7": Reason.SENDER,
     "1.8": Reason.SENDER, "1.10": Reason.NOT_ACCEPTING,
     "2.1": Reason.SUSPENDED, "2.2": Reason.MAILBOX_FULL, "2.3": Reason.TOO_LARGE,
@@ -164,6 +164,9 @@ _CODES: dict[str, Reason] = {
 }
 
 
+_REPLIED = re.compile(r"\b[245]\d\d[\s\-'\"#]{1,3}([245])\.(\d{1,3})\.(\d{1,3})(?![\w]|\.\d)")
+
+
 def enhanced_codes(text: str) -> list[str]:
     """Every enhanced status code in the text, in order."""
     return [".".join(m.groups()) for m in _ENHANCED.finditer(text or "")]
@@ -183,7 +186,7 @@ def reply_code(text: str) -> str | None:
 
 def _code_reason(code: str) -> Reason | None:
     _, subject, detail = code.split(".")
-    if subject == "0" or detail == "0" and subject in {"1", "2", "5"}:
+    if subject == "0" or detail == "0" and subject in {"2", "5"}:
         return None  # "other" statuses say nothing beyond their class
     return _CODES.get(f"{subject}.{detail}")
 
@@ -312,6 +315,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"(?:local|this) user is not", r"no user", r"user not exist", r"unknown local",
         r"mailbox (?:does not|doesn'?t) exist", r"recipient (?:not|is not) (?:found|valid)",
         r"\bno mail ?box\b", r"invalid[- ]recipient", r"invalid (?:final delivery )?userid",
+        r"ディレクトリ.{0,10}(?:見つかりません|ありません)",  # Domino: not in the directory
         r"not listed in (?:the )?(?:public )?(?:name ?& ?address book|[\w ]{0,20}directory)",
     )),
     (Reason.TOO_LARGE, _words(
@@ -423,7 +427,8 @@ _DIRECTORY_WORDS = re.compile(
     r"no valid recipients|address (?:couldn'?t|could not) be found|\baddress not found|"
     r"user not exist|Recip(?:ient)?NotFound|in (?:the )?(?:local recipient|virtual mailbox|"
     r"virtual alias|relay recipient|recipient) table|"
-    r"unrouteable address|recipient address rejected: access denied", re.IGNORECASE)
+    r"unrouteable address|recipient address rejected: access denied|"
+    r"ディレクトリ.{0,10}(?:見つかりません|ありません)", re.IGNORECASE)
 
 
 def _transcript_stage(text: str) -> str | None:
@@ -505,7 +510,10 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
     field_code = enhanced_code(field)
     # The remote server's own code (in its words) is more specific than the report's field,
     # unless it is a bare "other" status while the field names a detail.
-    code = next((c for c in text_codes if _specific(c)), None)
+    # A code right after a reply code is the remote server's own ("550-'5.7.1 ..."), more
+    # specific than a relay's summary around it ("5.1.0 - Unknown address error 550-...").
+    replied = [".".join(m.groups()) for m in _REPLIED.finditer(text)]
+    code = next((c for c in replied + text_codes if _specific(c) and c[0] != "2"), None)
     if code is None and _specific(field_code):
         code = field_code
     if code is None:

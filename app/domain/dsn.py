@@ -181,8 +181,22 @@ def verp_token(address: str, prefix: str = "bounce") -> str | None:
 # ---------------------------------------------------------------- MIME helpers
 
 
+def _jis(text: str) -> str:
+    """ISO-2022-JP text left undecoded (a part or field without its charset) made readable."""
+    if "\x1b$" not in text:
+        return text
+    try:
+        return text.encode("ascii").decode("iso-2022-jp", errors="replace")
+    except UnicodeError:
+        return text
+
+
 def _text(part: Message) -> str:
     """A leaf part's text, decoded; never raises on bad encodings."""
+    return _jis(_raw_text(part))
+
+
+def _raw_text(part: Message) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception:  # a broken transfer encoding: fall back to the raw text
@@ -232,15 +246,16 @@ def _strip_type(value: str | None) -> str | None:
     return value or None
 
 
-def _walk(message: Message, depth: int = 0) -> Iterable[Message]:
+def _walk(message: Message, depth: int = 0, *, returned: bool = True) -> Iterable[Message]:
+    """The message and its parts; with `returned` False, not the parts of attached messages."""
     yield message
-    if depth > 20:
+    if depth > 20 or not returned and depth and _ctype(message) == "message/rfc822":
         return
     payload = message.get_payload()
     if isinstance(payload, list):
         for sub in payload:
             if isinstance(sub, Message):
-                yield from _walk(sub, depth + 1)
+                yield from _walk(sub, depth + 1, returned=returned)
 
 
 def _find_token(message: Message, envelope: Sequence[str], prefix: str) -> str | None:
@@ -344,9 +359,14 @@ def _groups_from_text(text: str) -> list[dict[str, str]]:
 
 
 def _delivery_groups(message: Message) -> list[dict[str, str]]:
-    """The per-recipient field groups of the message/delivery-status part (RFC 3464 §2.3)."""
+    """The per-recipient field groups of the message/delivery-status part (RFC 3464 §2.3): the
+    report's own, else those of an attached report (a bounce forwarded as an attachment)."""
+    return _groups_in(message, returned=False) or _groups_in(message, returned=True)
+
+
+def _groups_in(message: Message, *, returned: bool) -> list[dict[str, str]]:
     groups: list[dict[str, str]] = []
-    for part in _walk(message):
+    for part in _walk(message, returned=returned):
         if _ctype(part) not in ("message/delivery-status", "message/global-delivery-status"):
             continue
         payload = part.get_payload()
@@ -356,7 +376,7 @@ def _delivery_groups(message: Message) -> list[dict[str, str]]:
                 text = "\n\n".join(str(g) for g in payload)
         else:
             text = _text(part)
-        groups.extend(_groups_from_text(text))
+        groups.extend(_groups_from_text(_jis(text)))
     return groups
 
 
@@ -625,8 +645,9 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
                       feedback_type=found_verdicts[0].feedback_type if found_verdicts else None,
                       **base)
 
-    if address_token and _UNSUBSCRIBE_SUBJECT.match(subject):
-        # A person using the mailto: List-Unsubscribe link of a message we sent them.
+    if _UNSUBSCRIBE_SUBJECT.match(subject):
+        # A person (or their mail app's unsubscribe button) using the mailto: List-Unsubscribe
+        # of a message: only the token of the address written to says whose.
         return Report(kind="unsubscribe", token=address_token, report_message_id=own_id)
 
     # Complaints without a feedback report: a provider forwarding the message complained about
