@@ -565,6 +565,26 @@ def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
         return Report(kind="other")
 
 
+_FORWARDED = re.compile(r"^[ \t]*(?:-+ ?)?(?:begin forwarded message|forwarded message)",
+                        re.I | re.M)
+
+
+def _forwarded_report(body: str) -> str | None:
+    """A bounce someone forwarded quoted ("> ..."), unquoted; None for anything else."""
+    found = _FORWARDED.search(body)
+    if found is None:
+        return None
+    rest = body[found.end():]
+    lines = [line for line in rest.splitlines() if line.strip()]
+    quoted = [line for line in lines if line.startswith(">")]
+    if len(lines) < 3 or len(quoted) * 2 < len(lines):
+        return None
+    text = re.sub(r"^> ?", "", rest, flags=re.M)
+    if not (_DAEMON.search(text[:2000]) or _BOUNCE_SUBJECT.search(text[:2000])):
+        return None
+    return text
+
+
 def _is_auto_reply(message: Message, subject: str) -> bool:
     auto = _header(message, "Auto-Submitted").lower()
     if auto.startswith("auto-replied"):
@@ -587,6 +607,9 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     subject = _header(message, "Subject")
     sender = _header(message, "From")
     body = _body_text(message)
+    forwarded = _forwarded_report(body)
+    if forwarded is not None:
+        body = forwarded
     human, after = _split_original(body)
     sources = _returned(message, after)
     original_id, rid, original_to = _original(sources)
@@ -616,7 +639,7 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
 
     # RFC 3464 delivery status notifications.
     groups = _delivery_groups(message) or (
-        _groups_from_text(body) if report_type == "delivery-status"
+        _groups_from_text(body) if report_type == "delivery-status" or forwarded is not None
         or "multipart/" in ctype and not isinstance(message.get_payload(), list) else [])
     sender_addresses = {a.lower() for a in _ADDRESS.findall(sender + " " + _header(message, "To"))}
     blocks = dict(_blocks(human, sender_addresses))
