@@ -91,6 +91,7 @@ def report_categories(report: Report) -> list[str]:
 @dataclass
 class Result:
     files: int = 0
+    parsed: int = 0
     files_agree: int = 0
     recipients: int = 0
     recipients_agree: int = 0
@@ -158,6 +159,16 @@ def evaluate(corpus: Path) -> Result:
             want = ",".join(f"{i['reason']}{'(hard)' if i.get('hard') else ''}" for i in items)
             result.disagreements.append(
                 (weight, name, f"{' '.join(wrong)} | expected {want} | ours {said}"))
+    # The files without a reference verdict must not crash the parser either.
+    scored = {str(entry["file"]) for entry in expected}
+    for path in sorted(corpus.glob("*.eml")):
+        result.parsed += 1
+        if path.name in scored:
+            continue
+        try:
+            parse(path.read_bytes())
+        except Exception:  # counted and shown
+            result.crashes.append(f"{path.name}: {traceback.format_exc(limit=2)}")
     result.disagreements.sort(key=lambda d: (-d[0], d[1]))
     return result
 
@@ -177,10 +188,10 @@ def main() -> int:
     print(f"category agreement per recipient: {r.recipients_agree}/{r.recipients} = "
           f"{r.recipient_agreement:.1%}")
     print(f"soft bounces called hard:         {r.soft_called_hard}/{r.soft_expected} = "
-          f"{r.soft_as_hard:.1%}")
+          f"{r.soft_as_hard:.2%}")
     print(f"reason agreement (informational): {r.reasons_agree}/{r.reasons} = "
           f"{r.reasons_agree / max(1, r.reasons):.1%}")
-    print(f"crashes: {len(r.crashes)}")
+    print(f"crashes: {len(r.crashes)} (of {r.parsed} files parsed)")
     for crash in r.crashes[:5]:
         print("  " + crash.replace("\n", "\n  "))
     got_columns = [*CATEGORIES, "missing"]
