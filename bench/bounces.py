@@ -188,7 +188,7 @@ def main() -> int:
     print(f"category agreement per recipient: {r.recipients_agree}/{r.recipients} = "
           f"{r.recipient_agreement:.1%}")
     print(f"soft bounces called hard:         {r.soft_called_hard}/{r.soft_expected} = "
-          f"{r.soft_as_hard:.2%}")
+          f"{r.soft_as_hard:.3%}")
     print(f"reason agreement (informational): {r.reasons_agree}/{r.reasons} = "
           f"{r.reasons_agree / max(1, r.reasons):.1%}")
     print(f"crashes: {len(r.crashes)} (of {r.parsed} files parsed)")
