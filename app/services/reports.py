@@ -8,10 +8,12 @@ page of a million recipients costs the same as the first.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import heapq
 import io
 import logging
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -345,6 +347,21 @@ def audience_page(mailing_id: int, tab: str = "all", *, q: str = "", after: int 
         return _search(mailing_id, tab, responses, q)
     backward = last or before is not None
     rows: list[Any] = []
+    if only is not None:
+        # People who opened (clicked) whose response then moved on to a complaint, an
+        # unsubscribe or a failure: few rows hidden among many, read as one list of ids.
+        sparse = [r for r in responses if r not in _DENSE]
+        responses = [r for r in responses if r in _DENSE]
+        ids = _engaged_ids(mailing_id, tab, sparse, counters)
+        if backward:
+            end = bisect.bisect_left(ids, before) if before is not None else len(ids)
+            picked = ids[max(end - size - 1, 0):end]
+        else:
+            start = bisect.bisect_right(ids, after) if after is not None else 0
+            picked = ids[start:start + size + 1]
+        if picked:
+            rows.extend(db.session.execute(
+                select(*COLUMNS).where(Recipient.id.in_(picked))).all())
     for response in responses:
         stmt = select(*COLUMNS).where(Recipient.mailing_id == mailing_id,
                                       Recipient.response == response.value)
@@ -371,6 +388,55 @@ def audience_page(mailing_id: int, tab: str = "all", *, q: str = "", after: int 
         page.next_after = None if page.last else rows[-1].id
         page.prev_before = None if page.first else rows[0].id
     return page
+
+
+# Responses in which (nearly) every recipient opened or clicked: read page by page.
+_DENSE = frozenset({Response.OPENED, Response.CLICKED})
+ENGAGED_CACHE_TTL = 600
+
+
+def _engaged_ids(mailing_id: int, tab: str, sparse: Sequence[Response],
+                 counters: Mapping[str, int] | None) -> list[int]:
+    """Ids, in order, of the tab's people among the `sparse` responses.
+
+    Reading them costs one pass over those responses' rows, so the list is kept in Redis while
+    the counters it depends on (the responses' sizes, opens and clicks) stay the same: a
+    finished mailing's tab then costs a lookup. Without Redis or counters it is read each time.
+    """
+    if not sparse:
+        return []
+    key = version = None
+    if counters is not None:
+        names = [figures.response_counter(r) for r in sparse] + [
+            figures.OPENS, figures.OPENS_MACHINE, figures.CLICKS, figures.CLICKS_MACHINE]
+        version = ":".join(str(counters.get(n, 0)) for n in names)
+        # The database's address in the key: a Redis shared by two databases never mixes them.
+        where = zlib.crc32(str(db.engine.url).encode())
+        key = f"sb:engaged:{where:08x}:{mailing_id}:{tab}"
+        try:
+            from app.redis_conn import get_redis
+
+            cached = get_redis().get(key)
+        except (RedisError, RuntimeError):
+            cached = None
+        if cached:
+            stored_version, _, raw = cached.decode().partition("|")
+            if stored_version == version:
+                return [int(x) for x in raw.split(",") if x]
+    ids = list(db.session.execute(
+        select(Recipient.id).where(Recipient.mailing_id == mailing_id,
+                                   Recipient.response.in_([r.value for r in sparse]),
+                                   _only(tab))
+        .order_by(Recipient.id)
+    ).scalars())
+    if key is not None:
+        try:
+            from app.redis_conn import get_redis
+
+            get_redis().set(key, f"{version}|{','.join(map(str, ids))}", ex=ENGAGED_CACHE_TTL)
+        except (RedisError, RuntimeError):
+            pass
+    return ids
 
 
 def _search(mailing_id: int, tab: str, responses: Sequence[Response], q: str) -> AudiencePage:

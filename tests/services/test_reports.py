@@ -209,3 +209,29 @@ def test_charts_are_pure_functions_of_totals():
     assert weeks["dtick"] % charts.DAY_MS == 0 and weeks["tickformat"] == "%b %d"
     text = charts.to_json({"data": [{"name": "</script><b>"}]})
     assert "</script>" not in text and "\\u003c/script" in text
+
+
+def test_people_tabs_follow_opens_on_final_responses(app, redis_conn):
+    from app.services.responses import apply_event
+
+    mailing = build([Response.OPENED] * 3 + [Response.SPAM] * 4 + [Response.HARD_BOUNCE] * 2)
+    spam = ids_of(mailing, {Response.SPAM})
+    first = reports.audience_page(mailing.id, "open", counters=totals.get(mailing.id))
+    assert [r.id for r in first.rows] == ids_of(mailing, {Response.OPENED})
+    # A complainer's open arrives: the response stays Spam, and the person is now an opener.
+    apply_event(spam[1], kind="open", source="tracking", occurred_at=datetime.now(UTC))
+    counters = totals.get(mailing.id)
+    page = reports.audience_page(mailing.id, "open", counters=counters)
+    assert [r.id for r in page.rows] == sorted(ids_of(mailing, {Response.OPENED}) + [spam[1]])
+    assert reports.tab_counts(counters)["open"] == len(page.rows) == 4
+    # Pages of 2, both ways, over the dense and the sparse responses together.
+    size, seen, page = 2, [], reports.audience_page(mailing.id, "open", size=2, counters=counters)
+    while True:
+        seen += [r.id for r in page.rows]
+        if page.last:
+            break
+        page = reports.audience_page(mailing.id, "open", after=page.next_after, size=size,
+                                     counters=counters)
+    assert seen == [r.id for r in reports.audience_page(mailing.id, "open", counters=counters).rows]
+    back = reports.audience_page(mailing.id, "open", last=True, size=size, counters=counters)
+    assert [r.id for r in back.rows] == seen[-2:] and not back.first
