@@ -61,6 +61,9 @@ CASES = [
      "dan@example.org", "r118.k3j2@example.com"),
     ("ses-notification.eml", "bounce", H, Reason.USER_UNKNOWN, True, "5.1.1",
      "gus@example.org", None),
+    # A bounce someone forwarded as quoted text is read as the bounce it quotes.
+    ("forwarded-bounce.eml", "bounce", H, Reason.USER_UNKNOWN, True, "5.1.1",
+     "ned@example.org", "r119.k3j2@example.com"),
 ]
 
 
