@@ -114,8 +114,8 @@ class Verdict:
             return None
         if self.permanent:
             return Response.HARD_BOUNCE
-        if self.reason in REFUSAL_REASONS:
-            return Response.BLOCKED
+        if self.reason in REFUSAL_REASONS and (self.status or self.reply or "5")[0] != "4":
+            return Response.BLOCKED  # a temporary refusal (4xx) may pass later: soft
         return Response.SOFT_BOUNCE
 
     def detail(self) -> dict[str, str | bool]:
@@ -242,8 +242,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"dynamic(?:ally)? (?:ip|assigned|address|pool)", r"residential", r"dial-?up",
         r"\bpoor (?:email|sending)", r"connection refused by", r"access denied.{0,30}\bip\b",
         r"\bIPs? (?:of |from )?\S* ?(?:is|are|has been) (?:not allowed|rejected|blocked)",
-        r"bulk mail", r"blocked by (?:the )?(?:recipient|remote|server|policy)?",
-        r"\bblocked\b(?! (?:for|due to) spam)", r"\bbanned\b", r"refused to talk",
+        r"bulk mail", r"refused to talk", r"(?:helo|ehlo)(?: command)? rejected",
+        r"(?:invalid|bad) (?:helo|ehlo)",
         r"mail server (?:is )?not allowed", r"too many (?:invalid|bad) recipients",
     )),
     # The address itself.
@@ -269,6 +269,12 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"deactivated|locked|expired|frozen) (?:mailbox|account|user)", r"temporarily disabled",
         r"not (?:currently )?active", r"is (?:currently )?(?:suspended|inactive|disabled)",
         r"on hold", r"being held", r"temporar(?:y|ily) (?:locked|disabled|suspended|deactivated)",
+    )),
+    # Relaying refused: the server takes no mail for that domain from us (qmail's rcpthosts).
+    (Reason.POLICY, _words(
+        r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|not allowed)",
+        r"(?:not permitted|unable|no permission|not allowed|denied) to relay", r"rcpthosts",
+        r"unable to relay", r"we do not relay", r"not (?:an )?open relay",
     )),
     (Reason.NETWORK_ERROR, _words(
         r"host not found, try again", r"malformed or unexpected name server reply",
@@ -343,6 +349,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"(?:does|did) not (?:accept|allow) (?:this|your) (?:message|mail|content)",
         r"url", r"link", r"image",
     )),
+    # A bare "blocked" once the words named no content problem: a refusal of the sender.
+    (Reason.BLOCKED, _words(r"\bblocked\b", r"\bbanned\b")),
     (Reason.EXPIRED, _words(
         r"retry (?:timeout|time) (?:exceeded|not reached)", r"delivery time expired",
         r"(?:message|mail) (?:has been )?(?:expired|timed out|too old)", r"queue ?(?:lifetime|time)",
@@ -407,7 +415,8 @@ _STAGE = re.compile(
     r"failed\s+after\s+I\s+sent\s+the\s+message)|\[(rcpt)_?to\]|"
     r"most\s+progress\s+was\s+(rcpt\s+to|mail\s+from)|"
     r"did\s+not\s+like\s+our\s+(rcpt\s+to|mail\s+from|data)|"
-    r"\bsmtp\s*:\s*(rcpt|mail|data)\b|(mail\.local:|\blocal\s+delivery|\blmtp\b)",
+    r"\bsmtp\s*:\s*(rcpt|mail|data)\b|(mail\.local:|\blocal\s+delivery|\blmtp\b)|"
+    r"(helo|ehlo)\s+command\s+rejected",
     re.IGNORECASE)
 _STAGE_NAMES = {"end of data": "DATA", "data": "DATA", "rcpt to": "RCPT", "rcpt": "RCPT",
                 "mail from": "MAIL", "mail": "MAIL", "helo": "CONNECT", "ehlo": "CONNECT",
@@ -427,7 +436,7 @@ _DIRECTORY_WORDS = re.compile(
     r"no valid recipients|address (?:couldn'?t|could not) be found|\baddress not found|"
     r"user not exist|Recip(?:ient)?NotFound|in (?:the )?(?:local recipient|virtual mailbox|"
     r"virtual alias|relay recipient|recipient) table|"
-    r"unrouteable address|recipient address rejected: access denied|"
+    r"unrouteable address|5\.4\.1\b.{0,80}recipient address rejected: access denied|"
     r"ディレクトリ.{0,10}(?:見つかりません|ありません)", re.IGNORECASE)
 
 

@@ -94,8 +94,10 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
            "double-checking the recipient's email address for typos", R.USER_UNKNOWN, HARD),
     (None, "552-5.2.2 The recipient's inbox is out of storage space and inactive.",
      R.MAILBOX_FULL, SOFT),
+    # A temporary refusal (4xx) may pass later: soft, whatever it is about.
     (None, "421-4.7.0 [192.0.2.10] Our system has detected an unusual rate of unsolicited mail "
-           "originating from your IP address.", R.FILTERED, BLOCKED),
+           "originating from your IP address.", R.FILTERED, SOFT),
+    (None, "451 4.3.0 Mail server temporarily rejected message.", R.POLICY, SOFT),
     (None, "550-5.7.26 This mail is unauthenticated, which poses a security risk to the sender and "
            "Gmail users, and has been blocked. The sender must authenticate with at least one of "
            "SPF or DKIM.", R.SENDER, BLOCKED),
@@ -123,6 +125,16 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     (None, "550 5.1.6 Recipient no longer available at this address", R.HAS_MOVED, HARD),
     (None, "521 5.3.2 mx.example.org does not accept mail", R.NOT_ACCEPTING, HARD),
     (None, "554 5.7.1 <ann@example.org>: Relay access denied", R.POLICY, BLOCKED),
+    (None, "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+     R.POLICY, BLOCKED),
+    # Postfix names what it refused: our HELO name, not the recipient's host.
+    (None, "554 5.7.1 <unknown[192.0.2.1]>: Helo command rejected: Host not found (in reply to "
+           "RCPT TO command)", R.BLOCKED, BLOCKED),
+    (None, "554 5.7.1 This message has been blocked because it contains a banned attachment",
+     R.FILTERED, BLOCKED),
+    # An access rule refusing the recipient address at RCPT TO: that address takes no mail.
+    (None, "554 5.7.1 <ann@example.org>: Recipient address rejected: Access denied (in reply to "
+           "RCPT TO command)", R.USER_UNKNOWN, HARD),
     # A bare "user unknown" with neither an address status nor RCPT TO: not proof enough.
     ("5.0.0", "550 User unknown", R.USER_UNKNOWN, SOFT),
     # RFC 5321's generic 550 text names no cause.
