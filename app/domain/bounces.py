@@ -7,15 +7,21 @@ relied on, and whether the failure is *permanent for the address*.
 
 Evidence, most specific first:
 
-1. the server's words, for the things they name beyond doubt (a block list, SPF/DKIM/DMARC, a
-   full mailbox, "no such user"...);
-2. the enhanced status code of the remote server's reply (in the diagnostic), then the code of
-   the report's ``Status:`` field when that one says more than ``X.0.0``;
-3. the reply code's class (4xx temporary, 5xx permanent) with no reason (``undefined``).
+1. words that settle the cause whatever the code (a local delivery program failing, the
+   recipient's own spam preferences);
+2. the server's words for what they name beyond doubt (a block list, SPF/DKIM/DMARC, a full
+   mailbox, a missing user or domain...), over a status code that says something else;
+3. the enhanced status code of the remote server's reply (the one right after its reply code),
+   then the other codes of the diagnostic, then the report's ``Status:`` field when it says more
+   than ``X.0.0``; then the reply code's class alone (``undefined``);
+4. the SMTP step that was refused: at MAIL FROM the refusal is about the sender, at the greeting
+   about our host, and a "user unknown" after DATA is a filter (the address passed RCPT TO).
 
 Only a permanently bad address (user unknown, host unknown, mailbox moved, a domain that accepts
-no mail) is a hard bounce, which invalidates the contact. Refusals aimed at the sender, the
-content or the sending IP are Blocked; everything temporary or undetermined is a Soft bounce.
+no mail) is a hard bounce, which invalidates the contact; a short "user unknown" counts only with
+an X.1.y status, as the reply to RCPT TO, from the local delivery agent or in a directory
+lookup's words. Refusals aimed at the sender, the content or the sending IP are Blocked (Soft
+when temporary, 4xx); everything else is a Soft bounce.
 See docs/ARCHITECTURE.md.
 """
 
