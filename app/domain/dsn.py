@@ -432,13 +432,12 @@ def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
             continue  # "A message sent by <address>": the sender, not a recipient
         found.append((address, match.start(), match.end()))
     out: dict[str, list[str]] = {}
+    # Each block runs to the next line naming another recipient (found from the end, in one pass).
+    ends = [len(human)] * len(found)
+    for i in range(len(found) - 2, -1, -1):
+        ends[i] = found[i + 1][1] if found[i + 1][0] != found[i][0] else ends[i + 1]
     for i, (address, start, _) in enumerate(found):
-        end = len(human)
-        for later in found[i + 1:]:
-            if later[0] != address:
-                end = later[1]
-                break
-        block = human[start:end]
+        block = human[start:ends[i]]
         first, _, rest = block.partition("\n")
         if _evidence(first.replace(address, " ")):
             # The line names the failure itself ("<a@b>: host x said: 550 ...", "554 <a@b>...
@@ -565,6 +564,8 @@ def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
         return Report(kind="other")
 
 
+# A report's text is read up to here: error texts are short, and a huge body must stay cheap.
+_TEXT_LIMIT = 100_000
 _FORWARDED = re.compile(r"^[ \t]*(?:-+ ?)?(?:begin forwarded message|forwarded message)",
                         re.I | re.M)
 
@@ -606,7 +607,7 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     report_type = str(message.get_param("report-type", "") or "").lower()
     subject = _header(message, "Subject")
     sender = _header(message, "From")
-    body = _body_text(message)
+    body = _body_text(message)[:_TEXT_LIMIT]
     forwarded = _forwarded_report(body)
     if forwarded is not None:
         body = forwarded
