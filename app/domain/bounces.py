@@ -448,26 +448,17 @@ _DIRECTORY_WORDS = re.compile(
 
 def _transcript_stage(text: str) -> str | None:
     """The command a session transcript's first refusal answered (">>> RCPT To:<...>" then
-    "<<< 550 ..."). Pipelined commands are sent together: when a refusal after ">>> DATA" is
-    followed by another reply, the first one answered the RCPT TO sent with it."""
+    "<<< 550 ..."). With pipelining the reply to RCPT TO may follow ">>> DATA"; it is then taken
+    as DATA's, the cautious reading (a "user unknown" there is not proof of a missing mailbox)."""
     command = None
-    replies_since = 0
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
+    for line in text.splitlines():
         line = line.strip()
         if line.startswith(">>>"):
             match = _STAGE.search(line)
             command = _STAGE_NAMES.get(" ".join(next(g for g in match.groups() if g).lower()
                                                 .split())) if match else "OTHER"
-            replies_since = 0
-        elif line.startswith("<<<") and command is not None:
-            replies_since += 1
-            if re.match(r"<<<\s*[45]\d\d", line):
-                later = any(x.strip().startswith("<<<") for x in lines[i + 1:i + 4]
-                            if not x.strip().startswith(">>>"))
-                if command == "DATA" and replies_since == 1 and later:
-                    return "RCPT"
-                return command if command != "OTHER" else None
+        elif line.startswith("<<<") and command is not None and re.match(r"<<<\s*[45]\d\d", line):
+            return command if command != "OTHER" else None
     return None
 
 

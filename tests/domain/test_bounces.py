@@ -187,8 +187,8 @@ def test_the_remote_servers_code_is_more_specific_than_a_generic_status_field() 
     ("SMTP error from remote mail server after MAIL FROM:<a@b.c>: 550 x", "MAIL"),
     ("SMTP error from remote mail server after initial connection: 554 x", "CONNECT"),
     (">>> RCPT To:<a@b.c>\n<<< 550 5.1.1 unknown", "RCPT"),
-    # Pipelined: the refusal after DATA is followed by the DATA reply, so it answered RCPT.
-    (">>> DATA\n<<< 550 5.1.1 <a@b.c>... User unknown\n<<< 554 5.5.1 no valid recipients", "RCPT"),
+    # Pipelined, the reply to RCPT TO may follow ">>> DATA": read cautiously, as DATA's.
+    (">>> DATA\n<<< 550 5.1.1 <a@b.c>... User unknown\n<<< 554 5.5.1 no valid recipients", "DATA"),
     (">>> DATA\n<<< 550 Unknown user a@b.c", "DATA"),
     ("203.0.113.2 does not like recipient.", "RCPT"),
     ("550 user unknown", None),
