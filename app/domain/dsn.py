@@ -453,6 +453,17 @@ def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
     return [(address, "\n".join(parts)) for address, parts in out.items()]
 
 
+_NAMED_FAILURES = frozenset({
+    Reason.USER_UNKNOWN, Reason.HOST_UNKNOWN, Reason.MAILBOX_FULL, Reason.BLOCKED, Reason.SENDER,
+    Reason.EXPIRED, Reason.NOT_ACCEPTING, Reason.HAS_MOVED, Reason.SUSPENDED, Reason.TOO_LARGE,
+})
+
+
+def _failure_named(text: str) -> bool:
+    """A delivery failure stated plainly: a status or reply code, or words naming one."""
+    return bool(enhanced_code(text) or reply_code(text) or words_reason(text) in _NAMED_FAILURES)
+
+
 def _evidence(text: str) -> bool:
     return bool(enhanced_code(text) or reply_code(text) or words_reason(text))
 
@@ -696,8 +707,11 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
                     feedback_type="abuse"),), feedback_type="abuse", **base)
 
     failed_header = _header(message, "X-Failed-Recipients")
-    looks_bounce = bool(failed_header or bounce_subject or blocks and daemon
-                        or (daemon or _BOUNCE_TEXT.search(human)) and _evidence(human))
+    # A bounce names failed recipients or comes from a mail system with an error to tell; a
+    # bounce-like subject alone (a person's "Re: rejected") is not enough.
+    looks_bounce = bool(failed_header or bounce_subject and (daemon or _failure_named(human))
+                        or blocks and daemon
+                        or (daemon or _BOUNCE_TEXT.search(human)) and _failure_named(human))
 
     # Automatic replies (RFC 3834): timeline entries, not bounces.
     if not looks_bounce and _is_auto_reply(message, subject) or (

@@ -186,6 +186,12 @@ def test_plain_text_that_is_no_bounce():
     assert report.verdicts == ()
 
 
+def test_a_persons_reply_with_a_bounce_like_subject_is_no_bounce():
+    raw = (b"From: ann@example.org\nTo: bounce+x@b.example\nSubject: Re: your offer was rejected\n"
+           b"\nThanks, but the link in the header image did not work.\n")
+    assert parse(raw).kind == "other"
+
+
 def test_an_auto_reply_quoting_an_error_word_is_still_an_auto_reply():
     raw = (b"From: al@example.org\nTo: bounce+x@b.example\nSubject: Out of Office: news\n"
            b"Auto-Submitted: auto-replied\n\nI am away; my mailbox may be full.\n")
