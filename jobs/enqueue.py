@@ -27,10 +27,13 @@ def prepare(mailing_id: int) -> None:
     """Enqueue the preparation of one mailing (idempotent: one job id per mailing).
 
     A job of that id that is still queued or running is left alone. One that is over (failed,
-    or killed with its worker and then failed by RQ's cleanup) while the mailing is still
-    Preparing is replaced, so the scheduler tick retries the preparation at once rather than
-    after the failed job's record expires.
+    or started by a worker that has since died: RQ would call it started for the job's whole
+    timeout) while the mailing is still Preparing is replaced, so the scheduler tick retries the
+    preparation at once rather than after the old job's record expires. Preparing twice is
+    harmless: `mailings.prepare` works only on a mailing still Preparing, in one transaction.
     """
+    from jobs.periodic import is_alive
+
     queue = _queue()
     job_id = f"prepare-{mailing_id}"
     try:
@@ -45,7 +48,10 @@ def prepare(mailing_id: int) -> None:
                     old = Job.fetch(job_id, connection=queue.connection)
                 except NoSuchJobError:
                     continue  # gone meanwhile: enqueue now
-                if old.get_status(refresh=True) not in _OVER:
+                status = old.get_status(refresh=True)
+                abandoned = (status == JobStatus.STARTED
+                             and not is_alive(queue.connection, old.worker_name))
+                if status not in _OVER and not abandoned:
                     return  # queued or running
                 log.info("prepare of mailing %s: replacing its %s job", mailing_id,
                          old.get_status())

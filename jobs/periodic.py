@@ -11,9 +11,11 @@ full flow cannot starve the tick that settles crashed batches and starts due sch
 periodic job never expires while it waits; instead a slot is skipped while the same job of an
 earlier slot is still waiting, so a busy period leaves one job of each name waiting, not a pile.
 
-The ticker also marks its worker alive every second (``sb:workers:alive``, a sorted set of worker
-name -> last mark). A worker killed with SIGKILL stops marking at once, while RQ's own registry
-keeps listing it for minutes, so this is what counts the workers able to take send jobs.
+The ticker also marks its worker alive every second (``sb:workers:alive``, a sorted set of RQ
+worker name -> last mark). A worker killed with SIGKILL stops marking at once, while RQ's own
+registry keeps listing it for minutes (and its job "started" for as long as the job's timeout), so
+this is what counts the workers able to take send jobs and tells a running job from an abandoned
+one.
 """
 
 from __future__ import annotations
@@ -90,6 +92,15 @@ def mark_gone(connection: Redis, worker_name: str) -> None:
     connection.zrem(ALIVE_KEY, worker_name)
 
 
+def is_alive(connection: Redis, worker_name: str | None, now: float | None = None) -> bool:
+    """Did the worker of this RQ name mark itself alive within WORKER_ALIVE_TTL seconds?"""
+    if not worker_name:
+        return False
+    now = time.time() if now is None else now
+    score = connection.zscore(ALIVE_KEY, worker_name)
+    return score is not None and float(score) >= now - WORKER_ALIVE_TTL
+
+
 def live_workers(connection: Redis, now: float | None = None) -> int:
     """How many worker processes marked themselves alive within WORKER_ALIVE_TTL seconds."""
     now = time.time() if now is None else now
@@ -100,17 +111,19 @@ class Ticker(threading.Thread):
     """Background thread of a worker process that keeps the periodic jobs flowing."""
 
     def __init__(self, connection: Redis, worker_name: str | None = None,
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, *, enqueue: bool = True) -> None:
         super().__init__(name="sendboard-ticker", daemon=True)
         self.connection = connection
-        self.worker_name = worker_name
+        self.worker_name = worker_name  # the RQ name of this process's worker, once it has one
         self.interval = interval
+        self.enqueue = enqueue  # a burst worker only marks itself alive
         self.stopped = threading.Event()
 
     def beat(self) -> None:
         if self.worker_name:
             mark_alive(self.connection, self.worker_name)
-        enqueue_due(self.connection)
+        if self.enqueue:
+            enqueue_due(self.connection)
 
     def run(self) -> None:
         while True:
@@ -130,8 +143,8 @@ class Ticker(threading.Thread):
         self.stopped.set()
 
 
-def install(connection: Redis, worker_name: str | None = None) -> Ticker:
+def install(connection: Redis, worker_name: str | None = None, *, enqueue: bool = True) -> Ticker:
     """Start the ticker thread for this worker process."""
-    ticker = Ticker(connection, worker_name)
+    ticker = Ticker(connection, worker_name, enqueue=enqueue)
     ticker.start()
     return ticker

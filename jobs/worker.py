@@ -31,13 +31,16 @@ def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | 
 
     app = create_app()
     context._app = app
-    # The ticker marks this process alive under its own id: the RQ worker inside it is made
-    # again after a Redis restart, under a new name (RQ refuses a name its registry still holds).
-    ticker = None if burst else periodic.install(get_redis(), uuid.uuid4().hex)
+    # The ticker marks this process alive under its RQ worker's name. That worker is made again
+    # after a Redis restart under a new name (RQ refuses a name its registry still holds).
+    base = name or uuid.uuid4().hex
+    ticker = periodic.install(get_redis(), enqueue=not burst)
     try:
         for attempt in itertools.count():
-            rq_name = name if name is None or attempt == 0 else f"{name}.{attempt}"
+            rq_name = base if attempt == 0 else f"{base}.{attempt}"
+            ticker.worker_name = rq_name
             try:
+                periodic.mark_alive(get_redis(), rq_name)  # before it can take a job
                 worker = SimpleWorker(list(QUEUE_NAMES), connection=get_redis(), name=rq_name)
                 # RQ logs four lines per job; batches and the tick would drown the useful lines.
                 worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="WARNING")
@@ -46,8 +49,7 @@ def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | 
                 log.warning("Redis unavailable (%s); the worker starts again in 1 s", exc)
                 time.sleep(1)
     finally:
-        if ticker is not None:
-            ticker.stop()
+        ticker.stop()
 
 
 def main() -> None:

@@ -90,3 +90,27 @@ def test_the_ticker_marks_its_worker_alive_and_enqueues(redis_conn) -> None:
     assert periodic.live_workers(redis_conn) == 1
     assert any(i.startswith("periodic-tick-")
                for i in Queue("periodic", connection=redis_conn).get_job_ids())
+
+
+def test_a_prepare_job_left_started_by_a_dead_worker_is_replaced(redis_conn) -> None:
+    import time
+
+    from rq.job import JobStatus
+
+    from jobs.enqueue import prepare
+
+    queue = Queue("sending", connection=redis_conn)
+    for worker, replaced in (("alive-worker", False), ("killed-worker", True)):
+        redis_conn.flushall()
+        periodic.mark_alive(redis_conn, "alive-worker", now=time.time())
+        periodic.mark_alive(redis_conn, "killed-worker", now=time.time() - 30)
+        job = queue.enqueue("jobs.sending.prepare_mailing", 42, job_id="prepare-42")
+        queue.remove(job)  # taken by a worker...
+        job.worker_name = worker
+        job.save()
+        job.set_status(JobStatus.STARTED)  # ...which RQ keeps calling started
+        prepare(42)
+        again = Job.fetch("prepare-42", connection=redis_conn)
+        assert again.get_status(refresh=True) == (
+            JobStatus.QUEUED if replaced else JobStatus.STARTED), worker
+        assert queue.get_job_ids() == (["prepare-42"] if replaced else [])
