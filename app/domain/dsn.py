@@ -371,9 +371,10 @@ def _groups_in(message: Message, *, returned: bool) -> list[dict[str, str]]:
             continue
         payload = part.get_payload()
         if isinstance(payload, list):
-            text = "\n\n".join(_as_text(g) if isinstance(g, Message) else "" for g in payload)
-            if not _DSN_FIELD.search(text):
-                text = "\n\n".join(str(g) for g in payload)
+            # Each field group was parsed as a header block: its fields are its headers.
+            text = "\n\n".join(
+                "\n".join(f"{name}: {value}" for name, value in g.items())
+                for g in payload if isinstance(g, Message))
         else:
             text = _text(part)
         groups.extend(_groups_from_text(_jis(text)))
