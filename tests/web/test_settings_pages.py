@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import UTC, datetime
 
+import dkim
 import pytest
 from sqlalchemy import select
 
@@ -243,6 +245,15 @@ def test_generate_shows_the_record_and_never_the_private_key(app, auth, client):
     assert "DKIM key for shop.example generated. Publish the TXT record sb1._domainkey.shop.example" in page
     assert "PRIVATE KEY" not in page
     assert not any(line in page for line in _private_lines(key.private_key_pem))
+
+    # The record exactly as displayed verifies a signed message (what a receiver's DNS would give).
+    shown_name = re.search(r'class="dkim-name">([^<]+)<', page).group(1)
+    shown_value = html.unescape(re.search(r'class="dkim-value"[^>]*>([^<]+)<', page).group(1))
+    message = (b"From: news@shop.example\r\nTo: a@example.org\r\nSubject: Hi\r\n"
+               b"Date: Mon, 30 Nov 2026 12:00:00 +0000\r\nMessage-ID: <m@shop.example>\r\n\r\nHello\r\n")
+    signed = dkim_service.signer_for("shop.example")(message, datetime(2026, 11, 30, 12, tzinfo=UTC))
+    answers = {f"{shown_name}.": shown_value.encode()}
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: answers.get(name.decode()))
 
 
 def test_upload_a_valid_key(app, auth, client):
