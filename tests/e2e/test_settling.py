@@ -67,8 +67,8 @@ def test_cancel_mid_batch_shows_the_final_figures_without_reload(deployment, pag
     page.get_by_role("button", name="Send now").click()
     expect(page.locator(".flash-success")).to_contain_text("Sending started.")
     # The audience tabs fill in with the polls (the page may have been drawn while preparing).
-    expect(page.locator("#tab-count-all")).to_have_text(str(contacts))
-    expect(page.locator("#audience tbody tr")).to_have_count(50)
+    expect(page.locator("#tab-count-all")).to_have_text(str(contacts), timeout=20_000)
+    expect(page.locator("#audience tbody tr")).to_have_count(50, timeout=20_000)
     # % sent moves with each message: it shows progress long before the first batch of 20
     # (a third of the audience) is recorded.
     page.wait_for_function("() => { const p = document.querySelector('[data-testid=percent]');"
