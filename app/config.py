@@ -134,6 +134,8 @@ class Config:
         self.SENDBOARD_WEBHOOK_BASIC_PASSWORD = os.environ.get("SENDBOARD_WEBHOOK_BASIC_PASSWORD", "")
         self.MAILGUN_WEBHOOK_SIGNING_KEY = os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY", "")
         self.SES_SNS_CERT_PEM = os.environ.get("SES_SNS_CERT_PEM", "")
+        # Topic ARNs SES publishes to, comma-separated; with SNS signatures, empty refuses all.
+        self.SES_SNS_TOPIC_ARNS = os.environ.get("SES_SNS_TOPIC_ARNS", "")
         self.GENERIC_WEBHOOK_SECRET = os.environ.get("GENERIC_WEBHOOK_SECRET", "")
         self.BOUNCE_IMAP_HOST = os.environ.get("BOUNCE_IMAP_HOST", "")
         self.BOUNCE_IMAP_PORT = _number("BOUNCE_IMAP_PORT", "BOUNCE_IMAP_PORT", 993)

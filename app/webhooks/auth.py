@@ -3,6 +3,9 @@
 Every check returns None when the request is authentic, else the reason it was refused (logged and
 sent back in the 401 body). Nothing configured means nobody is trusted: an endpoint without a key
 refuses everything rather than accepting everything.
+
+The checks read raw bytes and header strings and never raise: a header that is not ASCII, absurdly
+long, or not the shape a provider sends is a refusal like any other wrong signature.
 """
 
 from __future__ import annotations
@@ -13,17 +16,42 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import current_app, request
 
 log = logging.getLogger(__name__)
 
 MAX_SKEW_SECONDS = 300  # signed timestamps older (or newer) than this are replays
+# SNS retries a delivery for up to an hour, with the message (and its Timestamp) unchanged.
+SNS_MAX_AGE_SECONDS = 3600
+SNS_MAX_AHEAD_SECONDS = MAX_SKEW_SECONDS
+MAX_SIGNATURE_CHARS = 1024  # every provider's signature is far shorter than this
 _seen_tokens: dict[str, float] = {}
 _seen_lock = threading.Lock()
+
+_Check = TypeVar("_Check", bound=Callable[..., "str | None"])
+
+
+def never_raises(check: _Check) -> _Check:
+    """A check that answers a refusal instead of raising, whatever the request holds."""
+
+    @wraps(check)
+    def guarded(*args: Any, **kwargs: Any) -> str | None:
+        try:
+            return check(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - an unreadable credential is a refusal, never a 500
+            log.warning("webhook credentials unreadable in %s", check.__name__, exc_info=True)
+            return "unreadable credentials"
+
+    return guarded  # type: ignore[return-value]
 
 
 def setting(name: str, default: str = "") -> str:
@@ -34,6 +62,16 @@ def setting(name: str, default: str = "") -> str:
     return str(value)
 
 
+def _ascii(value: Any, limit: int = MAX_SIGNATURE_CHARS) -> bytes | None:
+    """A header or field as ASCII bytes, or None when it is not a short printable ASCII string."""
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isascii():
+        return None
+    if not value.isprintable():
+        return None
+    return value.encode("ascii")
+
+
+@never_raises
 def check_basic_auth() -> str | None:
     """HTTP basic auth against SENDBOARD_WEBHOOK_BASIC_USER / _PASSWORD."""
     user = setting("SENDBOARD_WEBHOOK_BASIC_USER")
@@ -43,16 +81,23 @@ def check_basic_auth() -> str | None:
     given = request.authorization
     if given is None or given.type != "basic":
         return "missing credentials"
-    ok_user = hmac.compare_digest((given.username or "").encode(), user.encode())
-    ok_pass = hmac.compare_digest((given.password or "").encode(), password.encode())
+    given_user = (given.username or "").encode("utf-8", "surrogatepass")
+    given_password = (given.password or "").encode("utf-8", "surrogatepass")
+    ok_user = hmac.compare_digest(given_user, user.encode("utf-8", "surrogatepass"))
+    ok_pass = hmac.compare_digest(given_password, password.encode("utf-8", "surrogatepass"))
     return None if ok_user and ok_pass else "wrong credentials"
 
 
-def _fresh(timestamp: str, now: float | None = None) -> bool:
-    try:
-        ts = float(timestamp)
-    except ValueError:
+_UNIX_TIME = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
+
+
+def _fresh(timestamp: Any, now: float | None = None) -> bool:
+    """True for unix seconds (digits, an optional fraction) within MAX_SKEW_SECONDS of now."""
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        timestamp = str(timestamp) if abs(timestamp) < 10**12 else ""
+    if not isinstance(timestamp, str) or not _UNIX_TIME.match(timestamp):
         return False
+    ts = float(timestamp)
     now = time.time() if now is None else now
     return abs(now - ts) <= MAX_SKEW_SECONDS
 
@@ -73,6 +118,7 @@ def _load_sendgrid_key(raw: str) -> Any:
     return load_der_public_key(base64.b64decode(raw))
 
 
+@never_raises
 def check_sendgrid(body: bytes) -> str | None:
     """SendGrid's Signed Event Webhook (ECDSA P-256 over timestamp + body), else basic auth."""
     signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
@@ -85,10 +131,13 @@ def check_sendgrid(body: bytes) -> str | None:
 
         if not _fresh(timestamp):
             return "stale or missing timestamp"
+        raw_signature = _ascii(signature)
+        if raw_signature is None:
+            return "bad signature"
         try:
             public_key = _load_sendgrid_key(key)
-            public_key.verify(base64.b64decode(signature), timestamp.encode() + body,
-                              ec.ECDSA(hashes.SHA256()))
+            public_key.verify(base64.b64decode(raw_signature, validate=True),
+                              timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError, TypeError, binascii.Error):
             return "bad signature"
         return None
@@ -98,6 +147,7 @@ def check_sendgrid(body: bytes) -> str | None:
 # ---------------------------------------------------------------- Mailgun
 
 
+@never_raises
 def check_mailgun(signature: Any) -> str | None:
     """HMAC-SHA256 of timestamp + token with the signing key; stale or replayed tokens refused."""
     key = setting("MAILGUN_WEBHOOK_SIGNING_KEY")
@@ -105,17 +155,21 @@ def check_mailgun(signature: Any) -> str | None:
         return "mailgun signing key is not configured"
     if not isinstance(signature, dict):
         return "missing signature"
-    timestamp = str(signature.get("timestamp", ""))
-    token = str(signature.get("token", ""))
-    given = str(signature.get("signature", ""))
-    if not timestamp or not token or not given:
+    raw_ts = signature.get("timestamp")
+    if isinstance(raw_ts, int) and not isinstance(raw_ts, bool) and 0 <= raw_ts < 10**12:
+        raw_ts = str(raw_ts)
+    timestamp = _ascii(raw_ts, 32)
+    token = _ascii(signature.get("token"), 256)
+    given = _ascii(signature.get("signature"), 256)
+    if timestamp is None or token is None or given is None:
         return "missing signature"
-    expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(key.encode("utf-8", "surrogatepass"), timestamp + token,
+                        hashlib.sha256).hexdigest().encode("ascii")
     if not hmac.compare_digest(expected, given):
         return "bad signature"
-    if not _fresh(timestamp):
+    if not _fresh(timestamp.decode("ascii")):
         return "stale timestamp"
-    if not remember_token(f"mailgun:{token}"):
+    if not remember_token(f"mailgun:{token.decode('ascii')}"):
         return "replayed token"
     return None
 
@@ -150,6 +204,25 @@ def remember_token(token: str) -> bool:
 _SNS_NOTIFICATION_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 _SNS_SUBSCRIPTION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
                           "TopicArn", "Type")
+SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
+# Fields SNS always sends as strings; anything else is not an SNS message.
+SNS_STRING_FIELDS = tuple(sorted({*_SNS_NOTIFICATION_KEYS, *_SNS_SUBSCRIPTION_KEYS,
+                                  "Signature", "SignatureVersion", "SigningCertURL",
+                                  "UnsubscribeURL"}))
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:([a-z0-9-]{1,40}):[0-9]{1,20}:[A-Za-z0-9_.-]{1,256}$")
+_SNS_HOST = re.compile(r"^sns\.([a-z0-9-]{1,40})\.amazonaws\.com$")
+
+
+def sns_shape_error(message: Any) -> str | None:
+    """Why a parsed body is not an SNS message (a JSON object of string fields), else None."""
+    if not isinstance(message, dict):
+        return "not an SNS message"
+    if message.get("Type") not in SNS_TYPES:
+        return "not an SNS message type"
+    for key in SNS_STRING_FIELDS:
+        if key in message and not isinstance(message[key], str):
+            return f"SNS field {key} is not a string"
+    return None
 
 
 def sns_string_to_sign(message: dict[str, Any]) -> bytes:
@@ -163,11 +236,13 @@ def sns_string_to_sign(message: dict[str, Any]) -> bytes:
     return "".join(parts).encode()
 
 
+@never_raises
 def check_ses(message: dict[str, Any]) -> str | None:
     """The SNS signature against the configured certificate (SES_SNS_CERT_PEM), else basic auth.
 
     The certificate is configured rather than fetched from SigningCertURL, so a forged message
     cannot point us at a certificate of its own choosing, and no request leaves the server.
+    SignatureVersion 1 is RSA with SHA-1, version 2 RSA with SHA-256; any other is refused.
     """
     pem = setting("SES_SNS_CERT_PEM")
     if not pem:
@@ -177,20 +252,93 @@ def check_ses(message: dict[str, Any]) -> str | None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
+    if sns_shape_error(message):
+        return "not a signed SNS message"
     if not pem.lstrip().startswith("-----BEGIN") and os.path.exists(pem):
         with open(pem, "rb") as fh:
             pem = fh.read().decode()
-    version = str(message.get("SignatureVersion", "1"))
+    version = message.get("SignatureVersion", "1")
+    if version not in ("1", "2"):
+        return "unknown SNS SignatureVersion"
     algorithm = hashes.SHA256() if version == "2" else hashes.SHA1()  # noqa: S303 (SNS v1)
+    signature = _ascii(message.get("Signature"), 4096)
+    if signature is None:
+        return "bad SNS signature"
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
         cert.public_key().verify(  # type: ignore[union-attr,call-arg]
-            base64.b64decode(str(message.get("Signature", ""))),
+            base64.b64decode(signature, validate=True),
             sns_string_to_sign(message), padding.PKCS1v15(), algorithm,
         )
     except (InvalidSignature, ValueError, TypeError, binascii.Error):
         return "bad SNS signature"
     return None
+
+
+def sns_topics() -> frozenset[str]:
+    """The allow-list SES_SNS_TOPIC_ARNS: topic ARNs, comma-separated (or a list in config)."""
+    raw: Any = current_app.config.get("SES_SNS_TOPIC_ARNS")
+    if raw in (None, "", [], ()):
+        raw = os.environ.get("SES_SNS_TOPIC_ARNS", "")
+    items = raw.split(",") if isinstance(raw, str) else [str(item) for item in raw]
+    return frozenset(item.strip() for item in items if item.strip())
+
+
+def _sns_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not 10 <= len(value) <= 40 or not value.isascii():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return None if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+@never_raises
+def check_sns_rules(message: dict[str, Any], *, signed: bool,
+                    now: float | None = None) -> str | None:
+    """What SNS messages are accepted beyond their signature: a fresh Timestamp (at most an hour
+    old, a few minutes ahead), and a TopicArn on SES_SNS_TOPIC_ARNS.
+
+    With SNS signatures in use (`signed`), an empty allow-list refuses every message: a valid
+    signature only proves that *some* AWS account's topic sent it. With basic auth the shared
+    credentials already name the sender, and an empty allow-list admits any topic.
+    """
+    moment = _sns_time(message.get("Timestamp"))
+    if moment is None:
+        return "SNS message without a valid Timestamp"
+    age = (time.time() if now is None else now) - moment.timestamp()
+    if age > SNS_MAX_AGE_SECONDS:
+        return "SNS message older than an hour"
+    if age < -SNS_MAX_AHEAD_SECONDS:
+        return "SNS message dated in the future"
+    topics = sns_topics()
+    topic = message.get("TopicArn")
+    if not topics:
+        if signed:
+            log.error("SES/SNS message refused: SES_SNS_TOPIC_ARNS is empty; set it to the "
+                      "topic ARN(s) SES publishes to (comma-separated) to accept them")
+            return "no SNS topic is allowed (SES_SNS_TOPIC_ARNS is empty)"
+        return None
+    if topic not in topics:
+        return "SNS topic not allowed"
+    return None
+
+
+def subscribe_url_ok(url: Any, topic_arn: Any) -> bool:
+    """True for an https URL on sns.<region>.amazonaws.com, the region of the topic: the only
+    address a SubscriptionConfirmation may make us fetch."""
+    if not isinstance(url, str) or len(url) > 4096 or not url.isascii() or not url.isprintable():
+        return False
+    topic = _TOPIC_ARN.match(topic_arn) if isinstance(topic_arn, str) else None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    host = _SNS_HOST.match(parts.netloc)  # netloc, not hostname: no user, password or port
+    return (parts.scheme == "https" and host is not None and port is None
+            and topic is not None and host.group(1) == topic.group(1))
 
 
 # ---------------------------------------------------------------- generic
@@ -202,6 +350,7 @@ def generic_signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+@never_raises
 def check_generic(body: bytes) -> str | None:
     """HMAC-SHA256 with GENERIC_WEBHOOK_SECRET over the timestamp and the raw body."""
     secret = setting("GENERIC_WEBHOOK_SECRET")
@@ -211,8 +360,11 @@ def check_generic(body: bytes) -> str | None:
     given = request.headers.get("X-Sendboard-Signature", "")
     if not timestamp or not given:
         return "missing X-Sendboard-Timestamp or X-Sendboard-Signature"
-    expected = generic_signature(secret, timestamp, body)
-    if not hmac.compare_digest(expected, given):
+    raw_ts, raw_given = _ascii(timestamp, 32), _ascii(given)
+    if raw_ts is None or raw_given is None:
+        return "bad signature"
+    mac = hmac.new(secret.encode("utf-8", "surrogatepass"), raw_ts + b"." + body, hashlib.sha256)
+    if not hmac.compare_digest(("sha256=" + mac.hexdigest()).encode("ascii"), raw_given):
         return "bad signature"
     if not _fresh(timestamp):
         return "stale timestamp"

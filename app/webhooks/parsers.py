@@ -4,14 +4,20 @@ one malformed event refuses the request (PayloadError -> 400) and nothing is hal
 Recipients are found by our token (the ``sb_rid`` custom argument or the X-Sendboard-Rid header)
 or by our Message-ID (angle brackets stripped). Event types a provider may add later are skipped,
 not refused, so the provider does not retry a payload we can never accept.
+
+Whatever the payload holds (any JSON: nested deeply, huge numbers, lone surrogates, wrong types at
+any level), reading it either gives events that can be stored as they are or raises PayloadError:
+text is cleaned of what no database column takes (lone surrogates, NUL), and only strings,
+numbers and booleans go into an event's detail.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.domain.bounces import Reason, Verdict, classify
@@ -30,10 +36,34 @@ from app.services.responses import (
 
 TokenReader = Callable[[str], int | None]
 MAX_EVENTS = 10_000
+# Event times a provider can mean: from 2000 until a day ahead of our clock (clocks drift).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD = timedelta(days=1)
+MAX_MESSAGE_ID = 255  # the column's size: a longer Message-ID is none of ours
 
 
 class PayloadError(ValueError):
     """A payload we cannot read; the message says where."""
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """Text any database column takes: lone surrogates become U+FFFD, NUL characters go."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = _SURROGATES.sub("\ufffd", value)
+    return value
+
+
+def _in_range(moment: datetime, where: str) -> datetime:
+    if not EARLIEST <= moment <= datetime.now(UTC) + MAX_AHEAD:
+        raise PayloadError(f"{where}: timestamp out of range")
+    return moment
 
 
 def _time(value: Any, where: str) -> datetime:
@@ -41,33 +71,53 @@ def _time(value: Any, where: str) -> datetime:
         raise PayloadError(f"{where}: timestamp is not a time")
     if isinstance(value, int | float):
         try:
-            return datetime.fromtimestamp(float(value), UTC)
+            return _in_range(datetime.fromtimestamp(float(value), UTC), where)
         except (OverflowError, OSError, ValueError) as exc:
             raise PayloadError(f"{where}: timestamp out of range") from exc
     if isinstance(value, str) and value:
+        if len(value) > 64:
+            raise PayloadError(f"{where}: timestamp is not ISO 8601")
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
             raise PayloadError(f"{where}: timestamp {value[:40]!r} is not ISO 8601") from exc
         if moment.tzinfo is None:
             raise PayloadError(f"{where}: timestamp has no time zone")
-        return moment.astimezone(UTC)
+        try:
+            return _in_range(moment.astimezone(UTC), where)
+        except OverflowError as exc:
+            raise PayloadError(f"{where}: timestamp out of range") from exc
     raise PayloadError(f"{where}: missing timestamp")
 
 
 def _str(value: Any, limit: int = 2000) -> str:
-    return "" if value is None else str(value)[:limit]
+    """A text field: a string (or a number) cut to `limit`; objects and lists count as absent."""
+    if isinstance(value, str):
+        return clean_text(value[:limit])
+    if isinstance(value, int | float) and (not isinstance(value, float) or math.isfinite(value)):
+        return str(value)[:limit]
+    return ""
+
+
+def _small_int(value: Any) -> int | None:
+    """An integer id as providers send one (a SendGrid group id), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
 
 
 def _recipient(token: Any, message_id: Any, read_token: TokenReader) -> dict[str, Any]:
     rid = read_token(token) if isinstance(token, str) and token else None
     if rid is not None:
         return {"recipient_id": rid}
-    mid = normalize_message_id(message_id) if isinstance(message_id, str) else None
-    return {"message_id": mid}
+    mid = (normalize_message_id(clean_text(message_id[:MAX_MESSAGE_ID + 10]))
+           if isinstance(message_id, str) else None)
+    return {"message_id": mid if mid and len(mid) <= MAX_MESSAGE_ID else None}
 
 
 def _event(where: str, **fields: Any) -> Event:
+    if isinstance(fields.get("provider_event_id"), str):
+        fields["provider_event_id"] = clean_text(fields["provider_event_id"]) or None
     event = Event(**fields)
     try:
         check_event(event)
@@ -76,12 +126,28 @@ def _event(where: str, **fields: Any) -> Event:
     return event
 
 
-def load_json(body: bytes) -> Any:
-    """The body as JSON, or PayloadError."""
+def _no_constant(name: str) -> Any:
+    raise PayloadError(f"body is not JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError("body is not JSON: a number out of range")
+    return value
+
+
+def load_json(body: bytes | str) -> Any:
+    """The body as strict JSON (no NaN or Infinity, no number out of float range), or
+    PayloadError; also for nesting too deep and integers too long to read."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from exc
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except PayloadError:
+        raise
+    except RecursionError as exc:
+        raise PayloadError("body is not JSON we read: nested too deeply") from exc
+    except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digits
+        raise PayloadError(f"body is not JSON: {str(exc)[:200]}") from exc
 
 
 def _list_of_dicts(payload: Any, what: str) -> list[dict[str, Any]]:
@@ -145,7 +211,7 @@ def sendgrid(payload: Any, read_token: TokenReader) -> list[Event]:
             elif name == "click":
                 detail = {"url": _str(item.get("url"), 500)}
             elif name.startswith("group_"):
-                detail = {"scope": "type", "asm_group_id": item.get("asm_group_id")}
+                detail = {"scope": "type", "asm_group_id": _small_int(item.get("asm_group_id"))}
         else:
             continue  # a type added after this code was written
         unique = item.get("unique_args") if isinstance(item.get("unique_args"), dict) else {}
@@ -183,7 +249,7 @@ def mailgun(data: Any, read_token: TokenReader) -> list[Event]:
                   **_verdict_detail(verdict)}
         if data.get("severity") == "temporary":
             kind = Response.SOFT_BOUNCE.value
-        elif str(data.get("reason", "")).startswith("suppress"):
+        elif _str(data.get("reason"), 100).startswith("suppress"):
             kind = Response.DROPPED.value  # Mailgun refused: a suppressed address
         else:
             # Mailgun gave up: its own word is the only evidence when the reply says nothing.
@@ -216,7 +282,8 @@ def mailgun(data: Any, read_token: TokenReader) -> list[Event]:
 
 def _ses_headers(mail: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for header in mail.get("headers") or []:
+    headers = mail.get("headers")
+    for header in headers[:1000] if isinstance(headers, list) else []:
         if isinstance(header, dict) and isinstance(header.get("name"), str):
             out[header["name"].lower()] = _str(header.get("value"), 1000)
     return out

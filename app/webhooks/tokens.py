@@ -4,7 +4,8 @@ a batch of 1,000 events that carry 1,000 different tokens.
 The signing key is derived once per secret and its HMAC-SHA1 inner and outer pads hashed once,
 so checking a token costs two SHA-1 steps; a plain recipient id (the base64 of its decimal digits) is read without going
 through JSON. Anything else (a compressed payload, a non-integer) falls back to itsdangerous, so
-the answers are exactly those of `read_recipient_token` (tested against it).
+the answers are exactly those of `read_recipient_token` (tested against it) for every id a
+database column holds; a token that is not ASCII, or names an id beyond 64 bits, reads as none.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def _b64(data: bytes) -> bytes:
 @lru_cache(maxsize=4096)
 def _read(secret: str, token: str) -> int | None:
     serializer, inner, outer = _keys(secret)
-    value, sep, signature = token.encode("utf-8").rpartition(b".")
+    if not token.isascii():  # tokens are URL-safe base64; this also keeps out lone surrogates
+        return None
+    value, sep, signature = token.encode("ascii").rpartition(b".")
     if not sep:
         return None
     try:
@@ -64,11 +67,17 @@ def _read(secret: str, token: str) -> int | None:
         if not value.startswith(b"."):
             digits = _b64(value)
             if digits.isdigit() and (digits == b"0" or not digits.startswith(b"0")):
-                return int(digits)
+                return _row_id(int(digits))
         payload = serializer.load_payload(value)
     except (BadData, ValueError, TypeError, binascii.Error):
         return None
-    return payload if isinstance(payload, int) and not isinstance(payload, bool) else None
+    return _row_id(payload) if isinstance(payload, int) and not isinstance(payload, bool) else None
+
+
+def _row_id(value: int) -> int | None:
+    """A value a database id column can hold (a signed 64-bit integer), else None: a bigger one
+    can only come from a token we never signed for a recipient, and no query can take it."""
+    return value if -(2**63) <= value < 2**63 else None
 
 
 def read_token(token: str) -> int | None:
@@ -81,7 +90,7 @@ def token_reader() -> Callable[[str], int | None]:
     secret = current_app.config["SECRET_KEY"]
 
     def read(token: str) -> int | None:
-        if not token or len(token) > 200:
+        if not isinstance(token, str) or not token or len(token) > 200:
             return None
         return _read(secret, token)
 
