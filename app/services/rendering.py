@@ -14,17 +14,26 @@ from __future__ import annotations
 import binascii
 import copy
 import email.utils
+import functools
 import json
 import re
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
 from functools import lru_cache
+from string import Formatter
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError
+from jinja2 import Environment, Template, TemplateSyntaxError, Undefined, nodes, pass_context
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.defaults import DEFAULT_NAMESPACE
+from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.domain.eligibility import ascii_address
@@ -40,9 +49,409 @@ class TemplateProblem(ValueError):
     """A template that cannot compile or render; the message says where."""
 
 
-def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
+# --------------------------------------------------------------------------------------------
+# Limits: a template is code a staff member typed, run once per recipient inside a worker or a web
+# request. The sandbox keeps it away from Python's internals; these limits keep it from tying up
+# the process. They are counted per render (one subject, HTML or text body for one recipient).
+# --------------------------------------------------------------------------------------------
+
+MAX_LOOP_ITERATIONS = 10_000  # loop turns per render, nested loops counted together
+MAX_CALLS = 10_000  # function, method and macro calls per render
+MAX_MACRO_DEPTH = 50  # macros calling macros (a macro calling itself without end stops here)
+MAX_OUTPUT_CHARS = 2_000_000  # characters of rendered output, and the largest value it may make
+MAX_WORK_CHARS = 20_000_000  # characters of text (and list items) a render may make in all
+MAX_ITEMS = 100_000  # items in a list or range a template may make
+MAX_WIDTH = 10_000  # a padding, indent, wrap or format width
+MAX_INT_BITS = 4_096  # integers a template computes (2 ** 4096 is a 1,234-digit number)
+MAX_RENDER_SECONDS = 2.0
+
+
+class TemplateLimit(SecurityError):
+    """A template went past one of the render limits; the message says which."""
+
+
+class _Budget:
+    """What one render has used so far."""
+
+    __slots__ = ("calls", "deadline", "depth", "iterations", "produced")
+
+    def __init__(self) -> None:
+        self.iterations = 0
+        self.calls = 0
+        self.depth = 0
+        self.produced = 0
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimit(f"the template took longer than {MAX_RENDER_SECONDS:g} seconds"
+                                " to render for one recipient")
+
+    def iterate(self, static_chars: int) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_LOOP_ITERATIONS:
+            raise TemplateLimit(f"the template's loops run more than {MAX_LOOP_ITERATIONS:,} times"
+                                " for one recipient (nested loops multiply)")
+        self.produce(static_chars)
+        self.check_time()
+
+    def call(self) -> None:
+        self.calls += 1
+        if self.calls > MAX_CALLS:
+            raise TemplateLimit(f"the template makes more than {MAX_CALLS:,} calls for one"
+                                " recipient")
+        self.check_time()
+
+    def produce(self, chars: int) -> None:
+        self.produced += chars
+        if self.produced > MAX_WORK_CHARS:
+            raise TemplateLimit(f"the template builds more than {MAX_WORK_CHARS:,} characters of"
+                                " text for one recipient")
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("sendboard_template_budget", default=None)
+
+
+def _budget() -> _Budget:
+    """The running render's budget; outside a render (compile-time folding) a fresh one."""
+    return _BUDGET.get() or _Budget()
+
+
+def _too_large() -> TemplateLimit:
+    return TemplateLimit(f"the template would produce more than {MAX_OUTPUT_CHARS:,} characters"
+                         " for one recipient")
+
+
+def _size_over(value: Any, limit: int) -> bool:
+    """True if printing `value` would take more than `limit` characters (stops counting early).
+
+    Containers are walked without being printed; each item counts at least one character, so
+    the walk itself never does more than `limit` steps, even over a list repeating one list.
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            total += len(item) + 1
+        elif isinstance(item, range):
+            total += len(item) * 2
+        elif isinstance(item, dict):
+            total += 2 * len(item) + 1
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 3 * len(item) + 1  # at least a character and a separator per item
+            if total <= limit:
+                stack.extend(i for i in item if not isinstance(i, int | float))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += item.bit_length() // 3 + 1
+        else:
+            total += 1
+        if total > limit:
+            return True
+    return False
+
+
+def _check_value(value: Any) -> Any:
+    """A value a template made: refused when it is larger than a render may produce, and counted
+    against the render's budget (so making many large values is refused too)."""
+    if isinstance(value, str | bytes):
+        if len(value) > MAX_OUTPUT_CHARS:
+            raise _too_large()
+        _budget().produce(len(value))
+    elif isinstance(value, list | tuple):
+        if len(value) > MAX_ITEMS:
+            raise TemplateLimit(f"the template makes a list of more than {MAX_ITEMS:,} items")
+        _budget().produce(len(value))
+    elif isinstance(value, Iterator):
+        return _checked_items(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > MAX_INT_BITS:
+            raise TemplateLimit("the template computes a number too large to use")
+    return value
+
+
+def _checked_items(items: Iterator[Any]) -> Iterator[Any]:
+    """A lazy sequence (a filter's `map`, `select`...) whose items are checked as they come."""
+    for item in items:
+        yield _check_value(item)
+
+
+def _check_width(width: Any, what: str = "width") -> None:
+    if isinstance(width, int) and width > MAX_WIDTH:
+        raise TemplateLimit(f"a {what} of {width:,} is more than the {MAX_WIDTH:,} allowed")
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_percent_format(fmt: str, args: Any) -> None:
+    """Refuse a `%` format whose widths would build an enormous string."""
+    star = False
+    for match in _PERCENT_SPEC.finditer(fmt):
+        for part in match.groups():
+            if part == "*":
+                star = True
+            elif part:
+                _check_width(int(part))
+    if star:
+        for arg in args if isinstance(args, tuple) else (args,):
+            _check_width(arg)
+
+
+def _check_brace_format(fmt: str) -> None:
+    """Refuse a `str.format` pattern whose widths would build an enormous string."""
+    try:
+        fields = list(Formatter().parse(fmt))
+    except ValueError:
+        return  # str.format raises the same error, with its own message
+    for _, _, spec, _ in fields:
+        if not spec:
+            continue
+        if "{" in spec:
+            raise TemplateLimit("a format width taken from a variable is not allowed")
+        for number in re.findall(r"\d+", spec):
+            _check_width(int(number))
+
+
+def _mul_size(seq: Any, times: Any) -> None:
+    if isinstance(times, bool) or not isinstance(times, int):
+        return
+    if isinstance(seq, str | bytes):
+        if len(seq) * times > MAX_OUTPUT_CHARS:
+            raise _too_large()
+    elif isinstance(seq, list | tuple) and len(seq) * times > MAX_ITEMS:
+        raise TemplateLimit(f"the template makes a list of more than {MAX_ITEMS:,} items")
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse an operation whose result would be too large, before Python computes it."""
+    if operator == "*":
+        _mul_size(left, right)
+        _mul_size(right, left)
+        if (isinstance(left, int) and isinstance(right, int)
+                and left.bit_length() + right.bit_length() > MAX_INT_BITS):
+            raise TemplateLimit("the template computes a number too large to use")
+    elif operator == "**":
+        if (isinstance(left, int) and isinstance(right, int) and right > 0
+                and abs(left) > 1 and abs(left).bit_length() * right > MAX_INT_BITS):
+            raise TemplateLimit("the template computes a number too large to use")
+    elif operator == "+":
+        if (isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)):
+            limit = MAX_OUTPUT_CHARS if isinstance(left, str) else MAX_ITEMS
+            if len(left) + len(right) > limit:
+                raise _too_large()
+    elif operator == "%" and isinstance(left, str):
+        _check_percent_format(left, right)
+
+
+def _check_str_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a string method call whose result would be enormous, before it runs."""
+    method = getattr(method, "__wrapped__", method)  # the sandbox wraps str.format
+    text = getattr(method, "__self__", None)
+    if not isinstance(text, str):
+        return
+    name = getattr(method, "__name__", "")
+    if name in ("center", "ljust", "rjust", "zfill") and args:
+        _check_width(args[0])
+    elif name == "expandtabs":
+        size = (args[0] if args else kwargs.get("tabsize", 8))
+        if isinstance(size, int) and size * text.count("\t") + len(text) > MAX_OUTPUT_CHARS:
+            raise _too_large()
+    elif name == "replace" and len(args) >= 2:
+        old, new = args[0], args[1]
+        if isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
+            count = text.count(old) if old else len(text) + 1
+            if len(text) + count * (len(new) - len(old)) > MAX_OUTPUT_CHARS:
+                raise _too_large()
+    elif name == "join" and args:
+        _check_join(text, args[0])
+    elif name in ("format", "format_map"):
+        _check_brace_format(text)
+
+
+def _check_join(separator: Any, items: Any) -> None:
+    if isinstance(items, list | tuple | str | range):
+        sep = len(separator) if isinstance(separator, str) else 1
+        if len(items) * sep > MAX_OUTPUT_CHARS or _size_over(items, MAX_OUTPUT_CHARS):
+            raise _too_large()
+
+
+def _limited_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A built-in filter with the render limits applied to its arguments and its result."""
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        # Filters marked pass_context/pass_environment get that first; the value comes next.
+        values = [a for a in args if not isinstance(a, Environment | Context | EvalContext)]
+        value, params = (values[0], values[1:]) if values else (None, [])
+        if name in ("center", "indent", "wordwrap", "truncate"):
+            for width in (*params, *kwargs.values()):
+                _check_width(width)
+        elif name in ("slice", "batch") and params:
+            _check_width(params[0], "count")
+        elif name == "format" and isinstance(value, str):
+            _check_percent_format(value, tuple(params))
+        elif name == "replace" and len(params) >= 2 and isinstance(value, str):
+            _check_str_method(value.replace, tuple(params[:2]), {})
+        elif name == "join":
+            _check_join(params[0] if params else kwargs.get("d", ""), value)
+        elif name == "sum" and isinstance(value, list | tuple):
+            items = sum(len(v) for v in value if isinstance(v, list | tuple | str))
+            if items > MAX_ITEMS:
+                raise TemplateLimit(f"the template makes a list of more than {MAX_ITEMS:,} items")
+        elif name in ("string", "list", "tojson", "pprint", "unique", "sort", "map",
+                      "select", "reject", "dictsort", "urlize", "xmlattr", "items"):
+            if _size_over(value, MAX_OUTPUT_CHARS):
+                raise _too_large()
+        return _check_value(func(*args, **kwargs))
+
+    return functools.update_wrapper(limited, func)
+
+
+def _limited_range(*args: int) -> range:
+    numbers = range(*args)
+    if len(numbers) > MAX_LOOP_ITERATIONS:
+        raise TemplateLimit(f"range() of {len(numbers):,} numbers: at most"
+                            f" {MAX_LOOP_ITERATIONS:,} (the loop limit) are allowed")
+    return numbers
+
+
+def _limited_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    _check_width(n * max, "placeholder text length")
+    return str(DEFAULT_NAMESPACE["lipsum"](n=n, html=html, min=min, max=max))
+
+
+@pass_context
+def _counted_loop(context: Context, iterable: Any, static_chars: int) -> Iterator[Any]:
+    """What a `{% for %}` loop walks: its items, each one counted against the render's budget."""
+    budget = _budget()
+    for item in iterable:
+        budget.iterate(static_chars)
+        yield item
+
+
+def _finalize(value: Any) -> Any:
+    """Every `{{ ... }}` value on its way to the output: counted, and refused if too large.
+
+    Short strings are not counted (the common case, kept cheap): what they can add up to is
+    bounded by the loop limit, and the output limit applies to the whole render anyway.
+    """
+    if isinstance(value, str):
+        if len(value) > 256:
+            _budget().produce(len(value))
+    elif value is not None and not isinstance(value, int | float | Undefined):
+        if _size_over(value, MAX_OUTPUT_CHARS):
+            raise _too_large()
+        _budget().produce(len(str(value)))
+    return value
+
+
+def _static_chars(body: list[nodes.Node]) -> int:
+    """Characters of plain text a loop body writes on each turn (nested loops count their own)."""
+    total = 0
+    stack: list[nodes.Node] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.TemplateData):
+            total += len(node.data)
+        elif not isinstance(node, nodes.For | nodes.Macro | nodes.CallBlock):
+            stack.extend(node.iter_child_nodes())
+    return total
+
+
+class _LimitedCodeGenerator(CodeGenerator):
+    """Compiles templates so loops and `~` concatenation report to the render's budget."""
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        # Every loop walks its items through the counting filter (added before the filters
+        # used by the template are collected).
+        for loop in node.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "sendboard_counted_loop",
+                                     [nodes.Const(_static_chars(loop.body))], [], None, None,
+                                     lineno=loop.lineno)
+        super().visit_Template(node, frame)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_value(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+class _LimitedTemplate(Template):
+    """A template whose render() runs under a fresh budget and stops past the output limit."""
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        token = _BUDGET.set(_Budget())
+        try:
+            context = self.new_context(dict(*args, **kwargs))
+            try:
+                parts: list[str] = []
+                size = 0
+                for part in self.root_render_func(context):
+                    size += len(part)
+                    if size > MAX_OUTPUT_CHARS:
+                        raise _too_large()
+                    parts.append(part)
+                return self.environment.concat(parts)  # type: ignore[attr-defined,no-any-return]
+            except RecursionError:
+                raise TemplateLimit("the template's macros or loops call themselves too deeply"
+                                    ) from None
+            except Exception:
+                self.environment.handle_exception()
+        finally:
+            _BUDGET.reset(token)
+
+
+class LimitedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox every mailing template runs in: no Python internals, and bounded work.
+
+    Loops, calls, macro nesting, the size of every value made (strings, lists, numbers), the
+    size of the output and the time of one render are all limited (see the MAX_* constants);
+    going past one raises TemplateLimit with what was exceeded, which callers report as a
+    TemplateProblem. Operators that could allocate without bound (`*`, `+`, `%`, `**`) are
+    checked before they run.
+    """
+
+    intercepted_binops = frozenset({"*", "+", "%", "**"})
+    code_generator_class = _LimitedCodeGenerator
+    template_class = _LimitedTemplate
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, finalize=_finalize, **kwargs)
+        self.globals["range"] = _limited_range
+        self.globals["lipsum"] = _limited_lipsum
+        self.filters = {name: _limited_filter(name, func) for name, func in self.filters.items()}
+        self.filters["sendboard_counted_loop"] = _counted_loop
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _check_binop(operator, left, right)
+        return _check_value(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Context, __obj: Any,  # noqa: N805
+             *args: Any, **kwargs: Any) -> Any:
+        budget = _budget()
+        budget.call()
+        _check_str_method(__obj, args, kwargs)
+        if isinstance(__obj, Macro):
+            budget.depth += 1
+            try:
+                if budget.depth > MAX_MACRO_DEPTH:
+                    raise TemplateLimit(f"macros call each other more than {MAX_MACRO_DEPTH}"
+                                        " deep (a macro calling itself without end?)")
+                return _check_value(super().call(__context, __obj, *args, **kwargs))
+            finally:
+                budget.depth -= 1
+        return _check_value(super().call(__context, __obj, *args, **kwargs))
+
+    @staticmethod
+    def checked_value(value: Any) -> Any:
+        return _check_value(value)
+
+
+def _environment(autoescape: bool) -> LimitedSandbox:
     # Undefined variables render empty: a contact missing a custom field still gets the mail.
-    return ImmutableSandboxedEnvironment(autoescape=autoescape, keep_trailing_newline=True)
+    return LimitedSandbox(autoescape=autoescape, keep_trailing_newline=True)
 
 
 _HTML_ENV = _environment(True)
@@ -237,7 +646,7 @@ class MessageBuilder:
             subject = self.subject_t.render(ctx).replace(TOKEN_SLOT, token)
             html = self.html_t.render(ctx).replace(TOKEN_SLOT, token) if self.html_t else ""
             text = self.text_t.render(ctx).replace(TOKEN_SLOT, token) if self.text_t else ""
-        except (TemplateError, TypeError, ValueError) as exc:
+        except Exception as exc:  # a template is user code: whatever it raises is its problem
             raise TemplateProblem(f"render failed: {exc}") from exc
         base = self.content["base_url"]
         unsubscribe = f"{base}/u/{token}"
@@ -338,5 +747,5 @@ def preview(mailing: Any, merge: dict[str, Any], base_url: str) -> dict[str, str
             "html": builder.html_t.render(ctx) if builder.html_t else "",
             "text": builder.text_t.render(ctx) if builder.text_t else "",
         }
-    except (TemplateError, TypeError, ValueError) as exc:
+    except Exception as exc:  # a template is user code: whatever it raises is its problem
         raise TemplateProblem(f"render failed: {exc}") from exc
