@@ -259,7 +259,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
     (Reason.NOT_ACCEPTING, _words(r"null mx", r"indicated no smtp service", r"does not accept (?:any )?(?:e-?)?mail",
                                   r"not accept(?:ing)? (?:any )?(?:e-?)?mail")),
     (Reason.MAILBOX_FULL, _words(
-        r"mailbox (?:is )?(?:full|over)", r"over ?quota", r"quota (?:exceeded|exceed|full)",
+        r"mailbox (?:is )?(?:full|over)", r"over ?quota", r"quota (?:usage )?(?:exceeded|exceed|full)",
         r"exceed(?:s|ed)? (?:the |his |her |their )?(?:storage |mailbox |disk )?quota",
         r"insufficient (?:system )?storage", r"mail ?box (?:size )?(?:limit|exceeded)",
         r"storage (?:limit|space)", r"(?:disk|mailbox) (?:space|is) (?:exceeded|full)",
@@ -267,6 +267,11 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"full mailbox", r"mailfolder is full", r"no space left", r"out of (?:disk )?space",
         r"too many messages in (?:the )?mailbox", r"exceeded (?:the )?storage",
         r"QuotaExceeded", r"account is full", r"disk quota", r"user's disk", r"mailbox full",
+        # The same in other languages (Spanish, French, German, Italian, Portuguese).
+        r"casilla (?:de (?:correo|mail) )?(?:est[aá] )?llena", r"(?:buz[oó]n|mailbox) (?:est[aá] )?lleno",
+        r"espacio (?:en|de) (?:la )?(?:casilla|buz[oó]n)[^\n]{0,30}agotado",
+        r"bo[iî]te (?:aux lettres |de r[ée]ception )?(?:est )?pleine", r"postfach (?:ist )?voll",
+        r"casella (?:di posta )?(?:[eè] )?piena", r"caixa (?:postal )?(?:est[aá] )?cheia",
     )),
     (Reason.SUSPENDED, _words(
         r"mailbox (?:is |has been )?(?:disabled|suspended|inactive|deactivated|locked|frozen|"
@@ -300,6 +305,11 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"illegal host", r"bad destination (?:host|system|domain)",
         r"domain (?:is )?not reachable",
         r"(?<![@\w.\-])(?:[a-z0-9\-]+\.)+[a-z]{2,}\.? does not exist",
+        # The same in other languages: "the domain does not exist".
+        r"domaine[^\n]{0,40}(?:n'existe pas|inconnu|introuvable)",
+        r"dominio[^\n]{0,30}(?:no existe|inexistente|non esiste|desconocido|sconosciuto)",
+        r"dom[ií]nio[^\n]{0,30}(?:n[aã]o existe|inexistente|desconhecido)",
+        r"domain[^\n]{0,30}(?:existiert nicht|unbekannt)",
     )),
     (Reason.USER_UNKNOWN, _words(
         r"user (?:is )?unknown", r"unknown (?:user|recipient|mailbox|address|local[- ]part|alias)",
@@ -309,7 +319,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"(?:user|recipient|mailbox|address|account)(?: \S+)? (?:is )?(?:not found|not known|"
         r"unknown|invalid|not valid|not listed|not recognized|unavailable|nonexistent|"
         r"non-existent|not exist)", r"(?:invalid|bad|nonexistent|non-existent|unknown) "
-        r"(?:recipient|mailbox|user|address|account|destination)",
+        r"(?:recipient|mailbox|user|address|account|destination)", r"bad_recipient",
+        r"not an? (?:active|valid|known) (?:e-?mail )?(?:address|user|mailbox|recipient|account)",
         r"recipient (?:address )?rejected: (?:user|undeliverable|unknown|mailbox|no such|"
         r"access denied|recipient)", r"not (?:a )?(?:valid|known) (?:recipient|user|mailbox|"
         r"address)", r"address (?:is )?(?:unknown|invalid)",
@@ -329,6 +340,13 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"\bno mail ?box\b", r"invalid[- ]recipient", r"invalid (?:final delivery )?userid",
         r"ディレクトリ.{0,10}(?:見つかりません|ありません)",  # Domino: not in the directory
         r"not listed in (?:the )?(?:public )?(?:name ?& ?address book|[\w ]{0,20}directory)",
+        # The same in other languages: "does not exist", "unknown recipient / user".
+        r"n'existe pas", r"(?:destinataire|utilisateur|adresse) (?:est )?inconnu",
+        r"(?:usuario|destinatario|buz[oó]n|cuenta|direcci[oó]n) (?:desconocid[oa]|inexistente|"
+        r"no existe)", r"(?:utente|destinatario|indirizzo) (?:sconosciuto|inesistente|non esiste)",
+        r"(?:usu[aá]rio|destinat[aá]rio|conta|endere[cç]o) (?:desconhecido|inexistente|n[aã]o existe)",
+        r"(?:empf(?:ä|ae|a)nger|benutzer|adresse|postfach)[^\n]{0,30}(?:existiert nicht|unbekannt)",
+        r"nie istnieje",
     )),
     (Reason.TOO_LARGE, _words(
         r"too (?:large|big|long)", r"size (?:limit|exceeded|exceeds)",
@@ -392,6 +410,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"resources", r"crashed", r"exit code", r"command (?:died|failed)", r"problem",
     )),
 ]
+_FULL_WORDS = next(p for r, p in _RULES if r is Reason.MAILBOX_FULL)
 # Words that name the cause whatever status code came with them.
 _DECISIVE: list[tuple[Reason, re.Pattern[str]]] = [
     # A local delivery program failed (procmail, a pipe, a mailbox file): the system's fault.
@@ -422,6 +441,7 @@ _STAGE = re.compile(
     r"most\s+progress\s+was\s+(rcpt\s+to|mail\s+from)|"
     r"did\s+not\s+like\s+our\s+(rcpt\s+to|mail\s+from|data)|"
     r"\bsmtp\s*:\s*(rcpt|mail|data)\b|(mail\.local:|\blocal\s+delivery|\blmtp\b)|"
+    r"\b(rcpt\s+to|mail\s+from|data)\s+generated\s+(?:the\s+)?following\s+response|"
     r"(helo|ehlo)\s+command\s+rejected",
     re.IGNORECASE)
 _STAGE_NAMES = {"end of data": "DATA", "data": "DATA", "rcpt to": "RCPT", "rcpt": "RCPT",
@@ -577,6 +597,9 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
         # A bare "user unknown" proves little: filters answer it after DATA too. It is the
         # address with an address status (X.1.x), as the reply to RCPT TO, or in the words of
         # a directory lookup ("not listed in the directory", "Recipient not found"...).
+        permanent = False
+    if permanent and reason is Reason.USER_UNKNOWN and _FULL_WORDS.search(text):
+        # "Unknown user or mailbox full": the server does not say which; the address may be good.
         permanent = False
     if reason is Reason.USER_UNKNOWN and code and code.split(".")[1] == "2" \
             and by_code is not Reason.MAILBOX_FULL and stage != "RCPT":

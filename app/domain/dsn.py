@@ -56,7 +56,8 @@ _DELAY_TEXT = re.compile(
     r"will (?:continue|keep) trying|not yet been delivered|is being retried|"
     r"will be retried|continue to attempt|no action is required on your part|"
     r"will try (?:again|to deliver)|has been delayed|delivery (?:is )?delayed|"
-    r"still trying|retry (?:will be )?(?:for|until)",
+    r"still trying|retry (?:will be )?(?:for|until)|(?:will|shall) continue to try|"
+    r"has been postponed|will be attempted again|will retry",
     re.I,
 )
 _BOUNCE_TEXT = re.compile(
@@ -578,6 +579,7 @@ def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
 
 # A report's text is read up to here: error texts are short, and a huge body must stay cheap.
 _TEXT_LIMIT = 100_000
+_LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _FORWARDED = re.compile(r"^[ \t]*(?:-+ ?)?(?:begin forwarded message|forwarded message)",
                         re.I | re.M)
 
@@ -611,7 +613,8 @@ def _is_auto_reply(message: Message, subject: str) -> bool:
 
 
 def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
-    message = message_from_bytes(raw, policy=compat32)
+    # Blank lines before the headers (mail saved by some tools) would make them the body.
+    message = message_from_bytes(_LEADING_BLANK.sub(b"", raw[:4096]) + raw[4096:], policy=compat32)
     token = _find_token(message, envelope, prefix)
     address_token = token  # the token in the address written to, not one quoted in a body
     own_id = _strip_brackets(message.get("Message-ID"))
@@ -689,13 +692,15 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     # Complaints without a feedback report: a provider forwarding the message complained about
     # (Hotmail/Outlook JMRP) or a person forwarding it to an abuse address.
     has_original = any(_ctype(p) == "message/rfc822" for p in parts[1:])
-    daemon = bool(_DAEMON.search(sender))
+    # An empty From (<>) is a mail system's too: people have an address.
+    daemon = bool(_DAEMON.search(sender)) or sender.replace(" ", "") in ("<>", '""<>')
     bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))
-    if has_original and not bounce_subject and (
+    if not bounce_subject and (has_original and (
         _COMPLAINT_HINT.search(subject) or _COMPLAINT_HINT.search(sender)
-        or message.get("X-HmXmrOriginalRecipient")
         or any(p.get("X-HmXmrOriginalRecipient") for p in parts)
-    ):
+    ) or message.get("X-HmXmrOriginalRecipient")):
+        # X-HmXmrOriginalRecipient is added only to the copies Outlook.com returns to the
+        # sender of a message its user reported, attached or (some relays) as the message.
         recipient = None
         for part in parts:
             value = part.get("X-HmXmrOriginalRecipient")
@@ -703,6 +708,14 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
                 found = _ADDRESS.search(str(value))
                 recipient = found.group(0) if found else None
                 break
+        if not has_original:
+            # The report is the reported message itself: its own headers are the original's.
+            own = _as_text(message)
+            own_original = _original([own.split("\n\n", 1)[0]])
+            base["original_message_id"] = own_original[0]
+            base["original_recipient"] = own_original[2]
+            base["token"] = base["token"] or own_original[1] or verp_token(
+                _header(message, "Return-Path"), prefix)
         return Report(kind="complaint", verdicts=(
             Verdict(Reason.COMPLAINT, recipient=recipient or original_to,
                     feedback_type="abuse"),), feedback_type="abuse", **base)
@@ -711,6 +724,7 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     # A bounce names failed recipients or comes from a mail system with an error to tell; a
     # bounce-like subject alone (a person's "Re: rejected") is not enough.
     looks_bounce = bool(failed_header or bounce_subject and (daemon or _failure_named(human))
+                        or report_type == "delivery-status" and _failure_named(human)
                         or blocks and daemon
                         or (daemon or _BOUNCE_TEXT.search(human)) and _failure_named(human))
 

@@ -140,6 +140,29 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     # RFC 5321's generic 550 text names no cause.
     (None, "550 Requested action not taken: mailbox unavailable", R.USER_UNKNOWN, SOFT),
     ("5.0.0", "", R.UNDEFINED, SOFT),
+    # --- wording from more MTAs and languages ---
+    # SMTP32-style reports name the command in their own words.
+    (None, "Unknown user: ann@example.net RCPT TO generated following response: 553 5.3.0 "
+           "<ann@example.net>... Addressee unknown", R.USER_UNKNOWN, HARD),
+    (None, "SMTP error from remote mail server after RCPT TO:<ann@example.net>: 550 BAD_RECIPIENT",
+     R.USER_UNKNOWN, HARD),
+    (None, "SMTP error from remote mail server after RCPT TO:<ann@example.net>: 550 "
+           "ann@example.net is not an active address at this host", R.USER_UNKNOWN, HARD),
+    ("5.0.0", "550 ann@example.net is not an active address at this host", R.USER_UNKNOWN, SOFT),
+    (None, "SMTP error from remote mail server after RCPT TO:<ana@example.es>: 550 "
+           "<ana@example.es>: Usuario desconocido", R.USER_UNKNOWN, HARD),
+    ("5.0.0", "550 Destinataire inconnu", R.USER_UNKNOWN, SOFT),
+    (None, "host mx.example.de[203.0.113.9] said: 550 Empfaenger existiert nicht (in reply to RCPT "
+           "TO command)", R.USER_UNKNOWN, HARD),
+    (None, "550 5.1.2 Le domaine example.fr n'existe pas", R.HOST_UNKNOWN, HARD),
+    # "Unknown or full": the server does not say which; the address may be good.
+    (None, "SMTP error from remote mail server after RCPT TO:<ana@example.es>: 550 "
+           "<ana@example.es>: Destinatario desconocido o mailbox lleno", R.MAILBOX_FULL, SOFT),
+    (None, "host mx.example.com[203.0.113.7] said: 550 User unknown or mailbox full (in reply to "
+           "RCPT TO command)", R.MAILBOX_FULL, SOFT),
+    (None, "<ana@example.ar>: Mailbox quota usage exceeded. Espacio en casilla de mail agotado.",
+     R.MAILBOX_FULL, SOFT),
+    (None, "550 Postfach voll", R.MAILBOX_FULL, SOFT),
 ]
 
 
@@ -192,6 +215,7 @@ def test_the_remote_servers_code_is_more_specific_than_a_generic_status_field() 
     (">>> DATA\n<<< 550 Unknown user a@b.c", "DATA"),
     ("203.0.113.2 does not like recipient.", "RCPT"),
     ("550 user unknown", None),
+    ("RCPT TO generated following response: 550 no such user", "RCPT"),
 ])
 def test_smtp_stage(text: str, stage: str | None) -> None:
     assert smtp_stage(text) == stage

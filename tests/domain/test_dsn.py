@@ -260,3 +260,53 @@ def test_mailto_unsubscribe(subject, envelope, kind):
     if kind == "unsubscribe":
         assert report.response is Response.UNSUBSCRIBED
         assert report.token == ("MQ.sig" if "bounce+" in envelope[0] else None)
+
+
+def test_blank_lines_before_the_headers_are_skipped():
+    raw = OUR_DSN.replace("{action}", "failed").replace("{status}", "5.1.1")
+    raw = raw.replace("{diagnostic}", "550 5.1.1 user unknown")
+    report = parse(("\n   \n\r\n" + raw).encode())
+    assert (report.kind, report.response, report.token) == ("bounce", H, TOKEN)
+
+
+def test_a_complaint_copy_returned_as_the_message_itself():
+    # Outlook.com's copy of a reported message, passed on by a relay without its wrapper.
+    raw = (b"Return-Path: staff@hotmail.example\nX-HmXmrOriginalRecipient: pat@example.org\n"
+           b"From: news@example.com\nTo: pat@example.org\nSubject: November news\n"
+           b"Message-ID: <r7.k3j2@example.com>\nX-Sendboard-Rid: T7.sig\n\nHello Pat.\n")
+    report = parse(raw)
+    assert (report.kind, report.response) == ("complaint", SPAM)
+    assert report.final_recipient == "pat@example.org"
+    assert report.original_message_id == "r7.k3j2@example.com" and report.token == "T7.sig"
+
+
+def test_a_mail_system_answering_from_an_empty_address_is_a_bounce():
+    raw = (b"From: <>\nTo: bounce+x@b.example\nAuto-Submitted: auto-replied\nSubject: \n\n"
+           b"You sent mail to ann@example.org. That's not a valid user here.\n")
+    report = parse(raw)
+    assert report.kind == "bounce" and report.chosen.reason is Reason.USER_UNKNOWN
+    assert report.response is S  # no status code, no RCPT TO: not proof enough for hard
+
+
+def test_a_declared_delivery_report_with_a_broken_status_part_is_read_from_its_text():
+    raw = (b"From: postmaster@mx.example.fr\nTo: bounce+x@b.example\n"
+           b"Subject: Utilisateur inconnu\nMIME-Version: 1.0\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"Z\"\n\n"
+           b"--Z\nContent-Type: text/plain; charset=utf-8\n\n"
+           b"A message could not be delivered to:\nann@example.fr\n"
+           b"L'adresse ci-dessus n'existe pas.\n\n"
+           b"--Z\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.fr\n"
+           b"--Z--\n")
+    report = parse(raw)
+    assert report.kind == "bounce" and report.final_recipient == "ann@example.fr"
+    assert (report.chosen.reason, report.response) == (Reason.USER_UNKNOWN, S)
+
+
+def test_a_postponed_delivery_still_being_tried_is_a_delay():
+    raw = (b"From: MAILER-DAEMON@mx.example.net\nTo: bounce+x@b.example\n"
+           b"Subject: Mail delivery problem\n\n"
+           b"Your message to \"ann@example.org\" has been postponed due to a full mailbox.\n"
+           b"We will continue to try to deliver your message over the next few days.\n")
+    report = parse(raw)
+    assert report.kind == "delay" and report.response is None
+    assert report.chosen.reason is Reason.MAILBOX_FULL
