@@ -8,14 +8,16 @@ SQLite and PostgreSQL (both support INSERT ... ON CONFLICT and RETURNING).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import sqlite3
 import typing
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from itertools import chain
-from typing import IO, Any, NoReturn, Protocol
+from typing import IO, Any, NoReturn
 
 from sqlalchemy import and_, case, cast, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,6 +39,13 @@ from app.models import (
 )
 
 CHUNK_SIZE = 1_000
+# A quoted field may hold line breaks, but one row may span at most this many physical lines: a
+# quote that is never closed costs one rejected row, not the rest of the file.
+MAX_RECORD_LINES = 100
+MAX_LINE_CHARS = 1_000_000
+# A last transaction may be this far ahead of the server's clock (another time zone, a skewed
+# clock), not further.
+TRANSACTION_CLOCK_SKEW = timedelta(days=1)
 # Enough to show someone what is wrong with their file; the counters still count every rejection.
 MAX_STORED_ERRORS = 1_000
 
@@ -89,9 +98,15 @@ class ImportResult:
         return self.created + self.updated + self.rejected
 
     def reject(self, line: int, reason: str) -> None:
+        """Count a rejected row; `errors` keeps the MAX_STORED_ERRORS first ones by line (a
+        repeated address is found when its chunk is written, after later lines' problems)."""
         self.rejected += 1
-        if len(self.errors) < MAX_STORED_ERRORS:
-            self.errors.append(RowError(line, reason))
+        error = RowError(line, reason)
+        if len(self.errors) >= MAX_STORED_ERRORS:
+            if line >= self.errors[-1].line:
+                return
+            self.errors.pop()
+        bisect.insort(self.errors, error, key=lambda e: e.line)
 
 
 @dataclass
@@ -104,18 +119,7 @@ class _Row:
     fields: dict[str, str]
     last_transaction: datetime | None
     lists: set[str]
-
-    def merge(self, later: _Row) -> None:
-        """Fold a later row for the same address into this one: the later row wins."""
-        self.email = later.email
-        if later.name:
-            self.name = later.name
-        self.fields.update(later.fields)
-        if later.last_transaction is not None and (
-            self.last_transaction is None or later.last_transaction > self.last_transaction
-        ):
-            self.last_transaction = later.last_transaction
-        self.lists |= later.lists
+    line: int  # where the row starts in the file
 
 
 @dataclass(frozen=True)
@@ -145,27 +149,37 @@ def import_csv(
     Columns: `email` (required; also "e-mail", "email address"), `name`, `last_transaction`
     (ISO date or datetime; also "last_transaction_date"), `list` (a per-row list name); any other
     column is kept in the contact's `fields`. The delimiter (comma or semicolon) is taken from the
-    header line. Rows with a missing or invalid address, a bad date or the wrong number of columns
-    are rejected with the physical line number where their record starts; the other rows import.
+    header line. Rows are rejected, with the physical line number where they start, for a missing
+    or invalid address, a bad or future date, the wrong number of columns, broken quoting, a NUL
+    byte, text that is not UTF-8, or an address an earlier row of the file already has (the
+    first row wins: "duplicate of line N"); every other row imports. See `_records` for how
+    reading goes on after a row whose quoting is broken: no later row is ever lost.
 
-    Contacts are identified by their lower-cased address, so a re-import updates them and the
-    same address twice in one file is one contact (the later row wins). Empty cells never erase
-    what is already known; `last_transaction_at` only ever moves forward. Every row with every
-    contact is added to `list_name` (created if missing). Each chunk is committed and, when given,
-    `import_job`'s counters are updated, so progress is visible while the import runs.
+    Contacts are identified by their lower-cased address, so a re-import updates them. Empty
+    cells never erase what is already known; `last_transaction_at` only ever moves forward.
+    Every row with every contact is added to `list_name` (created if missing). Each chunk is
+    committed and, when given, `import_job`'s counters are updated, so progress is visible while
+    the import runs. Only the header line can fail the whole file (ImportFileError).
     """
     result = ImportResult()
     lists = _ListCache()
     file_list = list_name.strip() if list_name and list_name.strip() else None
-    reader: Any = None
+    latest = datetime.now(UTC) + TRANSACTION_CLOCK_SKEW
+    seen = _SeenAddresses()
     try:
-        text = _text_stream(stream)
-        header_line = text.readline()
-        if not header_line.strip():
+        lines = _PhysicalLines(stream)
+        first = lines.read()
+        if first is None or (isinstance(first[1], str) and not first[1].strip()):
             raise ImportFileError("the file is empty: expected a header line", line=1)
+        if isinstance(first[1], _BadLine):
+            raise ImportFileError(f"the header line {first[1].reason}", line=1)
+        header_line = first[1]
         delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
-        reader = csv.reader(chain([header_line], text), delimiter=delimiter)
-        columns = _columns(next(reader))
+        records = _records(lines, delimiter, first)
+        _, header, problem = next(records)
+        if problem is not None:
+            raise ImportFileError(f"the header line cannot be read: {problem}", line=1)
+        columns = _columns(header)
         if file_list:
             if lists.is_segment(file_list):
                 raise ImportFileError(f"{file_list!r} is a segment: its contacts follow its rule."
@@ -173,8 +187,13 @@ def import_csv(
             lists.id_for(file_list)  # the list exists afterwards even if every row is rejected
 
         chunk: dict[str, _Row] = {}
-        for line, record in _records(reader):
-            row = _parse_row(record, columns, line, result)
+        for line, record, problem in records:
+            if problem is not None:
+                result.reject(line, problem)
+                continue
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # a blank line
+            row = _parse_row(record, columns, line, result, latest)
             if row is None:
                 continue
             segment = next((name for name in sorted(row.lists) if lists.is_segment(name)), None)
@@ -185,23 +204,18 @@ def import_csv(
             if file_list:
                 row.lists.add(file_list)
             earlier = chunk.get(row.key)
-            if earlier is None:
-                chunk[row.key] = row
-            else:
-                earlier.merge(row)
-                result.updated += 1  # the later row updates the contact the earlier one wrote
+            if earlier is not None:
+                result.reject(line, f"duplicate of line {earlier.line} ({row.email})")
+                continue
+            chunk[row.key] = row
             if len(chunk) >= CHUNK_SIZE:
-                _write_chunk(chunk.values(), lists, source, result, import_job)
+                _write_chunk(_first_rows(chunk, seen, result), lists, source, result, import_job)
                 chunk = {}
-        _write_chunk(chunk.values(), lists, source, result, import_job)
-    except UnicodeDecodeError as exc:
-        line = reader.line_num + 1 if reader is not None else 1
-        _fail(import_job, result, ImportFileError(f"the file is not UTF-8 text ({exc.reason})",
-                                                  line=line))
-    except csv.Error as exc:
-        _fail(import_job, result, ImportFileError(str(exc), line=reader.line_num))
+        _write_chunk(_first_rows(chunk, seen, result), lists, source, result, import_job)
     except ImportFileError as exc:
         _fail(import_job, result, exc)
+    finally:
+        seen.close()
 
     if import_job is not None:
         import_job.status = "done"
@@ -211,39 +225,195 @@ def import_csv(
     return result
 
 
-class _Lines(Protocol):
-    """What the import reads: lines of text, one at a time."""
+@dataclass(frozen=True)
+class _BadLine:
+    """A physical line that cannot be read as text: why."""
 
-    def readline(self, size: int = -1, /) -> str: ...
-
-    def __iter__(self) -> Iterator[str]: ...
-
-
-def _text_stream(stream: IO[bytes] | IO[str]) -> _Lines:
-    """A text view of `stream`, decoding UTF-8 and dropping a BOM, without reading it all."""
-    if isinstance(stream, io.TextIOBase):
-        return _SkipBom(typing.cast(IO[str], stream))
-    # newline="" hands "\r\n" inside quoted fields to the csv module untouched.
-    return io.TextIOWrapper(typing.cast(IO[bytes], stream), encoding="utf-8-sig", newline="")
+    reason: str
 
 
-class _SkipBom:
-    """A text stream whose first character may be a BOM (text opened without utf-8-sig)."""
+_Line = tuple[int, "str | _BadLine"]  # (physical line number, its text or why it is unreadable)
 
-    def __init__(self, inner: IO[str]) -> None:
-        self._inner = inner
-        self._first = True
 
-    def readline(self, size: int = -1, /) -> str:
-        line = self._inner.readline(size)
-        if self._first:
-            self._first = False
-            line = line.removeprefix("\ufeff")
-        return line
+class _PhysicalLines:
+    """The physical lines of a file, numbered from 1, read one at a time.
+
+    Bytes are decoded line by line, so a line that is not UTF-8 is reported as that line (the
+    rest of the file still reads) and memory does not grow with the file. Lines end at LF, CRLF
+    or CR; the ending is kept, as the csv module wants it. A line holding a NUL byte, or longer
+    than MAX_LINE_CHARS, is unreadable too. A BOM at the very start is dropped.
+    """
+
+    def __init__(self, stream: IO[bytes] | IO[str]) -> None:
+        self._decode = not isinstance(stream, io.TextIOBase)
+        if self._decode:
+            # Latin-1 maps every byte to one character, so this only splits lines (UTF-8
+            # never has a CR or LF byte inside a character); each line is decoded on its own.
+            self._text: IO[str] = io.TextIOWrapper(typing.cast(IO[bytes], stream),
+                                                   encoding="latin-1", newline="")
+        else:
+            self._text = typing.cast(IO[str], stream)
+        self.number = 0
+
+    def read(self) -> _Line | None:
+        text = self._text.readline(MAX_LINE_CHARS)
+        if not text:
+            return None
+        self.number += 1
+        if len(text) >= MAX_LINE_CHARS and not text.endswith(("\n", "\r")):
+            while (more := self._text.readline(MAX_LINE_CHARS)) and not more.endswith(
+                ("\n", "\r")
+            ):
+                pass
+            return self.number, _BadLine(f"is longer than {MAX_LINE_CHARS:,} characters")
+        if self._decode:
+            raw = text.encode("latin-1")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return self.number, _BadLine(
+                    f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position {exc.start + 1}"
+                    " of the line): save the file as CSV UTF-8"
+                )
+        if self.number == 1:
+            text = text.removeprefix("\ufeff")
+        if "\x00" in text:
+            return self.number, _BadLine(
+                f"holds a NUL byte (at position {text.index(chr(0)) + 1} of the line)"
+            )
+        return self.number, text
+
+
+class _RecordTooLong(Exception):
+    """A record asked for more than MAX_RECORD_LINES lines: its quote is never closed."""
+
+
+class _UnreadableLine(Exception):
+    """The record reached a line that cannot be read."""
+
+    def __init__(self, line: int, bad: _BadLine) -> None:
+        super().__init__(bad.reason)
+        self.line = line
+        self.bad = bad
+
+
+class _LineFeed:
+    """What csv.reader reads: physical lines, first the ones given back for another reading.
+
+    `taken` holds the lines handed out for the record being read, so a record that cannot be
+    read can give back all of them but its first.
+    """
+
+    def __init__(self, lines: _PhysicalLines, first: _Line) -> None:
+        self._lines = lines
+        self.pending: deque[_Line] = deque([first])
+        self.taken: list[_Line] = []
 
     def __iter__(self) -> Iterator[str]:
-        while line := self.readline():
-            yield line
+        return self
+
+    def __next__(self) -> str:
+        if len(self.taken) >= MAX_RECORD_LINES:
+            raise _RecordTooLong
+        item = self.pending.popleft() if self.pending else self._lines.read()
+        if item is None:
+            raise StopIteration
+        self.taken.append(item)
+        number, text = item
+        if isinstance(text, _BadLine):
+            raise _UnreadableLine(number, text)
+        return text
+
+
+def _records(
+    lines: _PhysicalLines, delimiter: str, first: _Line
+) -> Iterator[tuple[int, list[str], str | None]]:
+    """(line where the record starts, its cells, why it cannot be read or None), header first.
+
+    Quoting is strict. A quoted field may hold line breaks, but a record may span at most
+    MAX_RECORD_LINES physical lines. A record that cannot be read (its quote is not closed within
+    that many lines or before the end of the file, a closing quote is followed by something other
+    than a delimiter, a field is too long, or one of its lines is not UTF-8 or holds a NUL byte)
+    is reported on the line where it starts, and reading starts again on the next physical line:
+    the lines it took are read again as rows of their own, so each of them is imported or
+    reported, never swallowed.
+    """
+    feed = _LineFeed(lines, first)
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
+    while True:
+        feed.taken = []
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, _RecordTooLong, _UnreadableLine) as exc:
+            taken = feed.taken
+            start = taken[0][0]
+            feed.pending.extendleft(reversed(taken[1:]))
+            reader = csv.reader(feed, delimiter=delimiter, strict=True)
+            yield start, [], _record_problem(exc, start)
+            continue
+        yield feed.taken[0][0], record, None
+
+
+def _record_problem(exc: Exception, start: int) -> str:
+    if isinstance(exc, _UnreadableLine):
+        if exc.line == start:
+            return f"the line {exc.bad.reason}"
+        return f"line {exc.line}, inside this row's quoted field, {exc.bad.reason}"
+    if isinstance(exc, _RecordTooLong):
+        return (f"unterminated quote: a quoted field is not closed within {MAX_RECORD_LINES}"
+                " lines (the lines after this one are read as rows of their own)")
+    message = str(exc)
+    if message == "unexpected end of data":
+        return "unterminated quote: a quoted field is not closed before the end of the file"
+    if message.startswith("field larger than field limit"):
+        return f"a field is longer than {csv.field_size_limit():,} characters"
+    return f"broken quoting ({message}): a quoted field must end with a quote right before" \
+           " the delimiter or the end of the line"
+
+
+class _SeenAddresses:
+    """The addresses already imported by this file and the line of each, for spotting repeats.
+
+    Kept in a private temporary SQLite database (on disk beyond a small page cache), so a
+    million-row file does not hold a million addresses in memory.
+    """
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("")
+        self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER NOT NULL)"
+                         " WITHOUT ROWID")
+
+    def lines_of(self, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for at in range(0, len(keys), 500):
+            part = keys[at:at + 500]
+            marks = ",".join("?" * len(part))
+            found.update(self._db.execute(
+                f"SELECT key, line FROM seen WHERE key IN ({marks})", part))  # noqa: S608
+        return found
+
+    def add(self, rows: Iterable[_Row]) -> None:
+        self._db.executemany("INSERT INTO seen (key, line) VALUES (?, ?)",
+                             ((r.key, r.line) for r in rows))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _first_rows(chunk: dict[str, _Row], seen: _SeenAddresses,
+                result: ImportResult) -> list[_Row]:
+    """The chunk's rows whose address no earlier chunk had; the others are rejected."""
+    earlier = seen.lines_of(list(chunk))
+    rows = []
+    for key, row in chunk.items():
+        if key in earlier:
+            result.reject(row.line, f"duplicate of line {earlier[key]} ({row.email})")
+        else:
+            rows.append(row)
+    seen.add(rows)
+    return rows
 
 
 def _fail(import_job: ImportJob | None, result: ImportResult, exc: ImportFileError) -> NoReturn:
@@ -288,23 +458,8 @@ def _columns(header: list[str]) -> _Columns:
     )
 
 
-def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
-    """(line where the record starts, cells) for each non-blank record after the header.
-
-    `reader.line_num` counts physical lines read so far, so a record starts one line after the
-    previous record ended, even when a quoted field spans several lines.
-    """
-    ended = reader.line_num
-    for record in reader:
-        start = ended + 1
-        ended = reader.line_num
-        if not record or (len(record) == 1 and not record[0].strip()):
-            continue
-        yield start, record
-
-
 def _parse_row(
-    record: list[str], columns: _Columns, line: int, result: ImportResult
+    record: list[str], columns: _Columns, line: int, result: ImportResult, latest: datetime
 ) -> _Row | None:
     if len(record) != columns.count:
         result.reject(line, f"expected {columns.count} columns, found {len(record)}")
@@ -328,6 +483,9 @@ def _parse_row(
                     line, f"last_transaction {raw_date!r} is not an ISO date (YYYY-MM-DD)"
                 )
                 return None
+            if last_transaction > latest:
+                result.reject(line, f"last_transaction {raw_date!r} is in the future")
+                return None
     email = normalize_address(raw_email)
     name = record[columns.name].strip() if columns.name is not None else ""
     lists = set()
@@ -335,7 +493,7 @@ def _parse_row(
         lists.add(record[columns.list].strip())
     # Empty cells are left out so that a re-import with a blank cell keeps the known value.
     fields = {name_: record[i].strip() for i, name_ in columns.extra if record[i].strip()}
-    return _Row(email, address_key(email), name[:200], fields, last_transaction, lists)
+    return _Row(email, address_key(email), name[:200], fields, last_transaction, lists, line)
 
 
 def parse_when(raw: str) -> datetime:

@@ -7,16 +7,16 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, delete, func, select, text
 
 from app import create_app
 from app.extensions import db
-from app.models import Contact, ContactList, ImportJob, ListMember
+from app.models import Contact, ContactList, ImportJob, ListMember, Transaction
 from app.services import contacts
 from app.services.contacts import ImportFileError, RowError, import_csv
 
@@ -82,30 +82,37 @@ def test_reimport_updates_without_duplicates_and_keeps_known_values(app: Flask) 
     assert contacts.list_member_count(contacts.get_list_by_name("A").id) == 2  # type: ignore[union-attr]
 
 
-def test_same_address_twice_in_one_file_later_row_wins(app: Flask) -> None:
+def test_same_address_twice_in_one_file_first_row_wins(app: Flask) -> None:
     result = import_csv(
         _csv("email,name\nada@example.org,First\nother@example.org,X\nAda@example.org,Second\n"),
         list_name=None,
     )
 
-    assert (result.created, result.updated) == (2, 1)
+    assert (result.created, result.updated, result.rejected) == (2, 0, 1)
+    assert result.errors == [RowError(4, "duplicate of line 2 (Ada@example.org)")]
     assert _count(Contact) == 2
-    assert _contact("ada@example.org").name == "Second"
+    assert _contact("ada@example.org").name == "First"
 
 
-def test_same_address_in_different_chunks_later_row_wins(
+def test_same_address_in_different_chunks_first_row_wins(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(contacts, "CHUNK_SIZE", 2)
     result = import_csv(
         _csv(
-            "email,name\na@example.org,First\nb@example.org,B\nc@example.org,C\nA@example.org,Last\n"
+            "email,name\na@example.org,First\nb@example.org,B\nc@example.org,C\n"
+            "A@example.org,Last\nbad,X\nd@example.org,D\n"
         ),
         list_name=None,
     )
 
-    assert (result.created, result.updated) == (3, 1)
-    assert _contact("a@example.org").name == "Last"
+    assert (result.created, result.updated, result.rejected) == (4, 0, 2)
+    # The repeat is found when its chunk is written, after line 6's problem: errors stay in
+    # line order all the same.
+    assert [(e.line, e.reason[:22]) for e in result.errors] == [
+        (5, "duplicate of line 2 (A"), (6, "invalid email address "),
+    ]
+    assert _contact("a@example.org").name == "First"
 
 
 def test_bad_rows_are_reported_with_their_physical_line_and_good_rows_import(app: Flask) -> None:
@@ -245,11 +252,17 @@ def test_missing_email_column_fails_the_whole_file(app: Flask) -> None:
     assert _count(Contact) == 0
 
 
-def test_not_utf8_fails_with_a_clear_reason(app: Flask) -> None:
-    with pytest.raises(ImportFileError, match="not UTF-8"):
-        import_csv(
-            io.BytesIO("email,name\nada@example.org,Zo\xe9\n".encode("latin-1")), list_name=None
-        )
+def test_a_header_that_is_not_utf8_fails_the_file(app: Flask) -> None:
+    with pytest.raises(ImportFileError, match="not UTF-8") as caught:
+        import_csv(io.BytesIO("émail,name\nada@example.org,Zo\n".encode("latin-1")),
+                   list_name=None)
+    assert caught.value.line == 1
+
+
+def test_utf16_file_is_refused_by_its_header(app: Flask) -> None:
+    with pytest.raises(ImportFileError, match="NUL byte") as caught:
+        import_csv(io.BytesIO("email\nada@example.org\n".encode("utf-16-le")), list_name=None)
+    assert caught.value.line == 1
 
 
 def test_import_job_counters_and_capped_errors(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -294,6 +307,160 @@ def test_hundred_thousand_rows_import(app: Flask, tmp_path: Path) -> None:
     assert elapsed < 60, elapsed
 
 
+def _soon() -> str:
+    """A date-time half a day ahead: within the clock-skew allowance."""
+    return (datetime.now(UTC) + timedelta(hours=12)).isoformat(timespec="seconds")
+
+
+# (file bytes, created, rejected, [(line, words in the reason)]) -- rows after a bad one import.
+STRICT_CASES = {
+    "unterminated quote mid-file, closed by nothing": (
+        b'email,name\n'  # 1
+        b'a@example.org,A\n'  # 2
+        b'b@example.org,"Bob\n'  # 3: the quote is never closed
+        b'c@example.org,C\n'  # 4
+        b'd@example.org,D\n',  # 5
+        3, 1, [(3, "unterminated quote: a quoted field is not closed before the end of the file")],
+    ),
+    "unterminated quote closed by a later row's quote": (
+        b'email,name,note\n'  # 1
+        b'a@example.org,"Ann,x\n'  # 2: reads on into line 3, where a quote is followed by B
+        b'b@example.org,"Bob",y\n'  # 3
+        b'c@example.org,Cy,z\n',  # 4
+        2, 1, [(2, "broken quoting")],
+    ),
+    "quote followed by text": (
+        b'email,name\n'
+        b'a@example.org,"Ann"ie\n'  # 2
+        b'b@example.org,Bob\n',
+        1, 1, [(2, "broken quoting")],
+    ),
+    "NUL byte": (
+        b'email,name\n'
+        b'a@example.org,A\n'
+        b'b@example.org,B\x00ob\n'  # 3
+        b'c@example.org,C\n',
+        2, 1, [(3, "the line holds a NUL byte (at position 16 of the line)")],
+    ),
+    "NUL byte inside a quoted field": (
+        b'email,note\n'
+        b'a@example.org,"one\n'  # 2
+        b'tw\x00o"\n'  # 3
+        b'c@example.org,C\n',  # 4
+        1, 2, [(2, "line 3, inside this row's quoted field, holds a NUL byte"),
+               (3, "the line holds a NUL byte")],
+    ),
+    "invalid UTF-8 on line 3": (
+        b'email,name\n'
+        b'a@example.org,A\n'
+        b'b@example.org,Zo\xe9\n'  # 3: Latin-1
+        b'c@example.org,Zo\xc3\xab\n',  # 4: UTF-8
+        2, 1, [(3, "the line is not UTF-8 text (byte 0xe9 at position 17 of the line)")],
+    ),
+    "duplicates: the first row wins": (
+        b'email,name\n'
+        b'a@example.org,A\n'
+        b'b@example.org,B\n'
+        b'A@EXAMPLE.org,A2\n'  # 4
+        b'a@example.org,A3\n',  # 5
+        2, 2, [(4, "duplicate of line 2 (A@example.org)"), (5, "duplicate of line 2")],
+    ),
+    "future transaction date": (
+        b'email,last_transaction\n'
+        b'a@example.org,2024-01-01\n'
+        b'b@example.org,2030-01-01\n'  # 3
+        + f"c@example.org,{_soon()}\n".encode(),  # within the skew allowance
+        2, 1, [(3, "last_transaction '2030-01-01' is in the future")],
+    ),
+    "embedded newlines in a quoted field": (
+        b'email,name,note\n'
+        b'a@example.org,A,"one\n'  # 2-4
+        b'two\n'
+        b'three"\n'
+        b'bad,B,x\n'  # 5
+        b'b@example.org,B,x\n',
+        2, 1, [(5, "invalid email address")],
+    ),
+    "BOM and CRLF": (
+        b'\xef\xbb\xbfemail,name\r\n'
+        b'a@example.org,A\r\n'
+        b'bad,B\r\n'  # 3
+        b'c@example.org,"C\r\nD"\r\n'  # 4-5
+        b'd@example.org,D\r\n',  # 6
+        3, 1, [(3, "invalid email address")],
+    ),
+    "CR line ends": (
+        b'email,name\ra@example.org,A\rb@example.org\rc@example.org,C\r',
+        2, 1, [(3, "expected 2 columns, found 1")],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STRICT_CASES), ids=list(STRICT_CASES))
+def test_strict_import_rejects_by_line_and_loses_nothing(app: Flask, case: str) -> None:
+    _check_strict_case(case)
+
+
+def _check_strict_case(case: str) -> None:
+    data, created, rejected, errors = STRICT_CASES[case]
+    result = import_csv(io.BytesIO(data), list_name="Strict")
+
+    assert (result.created, result.updated, result.rejected) == (created, 0, rejected)
+    assert [e.line for e in result.errors] == [line for line, _ in errors]
+    for error, (_, words) in zip(result.errors, errors, strict=True):
+        assert words in error.reason, (error.reason, words)
+    assert _count(Contact) == created
+    assert contacts.list_member_count(contacts.get_list_by_name("Strict").id) == created  # type: ignore[union-attr]
+
+
+def test_strict_cases_keep_the_right_values(app: Flask) -> None:
+    import_csv(io.BytesIO(STRICT_CASES["invalid UTF-8 on line 3"][0]), list_name=None)
+    assert _contact("c@example.org").name == "Zoë"
+    assert contacts.find_contact("b@example.org") is None
+    import_csv(io.BytesIO(STRICT_CASES["embedded newlines in a quoted field"][0]), list_name=None)
+    assert _contact("a@example.org").fields == {"note": "one\ntwo\nthree"}
+    import_csv(io.BytesIO(STRICT_CASES["BOM and CRLF"][0]), list_name=None)
+    assert _contact("c@example.org").name == "C\r\nD"
+    import_csv(io.BytesIO(STRICT_CASES["duplicates: the first row wins"][0]), list_name=None)
+    assert _contact("a@example.org").name == "A"
+
+
+def test_unterminated_quote_gives_up_after_max_record_lines(app: Flask) -> None:
+    rows = "".join(f"u{i}@example.org,U{i}\n" for i in range(150))
+    text = 'email,name\na@example.org,A\nb@example.org,"Bob\n' + rows  # quote opened on line 3
+    result = import_csv(_csv(text), list_name=None)
+
+    assert (result.created, result.rejected) == (151, 1)
+    assert result.errors == [RowError(3, "unterminated quote: a quoted field is not closed within"
+                                         " 100 lines (the lines after this one are read as rows"
+                                         " of their own)")]
+    assert _contact("u149@example.org").name == "U149"
+
+
+def test_text_stream_with_nul_and_an_overlong_line(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(contacts, "MAX_LINE_CHARS", 50)
+    text = ("email,name\na@example.org,A\x00\nb@example.org," + "B" * 120 + "\n"
+            "c@example.org,C\n")
+    result = import_csv(io.StringIO(text), list_name=None)
+
+    assert (result.created, result.rejected) == (1, 2)
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, "the line holds a NUL byte (at position 16 of the line)"),
+        (3, "the line is longer than 50 characters"),
+    ]
+
+
+def test_a_field_over_the_csv_limit_is_one_rejected_row(app: Flask) -> None:
+    text = 'email,note\na@example.org,"' + "x" * 200_000 + '"\nb@example.org,ok\n'
+    result = import_csv(_csv(text), list_name=None)
+
+    assert (result.created, result.rejected) == (1, 1)
+    assert result.errors[0].line == 2
+    assert "longer than 131,072 characters" in result.errors[0].reason
+
+
 @pytest.fixture
 def pg_app(tmp_path: Path) -> Iterator[Flask]:
     """An app on a fresh database of the throwaway PostgreSQL cluster (scripts/test starts it)."""
@@ -332,14 +499,16 @@ def test_import_upserts_on_postgresql(pg_app: Flask, monkeypatch: pytest.MonkeyP
             "email,name,city,last_transaction,list\n"
             "ada@example.org,Ada,London,2024-06-01,Gold\n"
             "bob@example.org,Bob,,,\n"
-            "ADA@example.org,,Paris,2024-01-01,Gold\n"  # next chunk: updates, date stays
+            "ADA@example.org,,Paris,2024-01-01,Gold\n"  # next chunk: a repeat, rejected
             "bad,X,,,\n"
         ),
         list_name="All",
     )
-    assert (first.created, first.updated, first.rejected) == (2, 1, 1)
+    assert (first.created, first.updated, first.rejected) == (2, 0, 2)
+    assert [e.line for e in first.errors] == [4, 5]  # line 4 repeats line 2's address
     second = import_csv(
-        _csv("email;plan;last_transaction\nada@example.org;gold;2025-02-03\n"), list_name="All"
+        _csv("email;plan;city;last_transaction\nada@example.org;gold;Paris;2025-02-03\n"),
+        list_name="All",
     )
     assert (second.created, second.updated) == (0, 1)
 
@@ -353,3 +522,13 @@ def test_import_upserts_on_postgresql(pg_app: Flask, monkeypatch: pytest.MonkeyP
     assert _count(Contact) == 2
     contacts.record_transaction("bob@example.org", datetime(2030, 1, 1, tzinfo=UTC))
     assert _contact("bob@example.org").last_transaction_at == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.postgres
+def test_strict_cases_on_postgresql(pg_app: Flask) -> None:
+    """The same files on PostgreSQL: a NUL byte never reaches the database (which refuses it)."""
+    for case in STRICT_CASES:
+        _check_strict_case(case)
+        for model in (Transaction, ListMember, Contact):
+            db.session.execute(delete(model))
+        db.session.commit()
