@@ -267,6 +267,9 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"full mailbox", r"mailfolder is full", r"no space left", r"out of (?:disk )?space",
         r"too many messages in (?:the )?mailbox", r"exceeded (?:the )?storage",
         r"QuotaExceeded", r"account is full", r"disk quota", r"user's disk", r"mailbox full",
+        r"(?:disk ?space|storage|mail ?box|maildir|inbox) quota",
+        r"(?:not|n't) have enough (?:disk |storage |mailbox )?space", r"not enough (?:disk |storage )?"
+        r"space",
         # The same in other languages (Spanish, French, German, Italian, Portuguese).
         r"casilla (?:de (?:correo|mail) )?(?:est[aá] )?llena", r"(?:buz[oó]n|mailbox) (?:est[aá] )?lleno",
         r"espacio (?:en|de) (?:la )?(?:casilla|buz[oó]n)[^\n]{0,30}agotado",
@@ -367,11 +370,11 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"\bspam\b", r"\bspams\b", r"junk", r"unsolicited", r"content (?:filter|rejected|policy|"
         r"not accepted)", r"message (?:content|filtered|rejected (?:as|because|due|by))",
         r"virus", r"malware", r"phish", r"infected", r"suspicious", r"bulk", r"scam",
-        r"filtered", r"filter", r"UBE\b", r"mime", r"attachment", r"header", r"8-?bit",
+        r"filtered", r"filter", r"\bUBE\b", r"\bmime\b", r"attachment", r"\bheaders?\b", r"8-?bit",
         r"looks like", r"classified as", r"rejected by (?:the )?(?:recipient|filter)",
         r"not complian", r"rfc ?(?:2822|5322|822)", r"message (?:was )?(?:blocked|refused)",
         r"(?:does|did) not (?:accept|allow) (?:this|your) (?:message|mail|content)",
-        r"url", r"link", r"image",
+        r"\burls?\b", r"\blinks?\b", r"\bimages?\b",
     )),
     # A bare "blocked" once the words named no content problem: a refusal of the sender.
     (Reason.BLOCKED, _words(r"\bblocked\b", r"\bbanned\b")),
@@ -496,10 +499,16 @@ def smtp_stage(text: str) -> str | None:
     return _STAGE_NAMES.get(" ".join(last.lower().split())) if last else None
 
 
+# An e-mail address in the server's words names someone, not a cause: "hurley@", "spam-desk@" or
+# "@bulkmail.example" must not read as "url", "spam" or "bulk".
+_MAILBOX = re.compile(r"[\w.!#$%&'*+/=?^`{|}~\-]+@[\w\-]+(?:\.[\w\-]+)*")
+
+
 def words_reason(text: str) -> Reason | None:
     """The reason the server's words name, or None."""
     if not text:
         return None
+    text = _MAILBOX.sub("x@x", text)
     for reason, pattern in _RULES:
         if pattern.search(text):
             return reason

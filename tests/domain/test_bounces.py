@@ -163,6 +163,13 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     (None, "<ana@example.ar>: Mailbox quota usage exceeded. Espacio en casilla de mail agotado.",
      R.MAILBOX_FULL, SOFT),
     (None, "550 Postfach voll", R.MAILBOX_FULL, SOFT),
+    (None, "maildir delivery failed: Sorry, the user's maildir has overdrawn his diskspace quota, "
+           "please try again later.", R.MAILBOX_FULL, SOFT),
+    (None, "552 Account(s) <ann@example.net> does not have enough space", R.MAILBOX_FULL, SOFT),
+    # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
+    (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
+           "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
+    ("5.0.0", "<spam-desk@example.net>: delivery failed: retry timeout exceeded", R.EXPIRED, SOFT),
 ]
 
 
