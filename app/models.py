@@ -283,9 +283,12 @@ class Recipient(db.Model):  # type: ignore[name-defined,misc]
     address: Mapped[str] = mapped_column(String(320))
     response: Mapped[str] = mapped_column(String(20), default=Response.PLANNED.value)
     response_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Unknown set by crash recovery may still be replaced by a later event (DESIGN.md).
+    # Unknown set by crash recovery may still be replaced by a later event
+    # (docs/ARCHITECTURE.md, "Priority and finality").
     crash_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # Why it failed, for a bounce or a block: a bounce reason (app/domain/bounces.py), else "".
+    reason: Mapped[str] = mapped_column(String(30), default="", server_default="")
     opens: Mapped[int] = mapped_column(Integer, default=0)
     clicks: Mapped[int] = mapped_column(Integer, default=0)
     machine_opens: Mapped[int] = mapped_column(Integer, default=0)

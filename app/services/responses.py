@@ -4,43 +4,16 @@ Tracking, webhooks, bounce mail and the time rules all call `apply_events` (or `
 one). A batch is one transaction: timeline rows, recipient responses, mailing counters and contact
 effects commit together or not at all, so totals never drift from responses.
 
-Rules (DESIGN.md, "Per-recipient responses"):
+The rules themselves are pure and live in `app.domain`: which response an event asks for and how
+it folds into the recipient and the counters (`app.domain.events`), whether it may replace the
+current response (`app.domain.responses.decide`), what it does to the contact
+(`app.domain.events.contact_effect`), and the names of the counters (`app.domain.figures`).
+docs/ARCHITECTURE.md ("Responses", "Figures") describes them in words. This module reads the
+recipients a batch names, folds the events in with those rules, and writes the result:
+
 - every event is appended to the recipient's timeline (``response_events``), applied or not;
-- the response changes only as `app.domain.responses.decide` allows; an Unknown set by crash
-  recovery is replaced by later evidence, and the crash flag is cleared when it is;
-- opens and clicks always grow the recipient's counters; a machine open or click (privacy proxy,
-  link scanner) counts apart and only proves delivery: it moves the response to Delivered at most;
 - a repeated (source, provider_event_id) changes nothing; the unique constraint settles a race;
-- unsubscribes and complaints always reach the contact, even when the recipient's response is
-  already final: a person who asks to leave is never mailed again.
-
-Event kinds: a Response value that events may set (sent, delivered, soft_bounce, hard_bounce,
-blocked, dropped, spam, unsubscribed, delivery_error, unknown), ``open``, ``click``, and those that
-only go to the timeline: ``deferred`` (the provider retries later), ``resubscribed``,
-``auto_reply``, ``delivered_report`` and ``reclassified`` (a bounce read again).
-
-Mailing counters written here (MailingCounter names; the dashboard reads them):
-
-=========================  =================================================================
-``response:<response>``    recipients currently in that response (moved, never only grown)
-``opens`` / ``clicks``     every open / click, human and machine
-``opens_machine``          opens flagged as machine (privacy proxy, prefetch after delivery)
-``clicks_machine``         clicks flagged as machine (HEAD, link scanners right after hand-off)
-``opened_unique``          recipients with at least one open (any)
-``opened_unique_human``    recipients with at least one human open
-``clicked_unique``         recipients with at least one click (any)
-``clicked_unique_human``   recipients with at least one human click
-``delivered_unique``       recipients known delivered: their response first reached Delivered
-                           or anything that proves delivery (Opened, Clicked, Spam, Unsubscribed)
-``unsubscribed``           recipients whose response became Unsubscribed
-``complaints``             recipients whose response became Spam complaint
-``hard_bounces``           recipients whose response became Hard bounce (the sender adds
-                           hand-off refusals to the same counter)
-``soft_bounces``           recipients whose response became Soft bounce
-``blocked`` / ``dropped``  recipients whose response became Blocked / Dropped
-``opens@YYYY-MM-DDTHH``    opens in that UTC hour (all), for the opens-over-time chart
-``clicks@YYYY-MM-DDTHH``   clicks in that UTC hour (all)
-=========================  =================================================================
+- the recipient rows, the mailing counters and the contacts are written set-based at the end.
 
 Why hourly counters rather than a GROUP BY on ``response_events``: at 2,000,000 events a GROUP BY
 over (mailing_id, kind, occurred_at) still reads every open row of the mailing (seconds on SQLite),
@@ -79,7 +52,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from app.domain.responses import NOT_SENT, Response, decide
+from app.domain import events as rules
+from app.domain.bounces import Reason
+from app.domain.events import ContactEffect, Tally
+from app.domain.responses import Response
 from app.extensions import db
 from app.models import (
     Contact,
@@ -96,36 +72,17 @@ from app.services import totals
 
 log = logging.getLogger(__name__)
 
-OPEN = "open"
-CLICK = "click"
-DEFERRED = "deferred"
-RESUBSCRIBED = "resubscribed"
-AUTO_REPLY = "auto_reply"  # a vacation or other automatic answer (RFC 3834)
-DELIVERED_REPORT = "delivered_report"  # a DSN saying the message arrived
-RECLASSIFIED = "reclassified"  # a bounce read again by a newer classifier
-TIMELINE_ONLY = frozenset({DEFERRED, RESUBSCRIBED, AUTO_REPLY, DELIVERED_REPORT, RECLASSIFIED})
-# Responses an event may ask for; the not-sent ones and Planned belong to the sender alone.
-EVENT_RESPONSES = frozenset(r.value for r in Response) - {r.value for r in NOT_SENT} - {
-    Response.PLANNED.value
-}
-KINDS = EVENT_RESPONSES | {OPEN, CLICK} | TIMELINE_ONLY
-
-# Responses that prove the message reached the mailbox (for delivered_unique).
-_DELIVERED_OR_BETTER = frozenset({
-    Response.DELIVERED, Response.OPENED, Response.CLICKED, Response.SPAM, Response.UNSUBSCRIBED,
-})
-_BECAME = {
-    Response.UNSUBSCRIBED: "unsubscribed",
-    Response.SPAM: "complaints",
-    Response.HARD_BOUNCE: "hard_bounces",
-    Response.SOFT_BOUNCE: "soft_bounces",
-    Response.BLOCKED: "blocked",
-    Response.DROPPED: "dropped",
-}
-_RESPONSE_COUNTERS = {r: totals.response_key(r) for r in Response}
-# The event kinds that change the contact (see _ContactEffects.note).
-_CONTACT_KINDS = frozenset({Response.HARD_BOUNCE.value, Response.SPAM.value,
-                            Response.UNSUBSCRIBED.value, RESUBSCRIBED})
+# The event vocabulary lives with its rules; named here too for the callers of this service.
+OPEN = rules.OPEN
+CLICK = rules.CLICK
+DEFERRED = rules.DEFERRED
+RESUBSCRIBED = rules.RESUBSCRIBED
+AUTO_REPLY = rules.AUTO_REPLY
+DELIVERED_REPORT = rules.DELIVERED_REPORT
+RECLASSIFIED = rules.RECLASSIFIED
+TIMELINE_ONLY = rules.TIMELINE_ONLY
+EVENT_RESPONSES = rules.EVENT_RESPONSES
+KINDS = rules.KINDS
 DETAIL_TEXT_LIMIT = 2000
 RT = Recipient.__table__
 ET = ResponseEvent.__table__
@@ -260,20 +217,23 @@ class _State:
     id: int
     mailing_id: int
     contact_id: int | None
-    response: Response
-    crash_unknown: bool
-    opens: int
-    clicks: int
-    machine_opens: int
-    machine_clicks: int
+    tally: Tally  # what the rules read and change
+    read: tuple[int, int, int, int]  # opens, clicks, machine opens and clicks as read
     response_at: datetime | None = None
     detail: str | None = None
+    reason: str | None = None
     changed: bool = False
-    d_opens: int = 0
-    d_clicks: int = 0
-    d_machine_opens: int = 0
-    d_machine_clicks: int = 0
-    original: Response | None = None
+
+    @property
+    def response(self) -> Response:
+        return self.tally.response
+
+    @property
+    def increments(self) -> tuple[int, int, int, int]:
+        """Opens, clicks, machine opens and machine clicks this batch added."""
+        t, (opens, clicks, m_opens, m_clicks) = self.tally, self.read
+        return (t.opens - opens, t.clicks - clicks, t.machine_opens - m_opens,
+                t.machine_clicks - m_clicks)
 
 
 def _lock_for_write() -> None:
@@ -372,9 +332,9 @@ def _load_recipients(events: Sequence[Event]) -> dict[Any, _State]:
              message_id) in rows:
             state = out.get(rid)
             if state is None:
-                current = Response(response)
-                state = out[rid] = _State(rid, mailing_id, contact_id, current, bool(crash), opens,
-                                          clicks, m_opens, m_clicks, original=current)
+                tally = Tally(Response(response), bool(crash), opens, clicks, m_opens, m_clicks)
+                state = out[rid] = _State(rid, mailing_id, contact_id, tally,
+                                          (opens, clicks, m_opens, m_clicks))
             if message_id:
                 out[("mid", message_id)] = state
     return out
@@ -414,62 +374,18 @@ def _existing_provider_ids(events: Sequence[Event]) -> set[tuple[str, str]]:
     return seen
 
 
-def _incoming_response(event: Event) -> Response | None:
-    if event.kind in TIMELINE_ONLY:
-        return None
-    if event.kind in (OPEN, CLICK):
-        if event.machine:
-            return Response.DELIVERED  # a proxy or scanner proves delivery, not interest
-        return Response.OPENED if event.kind == OPEN else Response.CLICKED
-    return Response(event.kind)
-
-
 def _fold(state: _State, event: Event, deltas: Counter[str]) -> bool:
     """Fold one event into the recipient state and the mailing deltas; True if it applied."""
-    if event.kind == OPEN:
-        if state.opens == 0:
-            deltas["opened_unique"] += 1
-        if not event.machine and state.opens - state.machine_opens == 0:
-            deltas["opened_unique_human"] += 1
-        state.opens += 1
-        state.d_opens += 1
-        deltas["opens"] += 1
-        deltas[_hour_counter("opens", event.occurred_at)] += 1
-        if event.machine:
-            state.machine_opens += 1
-            state.d_machine_opens += 1
-            deltas["opens_machine"] += 1
-    elif event.kind == CLICK:
-        if state.clicks == 0:
-            deltas["clicked_unique"] += 1
-        if not event.machine and state.clicks - state.machine_clicks == 0:
-            deltas["clicked_unique_human"] += 1
-        state.clicks += 1
-        state.d_clicks += 1
-        deltas["clicks"] += 1
-        deltas[_hour_counter("clicks", event.occurred_at)] += 1
-        if event.machine:
-            state.machine_clicks += 1
-            state.d_machine_clicks += 1
-            deltas["clicks_machine"] += 1
-
-    incoming = _incoming_response(event)
-    if incoming is None:
+    if event.kind == OPEN or event.kind == CLICK:
+        prefix = "opens" if event.kind == OPEN else "clicks"
+        rules.count_activity(state.tally, event.kind, event.machine, deltas,
+                             _hour_counter(prefix, event.occurred_at))
+    if not rules.move_response(state.tally, event.kind, event.machine, deltas):
         return False
-    new = decide(state.response, incoming, crash_unknown=state.crash_unknown)
-    if new is None:
-        return False
-    old = state.response
-    deltas[_RESPONSE_COUNTERS[old]] -= 1
-    deltas[_RESPONSE_COUNTERS[new]] += 1
-    if new in _BECAME:
-        deltas[_BECAME[new]] += 1
-    if new in _DELIVERED_OR_BETTER and old not in _DELIVERED_OR_BETTER:
-        deltas["delivered_unique"] += 1
-    state.response = new
-    state.crash_unknown = False
     state.response_at = event.occurred_at
     state.detail = _detail_text(event)
+    reason = (event.detail or {}).get("reason")
+    state.reason = str(reason)[:30] if reason else ""
     state.changed = True
     return True
 
@@ -492,7 +408,7 @@ def _write_recipients(states: dict[Any, _State], now: datetime) -> None:
     for s in unique:
         if s.changed:
             changed.append(s)
-        elif s.d_opens or s.d_clicks:
+        elif any(s.increments):
             counts_only.append(s)
     increments = {
         "opens": RT.c.opens + bindparam("d_opens"),
@@ -503,8 +419,9 @@ def _write_recipients(states: dict[Any, _State], now: datetime) -> None:
     }
 
     def params(s: _State) -> dict[str, Any]:
-        return {"rid": s.id, "d_opens": s.d_opens, "d_clicks": s.d_clicks,
-                "d_mopens": s.d_machine_opens, "d_mclicks": s.d_machine_clicks}
+        d_opens, d_clicks, d_mopens, d_mclicks = s.increments
+        return {"rid": s.id, "d_opens": d_opens, "d_clicks": d_clicks,
+                "d_mopens": d_mopens, "d_mclicks": d_mclicks}
 
     if _is_sqlite():
         _write_recipients_sqlite(changed, counts_only, now)
@@ -513,10 +430,11 @@ def _write_recipients(states: dict[Any, _State], now: datetime) -> None:
         db.session.execute(
             update(RT).where(RT.c.id == bindparam("rid")).values(
                 response=bindparam("resp"), response_at=bindparam("resp_at"),
-                crash_unknown=False, detail=bindparam("det"), **increments,
+                crash_unknown=False, detail=bindparam("det"), reason=bindparam("why"),
+                **increments,
             ),
             [{**params(s), "resp": s.response.value, "resp_at": s.response_at,
-              "det": s.detail or ""} for s in changed],
+              "det": s.detail or "", "why": s.reason or ""} for s in changed],
         )
     if counts_only:
         db.session.execute(
@@ -580,15 +498,14 @@ def _write_recipients_sqlite(changed: list[_State], counts_only: list[_State],
     if changed:
         conn.exec_driver_sql(
             "UPDATE recipients SET response = ?, response_at = ?, crash_unknown = 0, detail = ?, "
-            + counts + " WHERE id = ?",
-            [(s.response.value, _sqlite_time(s.response_at), s.detail or "", s.d_opens,
-              s.d_clicks, s.d_machine_opens, s.d_machine_clicks, stamp, s.id) for s in changed],
+            "reason = ?, " + counts + " WHERE id = ?",
+            [(s.response.value, _sqlite_time(s.response_at), s.detail or "", s.reason or "",
+              *s.increments, stamp, s.id) for s in changed],
         )
     if counts_only:
         conn.exec_driver_sql(
             "UPDATE recipients SET " + counts + " WHERE id = ?",
-            [(s.d_opens, s.d_clicks, s.d_machine_opens, s.d_machine_clicks, stamp, s.id)
-             for s in counts_only],
+            [(*s.increments, stamp, s.id) for s in counts_only],
         )
 
 
@@ -616,29 +533,26 @@ class _ContactEffects:
 
     def note(self, state: _State, event: Event, applied: bool) -> None:
         contact = state.contact_id
-        if contact is None or event.kind not in _CONTACT_KINDS:
+        if contact is None or event.kind not in rules.CONTACT_KINDS:
             return
         scope = (event.detail or {}).get("scope", "all")
-        if event.kind == Response.HARD_BOUNCE.value and applied:
-            # Only when applied: a hard bounce after an open is a forwarding artefact, not proof
-            # that the address is dead.
+        type_id = self._email_type(state, event) if scope == "type" else None
+        effect = rules.contact_effect(event.kind, applied=applied, scope=scope,
+                                      has_type=type_id is not None)
+        if effect is ContactEffect.INVALID:
             self.hard.add(contact)
-        elif event.kind == Response.SPAM.value:
+        elif effect is ContactEffect.COMPLAINED:
             self.complained.add(contact)
-        elif event.kind == Response.UNSUBSCRIBED.value:
-            type_id = self._email_type(state, event) if scope == "type" else None
-            if type_id is not None:
-                self.type_opt_outs.add((contact, type_id))
-            else:
-                self.unsubscribed.add(contact)
-        elif event.kind == RESUBSCRIBED:
-            type_id = self._email_type(state, event) if scope == "type" else None
-            if type_id is not None:
-                self.resubscribe_types.add((contact, type_id))
-                self.type_opt_outs.discard((contact, type_id))
-            else:
-                self.resubscribe_all.add(contact)
-                self.unsubscribed.discard(contact)
+        elif effect is ContactEffect.TYPE_OPT_OUT and type_id is not None:
+            self.type_opt_outs.add((contact, type_id))
+        elif effect is ContactEffect.UNSUBSCRIBED:
+            self.unsubscribed.add(contact)
+        elif effect is ContactEffect.TYPE_OPT_IN and type_id is not None:
+            self.resubscribe_types.add((contact, type_id))
+            self.type_opt_outs.discard((contact, type_id))
+        elif effect is ContactEffect.RESUBSCRIBED:
+            self.resubscribe_all.add(contact)
+            self.unsubscribed.discard(contact)
 
     def write(self) -> None:
         now = datetime.now(UTC)
@@ -688,9 +602,7 @@ class _ContactEffects:
 # ---------------------------------------------------------------- reading
 
 
-def hour_bucket(moment: datetime) -> str:
-    """The UTC hour an activity counter is kept under, e.g. "2026-11-23T10"."""
-    return moment.astimezone(UTC).isoformat()[:13]
+hour_bucket = rules.hour_bucket
 
 
 @lru_cache(maxsize=4096)
@@ -746,8 +658,7 @@ def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
 
 # ---------------------------------------------------------------- time rules
 
-NO_REPORT_AFTER = timedelta(hours=48)
-SOFT_BOUNCE_MAILINGS = 3
+NO_REPORT_AFTER = timedelta(hours=rules.NO_REPORT_HOURS)
 
 
 def silence_response() -> Response:
@@ -802,13 +713,20 @@ def apply_silence_rule(now: datetime | None = None) -> dict[int, int]:
 
 
 def invalidate_soft_bouncers() -> int:
-    """Contacts whose messages soft-bounced in 3 different mailings become invalid addresses."""
+    """Contacts whose messages soft-bounced in 3 different mailings become invalid addresses.
+
+    Only soft bounces that speak of the mailbox count (`events.counts_toward_invalid`): a spam
+    filter, a block list or a refused sender says nothing about the address.
+    """
     _lock_for_write()
+    ignored = sorted(r.value for r in Reason if not rules.counts_toward_invalid(r.value))
+    mailings_count = func.count(distinct(RT.c.mailing_id))
     rows = db.session.execute(
-        select(RT.c.contact_id, func.count(distinct(RT.c.mailing_id)))
-        .where(RT.c.response == Response.SOFT_BOUNCE.value, RT.c.contact_id.is_not(None))
+        select(RT.c.contact_id, mailings_count)
+        .where(RT.c.response == Response.SOFT_BOUNCE.value, RT.c.contact_id.is_not(None),
+               RT.c.reason.not_in(ignored))
         .group_by(RT.c.contact_id)
-        .having(func.count(distinct(RT.c.mailing_id)) >= SOFT_BOUNCE_MAILINGS)
+        .having(mailings_count >= rules.SOFT_BOUNCE_MAILINGS)
     ).all()
     now = datetime.now(UTC)
     changed = 0

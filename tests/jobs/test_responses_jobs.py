@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from rq import Queue, SimpleWorker
 from sqlalchemy import func, select
 
@@ -13,7 +14,7 @@ from app.extensions import db
 from app.models import Contact, Mailing, Provider, Recipient, ResponseEvent
 from app.runtime.capture import MaildirWriter
 from app.services import bounces, totals
-from app.services.responses import apply_events
+from app.services.responses import Event, apply_events
 from app.services.tokens import recipient_token
 from jobs import periodic
 from jobs.responses import process_bounces, time_rules
@@ -77,6 +78,30 @@ def test_soft_bounces_in_three_mailings_make_the_contact_invalid(app):
     a, b = (db.session.get(Contact, p.id) for p in people)
     assert not a.valid and a.soft_bounce_mailings == 3 and "3 mailings" in a.invalid_reason
     assert b.valid
+
+
+@pytest.mark.parametrize(("reason", "invalid"), [
+    ("mailbox_full", True),
+    ("expired", True),
+    ("filtered", False),  # a spam filter refused the content
+    ("blocked", False),  # our sending IP is block-listed
+    ("sender", False),  # SPF/DKIM/DMARC of our own domain
+    ("policy", False),
+    ("rate_limited", False),
+])
+def test_only_soft_bounces_about_the_mailbox_count_toward_invalid(app, reason, invalid):
+    person = Contact(email="c@example.org", email_key="c@example.org")
+    for i in range(3):
+        (row,) = make(1, handed_off_at=NOW, contacts=[person], name=f"s{i}")
+        result = apply_events([Event(kind="soft_bounce", source="dsn", occurred_at=NOW,
+                                     recipient_id=row.id,
+                                     detail={"reason": reason, "status": "4.0.0"})])
+        assert result.applied == 1
+        assert db.session.get(Recipient, row.id).reason == reason
+    time_rules()
+    contact = db.session.get(Contact, person.id)
+    assert contact.valid is (not invalid)
+    assert not contact.do_not_email  # a soft bounce never makes a contact do-not-email
 
 
 DSN = """\
