@@ -179,6 +179,7 @@ def _apply(changes: list[Change], now: datetime) -> None:
         if recipient is None or recipient.response != Response.HARD_BOUNCE.value:
             continue  # changed meanwhile
         recipient.response = change.new.value
+        recipient.reason = change.verdict.reason.value
         recipient.response_at = now
         recipient.updated_at = now
         recipient.detail = (f"reclassified: {change.verdict.reason.value}; "

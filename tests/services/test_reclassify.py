@@ -112,6 +112,7 @@ def test_reclassify_shows_then_corrects_and_restores_contacts(app):
     responses = {r.id: db.session.get(Recipient, r.id).response for r in first + second}
     assert [responses[r.id] for r in first] == [
         "blocked", "hard_bounce", "soft_bounce", "blocked", "blocked"]
+    assert db.session.get(Recipient, first[0].id).reason == "blocked"
     assert flags(p0.id) == (True, "", False, "")
     assert flags(p1.id) == (False, "hard bounce", True, "hard bounce")
     assert flags(p2.id) == (True, "", True, "unsubscribed")
