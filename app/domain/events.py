@@ -35,6 +35,16 @@ EVENT_RESPONSES = frozenset(r.value for r in Response) - {r.value for r in NOT_S
     Response.PLANNED.value
 }
 KINDS = EVENT_RESPONSES | {OPEN, CLICK} | TIMELINE_ONLY
+# How a timeline names the kinds that are not responses (responses use their own labels).
+LABELS: dict[str, str] = {
+    OPEN: "Opened",
+    CLICK: "Clicked",
+    DEFERRED: "Deferred by the receiving server",
+    RESUBSCRIBED: "Subscribed again",
+    AUTO_REPLY: "Automatic reply (not a bounce)",
+    DELIVERED_REPORT: "Delivery report: delivered",
+    RECLASSIFIED: "Bounce read again",
+}
 
 # Responses that prove the message reached the mailbox (the "delivered_unique" counter).
 PROVES_DELIVERY = frozenset({

@@ -65,6 +65,11 @@ def response_label(response: str) -> str:
 
 
 @bp.app_template_global()
+def reason_label(reason: str) -> str:
+    return reports.reason_label(reason)
+
+
+@bp.app_template_global()
 def contact_history(contact_id: int) -> list[reports.HistoryEntry]:
     """The contact page's email history (contacts/_history.html)."""
     return reports.contact_history(contact_id)

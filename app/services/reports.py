@@ -22,7 +22,10 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from app.domain import events as event_rules
 from app.domain import figures
+from app.domain.bounces import LABELS as BOUNCE_REASONS
+from app.domain.bounces import Reason
 from app.domain.lifecycle import Status
 from app.domain.responses import LABELS, Response
 from app.domain.schedule import local_display
@@ -299,7 +302,7 @@ TABS: dict[str, tuple[str, tuple[Response, ...]]] = {
     tab.key: (tab.label, tab.responses) for tab in figures.TABS}
 COLUMNS = (Recipient.id, Recipient.address, Recipient.contact_id, Recipient.response,
            Recipient.response_at, Recipient.opens, Recipient.clicks, Recipient.detail,
-           Recipient.handed_off_at, Recipient.updated_at)
+           Recipient.handed_off_at, Recipient.updated_at, Recipient.reason)
 
 
 def tab_counts(counters: Mapping[str, int]) -> dict[str, int]:
@@ -493,7 +496,7 @@ def iter_audience(mailing_id: int, tab: str = "all",
 
 
 CSV_HEADER = ("recipient_id", "address", "contact_id", "response", "response_label",
-              "response_at", "opens", "clicks", "handed_off_at", "detail")
+              "response_at", "opens", "clicks", "handed_off_at", "reason", "detail")
 
 
 def _iso(value: datetime | None) -> str:
@@ -510,7 +513,7 @@ def audience_csv(mailing_id: int, tab: str = "all",
         writer.writerow((
             r.id, _safe_cell(r.address), r.contact_id or "", r.response,
             LABELS[Response(r.response)], _iso(r.response_at), r.opens, r.clicks,
-            _iso(r.handed_off_at), _safe_cell(r.detail or ""),
+            _iso(r.handed_off_at), reason_label(r.reason), _safe_cell(r.detail or ""),
         ))
         if n % 1000 == 0:
             yield buffer.getvalue()
@@ -557,8 +560,7 @@ class HistoryEntry:
         return max(moments) if moments else None
 
 
-EVENT_LABELS = {"open": "Opened", "click": "Clicked", "deferred": "Deferred by the provider",
-                "resubscribed": "Subscribed again"}
+EVENT_LABELS = event_rules.LABELS
 
 
 def event_label(kind: str) -> str:
@@ -574,8 +576,19 @@ def _detail_text(detail: Any) -> str:
     if not detail:
         return ""
     if isinstance(detail, Mapping):
-        return ", ".join(f"{k}: {v}" for k, v in detail.items() if k != "link_id")
+        return ", ".join(f"{k}: {reason_label(v) if k == 'reason' else v}"
+                         for k, v in detail.items() if k != "link_id")
     return str(detail)
+
+
+def reason_label(value: Any) -> str:
+    """A bounce reason in words ("mailbox full"), the value as it came if unknown, "" for none."""
+    if not value:
+        return ""
+    try:
+        return BOUNCE_REASONS[Reason(value)]
+    except ValueError:
+        return str(value)
 
 
 def timeline(recipient: Recipient, events: Iterable[ResponseEvent]) -> list[TimelineItem]:

@@ -172,6 +172,31 @@ def test_csv_streams_every_row_of_a_tab_and_defuses_formulas(app, monkeypatch):
     assert {r[3] for r in bounce[1:]} == {"hard_bounce", "soft_bounce"} and len(bounce) == 27
 
 
+def test_bounces_show_their_reason_in_words_on_the_page_and_in_the_csv(app, client, auth):
+    from app.services.responses import apply_event
+
+    mailing = build([Response.SENT, Response.SENT])
+    full, blocked = db.session.query(Recipient).filter_by(mailing_id=mailing.id).order_by(
+        Recipient.id).all()
+    now = datetime.now(UTC)
+    apply_event(full.id, kind="soft_bounce", source="dsn", occurred_at=now,
+                detail={"reason": "mailbox_full", "status": "4.2.2",
+                        "diagnostic": "452 4.2.2 over quota"})
+    apply_event(blocked.id, kind="blocked", source="dsn", occurred_at=now,
+                detail={"reason": "blocked", "status": "5.7.1",
+                        "diagnostic": "554 5.7.1 listed at a block list"})
+    rows = list(csv.reader(io.StringIO("".join(reports.audience_csv(mailing.id, "all")))))
+    reason_at = list(reports.CSV_HEADER).index("reason")
+    by_id = {int(r[0]): r for r in rows[1:]}
+    assert by_id[full.id][reason_at] == "mailbox full"
+    assert by_id[blocked.id][reason_at] == "blocked or block-listed"
+    auth.login()
+    html = client.get(f"/mailings/{mailing.id}/audience?tab=bounce").get_data(as_text=True)
+    assert "<strong>mailbox full</strong>: 452 4.2.2 over quota" in html
+    html = client.get(f"/mailings/{mailing.id}/audience?tab=spam").get_data(as_text=True)
+    assert "<strong>blocked or block-listed</strong>" in html
+
+
 def test_contact_history_lists_mailings_with_their_timeline(app):
     contact = Contact(email="ann@example.org", email_key="ann@example.org")
     db.session.add(contact)
