@@ -318,7 +318,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"user (?:is )?unknown", r"unknown (?:user|recipient|mailbox|address|local[- ]part|alias)",
         r"no such (?:user|recipient|mailbox|account|address|person|local user)",
         r"(?:user|recipient|mailbox|address|account|e-?mail(?: address)?|alias)(?: name)?"
-        r"(?: \S+)? (?:does not|doesn'?t|did not) exist", r"does not exist", r"doesn'?t exist",
+        r"(?: \S+)? (?:does not|doesn'?t|did not) exist", r"does not exist", r"do(?:es|s)?n'?t exist",
         r"(?:user|recipient|mailbox|address|account)(?: \S+)? (?:is )?(?:not found|not known|"
         r"unknown|invalid|not valid|not listed|not recognized|unavailable|nonexistent|"
         r"non-existent|not exist)", r"(?:invalid|bad|nonexistent|non-existent|unknown) "
@@ -466,6 +466,7 @@ _DIRECTORY_WORDS = re.compile(
     r"user not exist|Recip(?:ient)?NotFound|in (?:the )?(?:local recipient|virtual mailbox|"
     r"virtual alias|relay recipient|recipient) table|"
     r"unrouteable address|5\.4\.1\b.{0,80}recipient address rejected: access denied|"
+    r"invalid mailbox|unknown user: \"[^\"]+\"|"
     r"ディレクトリ.{0,10}(?:見つかりません|ありません)", re.IGNORECASE)
 
 

@@ -166,6 +166,18 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     (None, "maildir delivery failed: Sorry, the user's maildir has overdrawn his diskspace quota, "
            "please try again later.", R.MAILBOX_FULL, SOFT),
     (None, "552 Account(s) <ann@example.net> does not have enough space", R.MAILBOX_FULL, SOFT),
+    # A directory's answer after DATA still names a missing mailbox ...
+    (None, "host mxs.example.ru[203.0.113.5] said: 550 Message was not accepted -- invalid "
+           "mailbox. Local mailbox ann@example.ru is unavailable: user not found (in reply to end "
+           "of DATA command)", R.USER_UNKNOWN, HARD),
+    # ... but not a disabled one.
+    (None, "host mxs.example.ru[203.0.113.5] said: 550 Message was not accepted -- invalid "
+           "mailbox. Local mailbox ann@example.ru is unavailable: account is disabled (in reply "
+           "to end of DATA command)", R.SUSPENDED, SOFT),
+    # Postfix's own local delivery agent knows its users.
+    ("5.0.0", "X-Postfix; unknown user: \"ann\"", R.USER_UNKNOWN, HARD),
+    (None, "host mx.example.com[203.0.113.7] said: 554 RCPT (ann@example.com) dosn't exist (in "
+           "reply to RCPT TO command)", R.USER_UNKNOWN, HARD),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
