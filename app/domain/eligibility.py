@@ -1,4 +1,4 @@
-"""Who may receive a mailing: the eligibility rules and their priority (DESIGN.md, "Eligibility").
+"""Who may receive a mailing: the eligibility rules and their priority (docs/ARCHITECTURE.md, "Mailing lifecycle").
 
 The same rules run twice: as set-based SQL when a mailing is prepared (app/services/audience.py)
 and through `check` right before each hand-off, so a contact who unsubscribes mid-mailing is not

@@ -1,4 +1,4 @@
-"""The mailing lifecycle: every state, every action and when it is allowed (DESIGN.md)."""
+"""The mailing lifecycle: every state, every action and when it is allowed (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Per-recipient responses: their priority (rank) and finality, and the one rule that decides
-whether an incoming event changes a recipient's response (DESIGN.md, "Per-recipient responses")."""
+whether an incoming event changes a recipient's response (docs/ARCHITECTURE.md, "Priority and finality")."""
 
 from __future__ import annotations
 

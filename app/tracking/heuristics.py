@@ -1,4 +1,4 @@
-"""Telling machine opens and scanner clicks from people (DESIGN.md, "Tracking").
+"""Telling machine opens and scanner clicks from people (docs/ARCHITECTURE.md, "Machine opens and clicks").
 
 Privacy proxies fetch every image of a message whether or not anyone reads it, and security
 gateways follow every link right after delivery. Both prove delivery, not interest, so they are

@@ -1,4 +1,4 @@
-"""Eligibility (DESIGN.md "Eligibility"): address checks and the priority of the not-sent rules."""
+"""Eligibility (docs/ARCHITECTURE.md, "Mailing lifecycle"): address checks and the priority of the not-sent rules."""
 
 from __future__ import annotations
 

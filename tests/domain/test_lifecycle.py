@@ -1,4 +1,4 @@
-"""The mailing lifecycle (DESIGN.md "Mailing lifecycle"): every status against every action."""
+"""The mailing lifecycle (docs/ARCHITECTURE.md, "Mailing lifecycle"): every status against every action."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Per-recipient responses, as DESIGN.md "Per-recipient responses" specifies them.
+"""Per-recipient responses, as docs/ARCHITECTURE.md "Priority and finality" specifies them.
 
 The expected outcome of every (current, incoming) pair is written out below as a grid, derived by
-hand from the rules in DESIGN.md, never by calling `decide`:
+hand from the rules in docs/ARCHITECTURE.md, never by calling `decide`:
 
 - a final response never changes (exception: Unknown set after a crash, see the last grid row);
 - a new non-final response replaces the current one only if its rank is higher;

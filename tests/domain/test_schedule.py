@@ -1,4 +1,4 @@
-"""Schedule maths (DESIGN.md "Mailing lifecycle"): local time in a named zone, DST handled honestly."""
+"""Schedule maths (docs/ARCHITECTURE.md, "Mailing lifecycle"): local time in a named zone, DST handled honestly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Auto-interrupt thresholds, quota, progress and ETA (DESIGN.md "Mailing lifecycle", Sending)."""
+"""Auto-interrupt thresholds, quota, progress and ETA (docs/ARCHITECTURE.md, "Sending and its invariants")."""
 
 from __future__ import annotations
 
