@@ -7,9 +7,12 @@ most one slot (the next slot enqueues again from nothing).
 
 Periodic jobs have a queue of their own (``periodic``) that every worker listens to before
 ``sending``: a worker takes the waiting periodic job before its next send job, so a mailing in
-full flow cannot starve the tick that settles crashed batches and starts due schedules. A
-periodic job never expires while it waits; instead a slot is skipped while the same job of an
-earlier slot is still waiting, so a busy period leaves one job of each name waiting, not a pile.
+full flow cannot starve the tick that settles crashed batches and starts due schedules. When
+every worker is in the middle of a batch (batches can last many seconds on a slow relay), one
+sender steps aside: between two messages it ends its batch early (`should_yield`) and takes the
+periodic job next. A periodic job never expires while it waits; instead a slot is skipped while
+the same job of an earlier slot is still waiting, so a busy period leaves one job of each name
+waiting, not a pile.
 
 The ticker also marks its worker alive every second (``sb:workers:alive``, a sorted set of RQ
 worker name -> last mark). A worker killed with SIGKILL stops marking at once, while RQ's own
@@ -24,17 +27,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DuplicateJobError
+from rq.utils import utcparse
 
 log = logging.getLogger("sendboard.periodic")
 
 QUEUE = "periodic"
 ALIVE_KEY = "sb:workers:alive"
 WORKER_ALIVE_TTL = 5.0  # seconds without a mark before a worker counts as gone
+YIELD_AFTER = 1.0  # seconds a periodic job waits before a busy sender steps aside for it
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,31 @@ def enqueue_due(connection: Redis, now: float | None = None) -> int:
             continue
         count += 1
     return count
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def should_yield(connection: Redis, now: float | None = None) -> bool:
+    """Should this sender end its batch now, to run the periodic job that waits?
+
+    Yes when the job first in the periodic queue has waited YIELD_AFTER seconds (no idle worker
+    took it) and no other sender has already stepped aside for it: one batch ends early, not all.
+    Asked between messages a few times a second, so the common answer costs one LINDEX.
+    """
+    first = connection.lindex(Queue(QUEUE, connection=connection).key, 0)
+    if first is None:
+        return False
+    job_id = _text(first)
+    enqueued = connection.hget(f"rq:job:{job_id}", "enqueued_at")
+    if not enqueued:
+        return False
+    now = time.time() if now is None else now
+    waited = now - utcparse(_text(enqueued)).replace(tzinfo=UTC).timestamp()
+    if waited < YIELD_AFTER:
+        return False
+    return bool(connection.set(f"sb:yield:{job_id}", 1, nx=True, ex=600))
 
 
 def mark_alive(connection: Redis, worker_name: str, now: float | None = None) -> None:

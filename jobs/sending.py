@@ -26,6 +26,7 @@ def prepare_mailing(mailing_id: int) -> None:
 def send_next_batch() -> int:
     """Claim and send one batch of the oldest sending mailing; enqueue the next job."""
     from app.services import sending
+    from jobs import periodic
     from jobs.enqueue import kick_sending
 
     job = get_current_job()
@@ -35,7 +36,8 @@ def send_next_batch() -> int:
     if claim is None:
         return 0
     kick_sending(successor=True)  # the next batch can start on another worker right away
-    outcome = sending.send_claim(redis, claim)
+    # Between messages the batch steps aside for a periodic job that waits (jobs/periodic.py).
+    outcome = sending.send_claim(redis, claim, step_aside=lambda: periodic.should_yield(redis))
     log.info("batch %s of mailing %s: %d sent, %d not sent, stop=%s", claim.batch_id,
              claim.mailing_id, len(outcome.sent), len(outcome.final), outcome.stop)
     return len(outcome.sent)

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -232,7 +233,7 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
 class BatchOutcome:
     sent: dict[int, tuple[str, datetime, dict[str, Any]]] = field(default_factory=dict)
     final: dict[int, tuple[Response, str]] = field(default_factory=dict)  # not sent, with detail
-    stop: str | None = None  # stopped | expired | smtp | template | redis | fenced
+    stop: str | None = None  # stopped | expired | smtp | template | redis | fenced | yield
     refused: int = 0  # refused by the SMTP server at hand-off: they count as attempts
     stop_detail: str = ""
     recorded: tuple[int, int, int] = (0, 0, 0)  # sent, final, refused already in the database
@@ -290,8 +291,14 @@ def _transport(s: SmtpSettings) -> SmtpTransport:
     return transport
 
 
-def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
-    """Hand over every message of a claimed batch, then flush the outcome to the database."""
+def send_claim(redis: Redis, claim: Claim,
+               step_aside: Callable[[], bool] | None = None) -> BatchOutcome:
+    """Hand over every message of a claimed batch, then flush the outcome to the database.
+
+    `step_aside`, asked between messages, ends the batch early (the rest goes back in the queue)
+    so this worker can run periodic work that is waiting: the tick that settles crashed batches
+    must not wait for a long batch to finish.
+    """
     mailing = db.session.get(Mailing, claim.mailing_id)
     assert mailing is not None
     version = db.session.execute(
@@ -340,6 +347,9 @@ def send_claim(redis: Redis, claim: Claim) -> BatchOutcome:
                     next_check = mono + CANCEL_CHECK_EVERY
                     if redis.exists(stop_key(claim.mailing_id)):
                         outcome.stop = "stopped"
+                        break
+                    if step_aside is not None and step_aside():
+                        outcome.stop = "yield"
                         break
                 now = utcnow()
                 if send_until is not None and now >= send_until:

@@ -77,8 +77,8 @@ def _crash_inside_the_settling_window(d: Deployment, mailing_id: int, rng: rando
 
 
 @pytest.mark.parametrize("wipe", [False, True], ids=["redis-keeps-its-file", "redis-loses-all"])
-def test_kills_and_redis_restarts_inside_the_settling_window(deployment: Deployment,
-                                                             wipe: bool) -> None:
+def test_kills_and_redis_restarts_inside_the_settling_window(
+        deployment: Deployment, wipe: bool) -> None:  # noqa: F811
     deployment.env["SMTP_RATE_PER_SECOND"] = str(RATE)
     mailing_id = deployment.seed()
     for _ in range(3):

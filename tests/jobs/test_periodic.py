@@ -114,3 +114,15 @@ def test_a_prepare_job_left_started_by_a_dead_worker_is_replaced(redis_conn) -> 
         assert again.get_status(refresh=True) == (
             JobStatus.QUEUED if replaced else JobStatus.STARTED), worker
         assert queue.get_job_ids() == (["prepare-42"] if replaced else [])
+
+
+def test_one_busy_sender_steps_aside_for_a_periodic_job_that_waits(redis_conn) -> None:
+    import time
+
+    assert periodic.should_yield(redis_conn) is False  # nothing waits
+    Queue("periodic", connection=redis_conn).enqueue("jobs.sending.tick", job_id="periodic-t-1")
+    now = time.time()
+    assert periodic.should_yield(redis_conn, now=now) is False  # an idle worker may take it
+    later = now + periodic.YIELD_AFTER + 0.5
+    assert periodic.should_yield(redis_conn, now=later) is True
+    assert periodic.should_yield(redis_conn, now=later) is False  # one sender, not all

@@ -20,7 +20,13 @@ from app.services import ledger, mailings, sending, totals
 from app.services.ledger import Ledger, handing_off_entry, refused_entry, sent_entry
 from jobs.enqueue import kick_sending
 from jobs.sending import prepare_mailing
-from tests.services.test_sending import make_audience, make_mailing, responses_of, run_worker
+from tests.services.test_sending import (  # noqa: F401
+    make_audience,
+    make_mailing,
+    responses_of,
+    run_worker,
+    smtp,
+)
 from tests.smtp_server import Handler, SmtpServer
 
 AT = datetime(2026, 11, 30, 9, 30, 5, tzinfo=UTC)
@@ -231,3 +237,24 @@ def test_a_sender_that_dies_with_its_ledger_leaves_about_one_flush_window_unknow
     sent = {a for a, r in addresses.items() if r == "sent"}
     assert sent <= set(received) and set(received) - sent <= {
         a for a, r in addresses.items() if r == "unknown"}
+
+
+def test_a_batch_steps_aside_between_messages_and_the_rest_goes_back(
+        app, redis_conn, smtp) -> None:  # noqa: F811
+    mailing, claim, ids = _claimed(10, redis_conn)
+    asked = []
+
+    def step_aside() -> bool:
+        asked.append(1)
+        return len(asked) == 2  # the second check (about 0.2 s in) finds a periodic job waiting
+
+    smtp.handler.delay = 0.05
+    outcome = sending.send_claim(redis_conn, claim, step_aside=step_aside)
+    assert outcome.stop == "yield" and 0 < len(outcome.sent) < 10
+    responses = _responses(ids)
+    assert responses == ["sent"] * len(outcome.sent) + ["planned"] * (10 - len(outcome.sent))
+    assert db.session.get(SendBatch, claim.batch_id).state == "done"
+    back = db.session.execute(select(Recipient.id).where(
+        Recipient.mailing_id == mailing.id, Recipient.batch_id.is_(None))).scalars().all()
+    assert back == ids[len(outcome.sent):]
+    assert len(smtp.by_recipient()) == len(outcome.sent)
