@@ -255,7 +255,11 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
     # The address itself.
     (Reason.HAS_MOVED, _words(r"has moved", r"mailbox (?:has )?moved", r"no longer (?:at|with)",
                               r"changed (?:his|her|their) (?:e-?mail )?address",
-                              r"owner has changed")),
+                              r"owner has changed",
+                              # The address was valid once and is not any more.
+                              r"(?:address|account|mailbox)[^\n]{0,40}\bno longer (?:valid|exists?|"
+                              r"in use|in service)", r"(?:address|account|mailbox)[^\n]{0,20}\bnot "
+                              r"in use any ?more")),
     (Reason.NOT_ACCEPTING, _words(r"null mx", r"indicated no smtp service", r"does not accept (?:any )?(?:e-?)?mail",
                                   r"not accept(?:ing)? (?:any )?(?:e-?)?mail")),
     (Reason.MAILBOX_FULL, _words(

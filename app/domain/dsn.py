@@ -80,6 +80,8 @@ _ORIGINAL_MARKER = re.compile(
     r"The original message (?:was|is) (?:attached|included|enclosed|below|as follows)|"
     r"The original message headers|The header of the original|Below is a copy|"
     r"--- The header of the original|Return-Path: |Received: from |"
+    r"(?:A )?summary of the (?:undelivered )?message (?:you sent )?follows|"
+    r"Included is a copy of the message header|"
     r"Content-Type:\s*(?:message/rfc822|text/rfc822-headers?|message/rfc822-headers))",
     re.I | re.MULTILINE,
 )

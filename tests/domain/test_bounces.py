@@ -178,6 +178,10 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     ("5.0.0", "X-Postfix; unknown user: \"ann\"", R.USER_UNKNOWN, HARD),
     (None, "host mx.example.com[203.0.113.7] said: 554 RCPT (ann@example.com) dosn't exist (in "
            "reply to RCPT TO command)", R.USER_UNKNOWN, HARD),
+    # An address that was valid once and is no more.
+    (None, "ann@example.it: this email address is wrong or no longer valid", R.HAS_MOVED, HARD),
+    (None, "550 5.1.1 <ann@example.org>: the address is not in use anymore (in reply to RCPT TO "
+           "command)", R.HAS_MOVED, HARD),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),

@@ -310,3 +310,15 @@ def test_a_postponed_delivery_still_being_tried_is_a_delay():
     report = parse(raw)
     assert report.kind == "delay" and report.response is None
     assert report.chosen.reason is Reason.MAILBOX_FULL
+
+
+def test_the_summary_of_the_returned_message_is_not_the_error():
+    raw = (b"From: MAILER-DAEMON@mx.example.it\nTo: bounce+x@b.example\n"
+           b"Subject: Undeliverable message\n\n"
+           b"Your message to ann@example.it has reached our local address ann@example.it, but "
+           b"this email address is wrong or no longer valid. Your message has NOT been delivered."
+           b"\n\nA summary of the undelivered message you sent follows:\n\nSubject: offer\n\n"
+           b"Posting is not allowed here; messages failing SPF checks are rejected.\n")
+    report = parse(raw)
+    assert report.kind == "bounce" and report.final_recipient == "ann@example.it"
+    assert (report.chosen.reason, report.response) == (Reason.HAS_MOVED, H)
