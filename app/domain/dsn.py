@@ -206,6 +206,14 @@ def _raw_text(part: Message) -> str:
         payload = None
     if isinstance(payload, bytes):
         charset = str(part.get_content_charset() or "utf-8")
+        # A declared charset the bytes do not follow (UTF-8 labelled ISO-2022-JP or ASCII is
+        # common): the first charset that reads them cleanly, else the declared one with
+        # replacement characters.
+        for candidate in (charset, "utf-8"):
+            try:
+                return payload.decode(candidate)
+            except (LookupError, ValueError):
+                continue
         try:
             return payload.decode(charset, errors="replace")
         except (LookupError, ValueError):

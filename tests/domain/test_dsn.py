@@ -322,3 +322,14 @@ def test_the_summary_of_the_returned_message_is_not_the_error():
     report = parse(raw)
     assert report.kind == "bounce" and report.final_recipient == "ann@example.it"
     assert (report.chosen.reason, report.response) == (Reason.HAS_MOVED, H)
+
+
+def test_text_in_utf8_under_a_wrong_charset_label_is_still_read():
+    raw = ("From: MAILER-DAEMON@mx.example.de\nTo: bounce+x@b.example\n"
+           "Subject: Unzustellbar\nMIME-Version: 1.0\n"
+           "Content-Type: text/plain; charset=ISO-2022-JP\nContent-Transfer-Encoding: 8bit\n\n"
+           "Die Nachricht konnte nicht zugestellt werden.\n"
+           "<ann@example.de>: 550 Empfänger unbekannt (in reply to RCPT TO command)\n").encode()
+    report = parse(raw)
+    assert report.kind == "bounce" and report.final_recipient == "ann@example.de"
+    assert (report.chosen.reason, report.response) == (Reason.USER_UNKNOWN, H)
