@@ -589,6 +589,14 @@ def parse(raw: bytes, envelope_recipients: Sequence[str] = (), *,
 
 # A report's text is read up to here: error texts are short, and a huge body must stay cheap.
 _TEXT_LIMIT = 100_000
+_CHALLENGE = re.compile(
+    r"\b(?:has been|was|is) waitlisted|sender (?:is )?not pre-?approved|"
+    r"(?:add|added) (?:yourself|your (?:e-?mail )?address) to (?:my|the recipient'?s?) "
+    r"[\w ]{0,20}(?:guest|allowed|approved|safe|white) ?list|"
+    r"to have your (?:e-?mail )?address added to|click (?:here|the link below) to deliver your "
+    r"message|challenge[- ]response (?:system|message|filter)|"
+    r"you(?:'re| are) (?:listed )?on my [\w ]{0,20}(?:guest|allowed|approved|safe|white) ?list",
+    re.I)
 _LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _FORWARDED = re.compile(r"^[ \t]*(?:-+ ?)?(?:begin forwarded message|forwarded message)",
                         re.I | re.M)
@@ -662,6 +670,11 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
                            for r in dict.fromkeys(recipients)) or (
             Verdict(Reason.COMPLAINT, recipient=original_to, feedback_type=feedback),)
         return Report(kind="complaint", verdicts=complained, feedback_type=feedback, **base)
+
+    # A challenge-response system holding the message until the sender proves to be a person:
+    # nothing failed yet, and nothing is said about the address.
+    if _CHALLENGE.search(human[:20_000]):
+        return Report(kind="other", **base)
 
     # RFC 3464 delivery status notifications.
     groups = _delivery_groups(message) or (

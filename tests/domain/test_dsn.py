@@ -333,3 +333,27 @@ def test_text_in_utf8_under_a_wrong_charset_label_is_still_read():
     report = parse(raw)
     assert report.kind == "bounce" and report.final_recipient == "ann@example.de"
     assert (report.chosen.reason, report.response) == (Reason.USER_UNKNOWN, H)
+
+
+@pytest.mark.parametrize("text", [
+    "Your message about \"Autumn news\" has been waitlisted. Please add yourself to my Guest List "
+    "so your messages will go to my Inbox.",
+    "This account is protected. Please click on the following link to have your address added "
+    "to the recipient's allowed list and to ensure delivery of your email.",
+    "This is a one-time automated message to confirm that you're listed on my Guest List.",
+])
+def test_a_challenge_response_notice_is_no_bounce(text):
+    # The message is held until the sender answers (or was let through): nothing failed.
+    raw = (OUR_DSN.replace("The mail system could not deliver your message.", text)
+           .replace("{action}", "failed").replace("{status}", "4.7.0")
+           .replace("{diagnostic}", "450 4.7.0 sender not yet approved"))
+    report = parse(raw.encode())
+    assert report.kind == "other" and report.response is None
+
+
+def test_a_server_asking_our_server_to_be_confirmed_is_a_refusal():
+    raw = (OUR_DSN.replace("{action}", "failed").replace("{status}", "5.0.0")
+           .replace("{diagnostic}", "550 Your server requires confirmation. Visit "
+                                    "http://mx.example.net/confirm to confirm this mail server."))
+    report = parse(raw.encode())
+    assert report.kind == "bounce" and report.response is S
