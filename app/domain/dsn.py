@@ -451,7 +451,7 @@ def _blocks(human: str, exclude: set[str]) -> list[tuple[str, str]]:
     for i, (address, start, _) in enumerate(found):
         block = human[start:ends[i]]
         first, _, rest = block.partition("\n")
-        if _evidence(first.replace(address, " ")):
+        if _failure_named(first.replace(address, " ")):
             # The line names the failure itself ("<a@b>: host x said: 550 ...", "554 <a@b>...
             # Host unknown"): keep it and its indented continuation, not the next recipient's
             # lines that some MTAs write before that recipient's own line.
@@ -597,6 +597,7 @@ _CHALLENGE = re.compile(
     r"message|challenge[- ]response (?:system|message|filter)|"
     r"you(?:'re| are) (?:listed )?on my [\w ]{0,20}(?:guest|allowed|approved|safe|white) ?list",
     re.I)
+_LINE_END = re.compile(rb"\r\n?")
 _LEADING_BLANK = re.compile(rb"\A(?:[ \t]*\r?\n)+")
 _FORWARDED = re.compile(r"^[ \t]*(?:-+ ?)?(?:begin forwarded message|forwarded message)",
                         re.I | re.M)
@@ -631,7 +632,9 @@ def _is_auto_reply(message: Message, subject: str) -> bool:
 
 
 def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
-    # Blank lines before the headers (mail saved by some tools) would make them the body.
+    # One line ending (CRLF from the wire, a lone CR from old Mac tools) for the text patterns;
+    # blank lines before the headers (mail saved by some tools) would make them the body.
+    raw = _LINE_END.sub(b"\n", raw)
     message = message_from_bytes(_LEADING_BLANK.sub(b"", raw[:4096]) + raw[4096:], policy=compat32)
     token = _find_token(message, envelope, prefix)
     address_token = token  # the token in the address written to, not one quoted in a body

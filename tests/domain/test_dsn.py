@@ -357,3 +357,20 @@ def test_a_server_asking_our_server_to_be_confirmed_is_a_refusal():
                                     "http://mx.example.net/confirm to confirm this mail server."))
     report = parse(raw.encode())
     assert report.kind == "bounce" and report.response is S
+
+
+PLAIN_BOUNCE = (b"From: MAILER-DAEMON@mx.example.net\nTo: bounce+x@b.example\n"
+                b"Subject: Undeliverable mail\n\n"
+                b"Unable to deliver message to: <ann@example.org>\n"
+                b"Delivery failed for the following reason:\n"
+                b"Server mx.example.org[192.0.2.2] failed with: 550 5.1.1 <ann@example.org> No such "
+                b"user here\n\nThis has been a permanent failure.\n")
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_any_line_ending_and_the_reason_on_the_lines_after_the_address(line_end):
+    # The line naming the recipient says only that delivery failed; the reason follows it.
+    report = parse(PLAIN_BOUNCE.replace(b"\n", line_end))
+    assert report.kind == "bounce" and report.final_recipient == "ann@example.org"
+    assert (report.chosen.reason, report.chosen.status, report.response) == (
+        Reason.USER_UNKNOWN, "5.1.1", H)
