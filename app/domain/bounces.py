@@ -311,6 +311,9 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"hostname lookup failed", r"could not resolve", r"can'?t resolve", r"\bDNS (?:error|lookup)",
         r"illegal host", r"bad destination (?:host|system|domain)",
         r"domain (?:is )?not reachable",
+        # qmail-remote: no host, or no mail exchanger, by the recipient's domain name.
+        r"(?:couldn'?t|could not|can'?t|cannot) find any host", r"(?:couldn'?t|could not) find a "
+        r"mail exchanger",
         r"(?<![@\w.\-])(?:[a-z0-9\-]+\.)+[a-z]{2,}\.? does not exist",
         # The same in other languages: "the domain does not exist".
         r"domaine[^\n]{0,40}(?:n'existe pas|inconnu|introuvable)",

@@ -182,6 +182,8 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     (None, "ann@example.it: this email address is wrong or no longer valid", R.HAS_MOVED, HARD),
     (None, "550 5.1.1 <ann@example.org>: the address is not in use anymore (in reply to RCPT TO "
            "command)", R.HAS_MOVED, HARD),
+    (None, "<ann@example.invalid>: Sorry, I couldn't find any host by that name.",
+     R.HOST_UNKNOWN, HARD),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
