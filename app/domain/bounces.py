@@ -260,8 +260,13 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
                               r"(?:address|account|mailbox)[^\n]{0,40}\bno longer (?:valid|exists?|"
                               r"in use|in service)", r"(?:address|account|mailbox)[^\n]{0,20}\bnot "
                               r"in use any ?more")),
-    (Reason.NOT_ACCEPTING, _words(r"null mx", r"indicated no smtp service", r"does not accept (?:any )?(?:e-?)?mail",
-                                  r"not accept(?:ing)? (?:any )?(?:e-?)?mail")),
+    # Mail from us, or mail of some kind, refused: the sender or the content, not the address.
+    (Reason.SENDER, _words(r"not accept(?:ing)? (?:any )?(?:e-?)?mail from")),
+    (Reason.FILTERED, _words(r"not accept(?:ing)? (?:any )?(?:e-?)?mail (?:with|containing)")),
+    (Reason.NOT_ACCEPTING, _words(r"null ?mx", r"indicated no smtp service",
+                                  r"(?:does not|doesn'?t|not) accept(?:ing)? (?:any )?(?:e-?)?mail"
+                                  r"(?! (?:with|from|containing|that|which|sent|of|larger|over|"
+                                  r"bigger|unless|exceeding))")),
     (Reason.MAILBOX_FULL, _words(
         r"mailbox (?:is )?(?:full|over)", r"over ?quota", r"quota (?:usage )?(?:exceeded|exceed|full)",
         r"exceed(?:s|ed)? (?:the |his |her |their )?(?:storage |mailbox |disk )?quota",
@@ -272,6 +277,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"too many messages in (?:the )?mailbox", r"exceeded (?:the )?storage",
         r"QuotaExceeded", r"account is full", r"disk quota", r"user's disk", r"mailbox full",
         r"(?:disk ?space|storage|mail ?box|maildir|inbox) quota",
+        r"mailbox (?:exceeds|has exceeded) (?:its |the )?(?:allowed |maximum )?(?:size|disk ?space|"
+        r"storage)", r"too many (?:messages|mails) (?:on|in) (?:the |this )?(?:server|account)",
         r"(?:not|n't) have enough (?:disk |storage |mailbox )?space", r"not enough (?:disk |storage )?"
         r"space",
         # The same in other languages (Spanish, French, German, Italian, Portuguese).
@@ -281,8 +288,9 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"casella (?:di posta )?(?:[eè] )?piena", r"caixa (?:postal )?(?:est[aá] )?cheia",
     )),
     (Reason.SUSPENDED, _words(
-        r"mailbox (?:is |has been )?(?:disabled|suspended|inactive|deactivated|locked|frozen|"
-        r"unavailable due)", r"account (?:is |has been )?(?:disabled|suspended|inactive|"
+        r"mailbox (?:is |has been )?(?:currently |temporarily )?(?:disabled|suspended|inactive|"
+        r"deactivated|locked|frozen|unavailable due)", r"account (?:is |has been )?(?:currently "
+        r"|temporarily )?(?:disabled|suspended|inactive|"
         r"deactivated|locked|frozen|expired|closed|blocked)", r"(?:disabled|suspended|inactive|"
         r"deactivated|locked|expired|frozen) (?:mailbox|account|user)", r"temporarily disabled",
         r"not (?:currently )?active", r"is (?:currently )?(?:suspended|inactive|disabled)",

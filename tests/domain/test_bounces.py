@@ -184,6 +184,17 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
            "command)", R.HAS_MOVED, HARD),
     (None, "<ann@example.invalid>: Sorry, I couldn't find any host by that name.",
      R.HOST_UNKNOWN, HARD),
+    (None, "550 [SUSPEND] Mailbox currently suspended - Please contact correspondent directly",
+     R.SUSPENDED, SOFT),
+    ("5.1.1", "550 [SUSPEND] Mailbox currently suspended", R.SUSPENDED, SOFT),
+    # "Not accepting mail" from us or with attachments: the sender or the content, not the domain.
+    (None, "Your mail to the following recipients could not be delivered because they are not "
+           "accepting mail from news@example.com: ann", R.SENDER, BLOCKED),
+    (None, "Your mail to the following recipients could not be delivered because they are not "
+           "accepting mail with attachments or embedded images: ann", R.FILTERED, BLOCKED),
+    (None, "550 5.1.10 example.org does not accept mail (nullMX)", R.NOT_ACCEPTING, HARD),
+    (None, "User mailbox exceeds allowed size: ann@example.org", R.MAILBOX_FULL, SOFT),
+    (None, "550 <ann@example.de> User has too many messages on the server.", R.MAILBOX_FULL, SOFT),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
