@@ -385,18 +385,20 @@ class _SeenAddresses:
         self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER NOT NULL)"
                          " WITHOUT ROWID")
 
-    def lines_of(self, keys: list[str]) -> dict[str, int]:
+    def add(self, rows: list[_Row]) -> dict[str, int]:
+        """Record the rows' addresses; returns the first line of those already recorded."""
+        before = self._db.total_changes
+        self._db.executemany("INSERT OR IGNORE INTO seen (key, line) VALUES (?, ?)",
+                             ((r.key, r.line) for r in rows))
+        if self._db.total_changes - before == len(rows):
+            return {}  # all new: the usual case costs one statement
         found: dict[str, int] = {}
-        for at in range(0, len(keys), 500):
-            part = keys[at:at + 500]
+        for at in range(0, len(rows), 500):
+            part = [r.key for r in rows[at:at + 500]]
             marks = ",".join("?" * len(part))
             found.update(self._db.execute(
                 f"SELECT key, line FROM seen WHERE key IN ({marks})", part))  # noqa: S608
-        return found
-
-    def add(self, rows: Iterable[_Row]) -> None:
-        self._db.executemany("INSERT INTO seen (key, line) VALUES (?, ?)",
-                             ((r.key, r.line) for r in rows))
+        return {r.key: found[r.key] for r in rows if found[r.key] != r.line}
 
     def close(self) -> None:
         self._db.close()
@@ -405,15 +407,14 @@ class _SeenAddresses:
 def _first_rows(chunk: dict[str, _Row], seen: _SeenAddresses,
                 result: ImportResult) -> list[_Row]:
     """The chunk's rows whose address no earlier chunk had; the others are rejected."""
-    earlier = seen.lines_of(list(chunk))
-    rows = []
-    for key, row in chunk.items():
-        if key in earlier:
-            result.reject(row.line, f"duplicate of line {earlier[key]} ({row.email})")
-        else:
-            rows.append(row)
-    seen.add(rows)
-    return rows
+    rows = list(chunk.values())
+    earlier = seen.add(rows)
+    if not earlier:
+        return rows
+    for row in rows:
+        if row.key in earlier:
+            result.reject(row.line, f"duplicate of line {earlier[row.key]} ({row.email})")
+    return [row for row in rows if row.key not in earlier]
 
 
 def _fail(import_job: ImportJob | None, result: ImportResult, exc: ImportFileError) -> NoReturn:
