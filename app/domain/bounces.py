@@ -307,6 +307,9 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"name server (?:failure|timeout|error)", r"\bservfail\b",
         r"temporary (?:dns|name ?server|lookup|name resolution) (?:failure|error)",
         r"dns (?:lookup )?(?:timeout|timed out|temporary)",
+        # No connection at all: nothing was refused by the receiving server's rules.
+        r"connect to [^\n]{0,120}: (?:connection refused|connection timed out|no route to host|"
+        r"network is unreachable)", r"no route to host", r"network is unreachable",
     )),
     (Reason.HOST_UNKNOWN, _words(
         r"host (?:or domain name )?(?:not found|unknown)", r"unknown (?:host|domain)",
@@ -376,7 +379,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"requests|simultaneous)", r"rate limit", r"rate[- ]limited", r"ratelimit",
         r"sending rate", r"exceeded (?:the )?(?:rate|message limit|daily|hourly|sending)",
         r"(?:daily|hourly) (?:sending )?(?:limit|quota)", r"throttl", r"slow down",
-        r"connection limit", r"too fast", r"try again (?:later|in)", r"greylist", r"graylist",
+        r"connection limit", r"too (?:fast|quickly)", r"try again (?:later|in)", r"greylist",
+        r"graylist",
         r"grey-listed", r"please retry later", r"temporarily deferred", r"deferred due to",
         r"recipient rate", r"(?:maximum|too many) (?:number of )?(?:recipients|connections)",
         r"speed",

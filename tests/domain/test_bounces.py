@@ -195,6 +195,11 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     (None, "550 5.1.10 example.org does not accept mail (nullMX)", R.NOT_ACCEPTING, HARD),
     (None, "User mailbox exceeds allowed size: ann@example.org", R.MAILBOX_FULL, SOFT),
     (None, "550 <ann@example.de> User has too many messages on the server.", R.MAILBOX_FULL, SOFT),
+    # No connection at all is the network, not a refusal.
+    (None, "<ann@example.org>: connect to mx.example.org[192.0.2.4]:25: Connection refused",
+     R.NETWORK_ERROR, SOFT),
+    (None, "450 User is receiving mail too quickly (in reply to RCPT TO command)",
+     R.RATE_LIMITED, SOFT),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
