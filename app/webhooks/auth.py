@@ -205,7 +205,7 @@ _SNS_NOTIFICATION_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "Topic
 _SNS_SUBSCRIPTION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token",
                           "TopicArn", "Type")
 SNS_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
-# Fields SNS always sends as strings; anything else is not an SNS message.
+# Fields SNS sends as strings (or null); anything else is not an SNS message.
 SNS_STRING_FIELDS = tuple(sorted({*_SNS_NOTIFICATION_KEYS, *_SNS_SUBSCRIPTION_KEYS,
                                   "Signature", "SignatureVersion", "SigningCertURL",
                                   "UnsubscribeURL"}))
@@ -219,8 +219,8 @@ def sns_shape_error(message: Any) -> str | None:
         return "not an SNS message"
     if message.get("Type") not in SNS_TYPES:
         return "not an SNS message type"
-    for key in SNS_STRING_FIELDS:
-        if key in message and not isinstance(message[key], str):
+    for key in SNS_STRING_FIELDS:  # null is absent (sns_string_to_sign leaves it out)
+        if message.get(key) is not None and not isinstance(message[key], str):
             return f"SNS field {key} is not a string"
     return None
 

@@ -528,6 +528,16 @@ def test_ses_unsubscribe_is_acknowledged(client, rows, sns_signer, fetched):
     assert fetched == [] and event_count() == 0
 
 
+def test_ses_subject_is_signed_when_given(client, rows, sns_signer):
+    with_subject = sns_signer({**sns_notification(delivery(rows[0])), "Subject": "Amazon SES"})
+    resp = client.post("/webhooks/ses", json={**with_subject, "Subject": "Changed"})
+    assert resp.status_code == 401 and event_count() == 0
+    # A null Subject is no Subject (left out of the signed text), as SNS sends it.
+    null_subject = sns_signer({**sns_notification(delivery(rows[0])), "Subject": None}, "2")
+    resp = client.post("/webhooks/ses", json=null_subject)
+    assert resp.status_code == 200 and response_of(rows[0]) == "delivered"
+
+
 def test_ses_refusals(client, rows, sns_signer):
     inner = {"notificationType": "Delivery", "mail": ses_mail(rows[0]), "delivery": {}}
     signed = sns_signer(sns_notification(inner))
