@@ -374,3 +374,14 @@ def test_any_line_ending_and_the_reason_on_the_lines_after_the_address(line_end)
     assert report.kind == "bounce" and report.final_recipient == "ann@example.org"
     assert (report.chosen.reason, report.chosen.status, report.response) == (
         Reason.USER_UNKNOWN, "5.1.1", H)
+
+
+@pytest.mark.parametrize("subject", ["Automatische Antwort: Autumn", "Automatisch antwoord: Autumn",
+                                     "Autosvar: Autumn", "Автоответ: Autumn", "自動応答: Autumn",
+                                     "=?UTF-8?B?0JDQstGC0L7QvtGC0LLQtdGC?=: Autumn"])
+def test_auto_replies_in_other_languages(subject):
+    raw = (f"From: Anna <ann@example.org>\nTo: bounce+x@b.example\nSubject: {subject}\n"
+           "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n"
+           "Back on Monday.\n").encode()
+    report = parse(raw)
+    assert report.kind == "auto_reply" and report.response is None
