@@ -30,11 +30,11 @@ from typing import Any
 
 from jinja2 import Environment, Template, TemplateSyntaxError, Undefined, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.defaults import DEFAULT_NAMESPACE
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 from app.domain.eligibility import ascii_address
 
@@ -319,7 +319,7 @@ def _limited_range(*args: int) -> range:
 
 def _limited_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
     _check_width(n * max, "placeholder text length")
-    return str(DEFAULT_NAMESPACE["lipsum"](n=n, html=html, min=min, max=max))
+    return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
 
 
 @pass_context
@@ -393,7 +393,7 @@ class _LimitedTemplate(Template):
                     if size > MAX_OUTPUT_CHARS:
                         raise _too_large()
                     parts.append(part)
-                return self.environment.concat(parts)  # type: ignore[attr-defined,no-any-return]
+                return "".join(parts)
             except RecursionError:
                 raise TemplateLimit("the template's macros or loops call themselves too deeply"
                                     ) from None
