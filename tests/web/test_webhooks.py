@@ -640,3 +640,18 @@ def test_a_body_of_10_mb_is_read(client, rows):
     assert len(body) <= LIMIT
     resp = post_generic(client, None, raw=body.encode())
     assert resp.status_code == 200 and response_of(rows[0]) == "delivered"
+
+
+@pytest.mark.parametrize(("length", "status"), [
+    ("10", 400),  # the client hung up before sending all it announced
+    ("abc", 401), ("-5", 401), ("2", 401),  # unreadable or short: the signature does not match
+    ("99999999999999999999999", 413),
+])
+def test_a_content_length_that_lies(client, rows, length, status):
+    ts = str(int(time.time()))
+    headers = {"X-Sendboard-Timestamp": ts,
+               "X-Sendboard-Signature": generic_signature(SECRET, ts, b"abc")}
+    resp = client.post("/webhooks/generic", data=b"abc", content_type="application/json",
+                       headers=headers, environ_overrides={"CONTENT_LENGTH": length})
+    assert resp.status_code == status and resp.mimetype == "application/json"
+    assert event_count() == 0
