@@ -266,7 +266,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
     (Reason.NOT_ACCEPTING, _words(r"null ?mx", r"indicated no smtp service",
                                   r"(?:does not|doesn'?t|not) accept(?:ing)? (?:any )?(?:e-?)?mail"
                                   r"(?! (?:with|from|containing|that|which|sent|of|larger|over|"
-                                  r"bigger|unless|exceeding))")),
+                                  r"bigger|unless|exceeding|for|to|at this time|now|right now|"
+                                  r"temporarily))")),
     (Reason.MAILBOX_FULL, _words(
         r"mailbox (?:is )?(?:full|over)", r"over ?quota", r"quota (?:usage )?(?:exceeded|exceed|full)",
         r"exceed(?:s|ed)? (?:the |his |her |their )?(?:storage |mailbox |disk )?quota",
@@ -421,7 +422,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"timed out", r"timeout", r"no route to host", r"network (?:is )?unreachable",
         r"host (?:is )?unreachable", r"lost connection", r"unable to connect", r"could not connect",
         r"couldn'?t connect", r"can'?t connect", r"connect to .{0,80}:", r"broken pipe",
-        r"tls (?:handshake|negotiation) failed", r"mail (?:for|loops?)",
+        r"tls (?:handshake|negotiation) failed", r"mail for \S+ loops", r"mail loops?",
         r"routing loop", r"too many hops", r"loop detected", r"loops back",
     )),
     (Reason.SYSTEM_ERROR, _words(

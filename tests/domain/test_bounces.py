@@ -200,6 +200,10 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
      R.NETWORK_ERROR, SOFT),
     (None, "450 User is receiving mail too quickly (in reply to RCPT TO command)",
      R.RATE_LIMITED, SOFT),
+    # A server that takes no mail for that domain, or not now, says nothing of the domain itself.
+    (None, "550 5.7.1 This server does not accept mail for example.org", R.POLICY, BLOCKED),
+    (None, "554 example.org: not accepting mail at this time", R.UNDEFINED, SOFT),
+    (None, "mail for mx.example.org loops back to myself", R.NETWORK_ERROR, SOFT),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
