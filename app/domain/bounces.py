@@ -246,6 +246,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"no (?:reverse|ptr)", r"(?:does not|doesn't|cannot|can't|did not) resolve to "
         r"(?:your|the) (?:ip|address)", r"hostname (?:does not|doesn't) match",
         r"dynamic(?:ally)? (?:ip|assigned|address|pool)", r"residential", r"dial-?up",
+        r"(?:could not|couldn'?t|can'?t|cannot|unable to) (?:resolve|find|look ?up|verify) your "
+        r"(?:ip|address|host|hostname|host name|domain|reverse|name)",
         r"\bpoor (?:email|sending)", r"connection refused by", r"access denied.{0,30}\bip\b",
         r"\bIPs? (?:of |from )?\S* ?(?:is|are|has been) (?:not allowed|rejected|blocked)",
         r"bulk mail", r"refused to talk", r"(?:helo|ehlo)(?: command)? rejected",
@@ -604,8 +606,13 @@ def classify(status: str | None = None, diagnostic: str = "", *, action: str | N
         reason = by_words or by_code or Reason.UNDEFINED
     if reply == "551" and reason in (Reason.USER_UNKNOWN, Reason.UNDEFINED):
         reason = Reason.HAS_MOVED  # RFC 5321: user not local, try another path
-    if reply in ("521", "556") and reason not in ADDRESS_REASONS | _STRONG_WORDS:
-        reason = Reason.NOT_ACCEPTING  # RFC 7504: the host or domain accepts no mail
+    detail = code.split(".", 1)[1] if code else "0.0"
+    if reply in ("521", "556") and (
+            detail in ("1.10", "3.2") and reason not in ADDRESS_REASONS | _STRONG_WORDS
+            or detail == "0.0" and reason in (Reason.UNDEFINED, Reason.SYSTEM_ERROR)):
+        # RFC 7504: the host or domain accepts no mail. Not when the code or the words name
+        # another cause: servers also answer 521 to refuse a sender or an IP.
+        reason = Reason.NOT_ACCEPTING
     if reason is Reason.AUTO_REPLY:
         return Verdict(Reason.AUTO_REPLY, diagnostic=text[:1000], recipient=recipient,
                        action=act)

@@ -204,6 +204,14 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     (None, "550 5.7.1 This server does not accept mail for example.org", R.POLICY, BLOCKED),
     (None, "554 example.org: not accepting mail at this time", R.UNDEFINED, SOFT),
     (None, "mail for mx.example.org loops back to myself", R.NETWORK_ERROR, SOFT),
+    # RFC 7504's 521/556 name a host taking no mail, unless the code or words say otherwise.
+    (None, "521 5.3.2 <ann@example.org>: Recipient address rejected: System not accepting network "
+           "messages", R.NOT_ACCEPTING, HARD),
+    (None, "521 5.7.1 Connection from 192.0.2.1 refused by policy", R.POLICY, BLOCKED),
+    (None, "521-5.7.1 Service unavailable; client [192.0.2.1] blocked using bl.example.net",
+     R.BLOCKED, BLOCKED),
+    # Our own host name or IP that cannot be resolved is about us, not the recipient's domain.
+    (None, "550 5.7.1 Could not resolve your hostname [192.0.2.1]", R.BLOCKED, BLOCKED),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
