@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,15 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     @login_manager.user_loader
     def load_user(user_id: str) -> models.User | None:
-        return db.session.get(models.User, int(user_id))
+        """Session and remember cookies hold "<id>:<stamp>"; a changed stamp signs nobody in."""
+        raw_id, _, stamp = user_id.partition(":")
+        if not raw_id.isdigit() or not stamp or len(raw_id) > 18:
+            return None
+        user = db.session.get(models.User, int(raw_id))
+        if user is None or not user.active or not secrets.compare_digest(
+                user.session_stamp.encode(), stamp.encode()):
+            return None
+        return user
 
     from app.auth.routes import bp as auth_bp
     from app.main.routes import bp as main_bp
@@ -56,13 +65,66 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def security_headers(response: Any) -> Any:
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if app.config.get("ENV") == "production":
+            response.headers.setdefault("Strict-Transport-Security",
+                                        "max-age=31536000; includeSubDomains")
         return response
+
+    _register_error_pages(app)
+
+    from app.services.audit import verb
+
+    app.add_template_filter(verb, "audit_verb")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app
+
+
+# Scripts only from the app's own files (no inline script, no eval). Styles also allow inline
+# style attributes: Plotly sets the size and position of every chart element with them, and the
+# progress bars carry their width. Images may be data: URIs (Plotly's mode bar icons).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+ERROR_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found",
+                405: "Not allowed here", 413: "Too large", 429: "Too many attempts",
+                500: "Something went wrong"}
+
+
+def _register_error_pages(app: Flask) -> None:
+    """Styled error pages; a failed request's database work is rolled back."""
+    from flask import render_template
+    from werkzeug.exceptions import HTTPException, InternalServerError
+
+    def render(code: int, message: str) -> Any:
+        title = ERROR_TITLES.get(code, "Error")
+        return render_template("errors/error.html", code=code, title=title,
+                               message=message), code
+
+    @app.errorhandler(403)
+    def forbidden(error: HTTPException) -> Any:
+        message = error.description
+        if not message or message == type(error).description:
+            message = "Your account may not do this; ask an admin."
+        return render(403, message)
+
+    @app.errorhandler(404)
+    def not_found(error: HTTPException) -> Any:
+        return render(404, "There is nothing at this address: it may have been deleted, or the "
+                           "link is mistyped.")
+
+    @app.errorhandler(500)
+    def server_error(error: InternalServerError) -> Any:
+        db.session.rollback()
+        return render(500, "The request failed and nothing was saved. Try again; if it keeps "
+                           "failing, the server log says why.")
 
 
 def _register_optional_blueprints(app: Flask) -> None:

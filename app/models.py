@@ -6,6 +6,7 @@ layer only ever sees aware UTC datetimes.
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.domain import roles
 from app.domain.lifecycle import Status
 from app.domain.responses import Response
 from app.extensions import db
@@ -64,9 +66,12 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     email: Mapped[str] = mapped_column(String(254), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str] = mapped_column(String(256))
-    role: Mapped[str] = mapped_column(String(20), default="staff")  # admin | staff
+    role: Mapped[str] = mapped_column(String(20), default="editor")  # admin | editor | viewer
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of every session and remember cookie; a new stamp ends all of the user's sessions.
+    session_stamp: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8),
+                                               server_default="")
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
@@ -81,6 +86,57 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     @property
     def is_active(self) -> bool:  # flask-login refuses inactive users
         return self.active
+
+    def get_id(self) -> str:
+        """Session and remember cookies carry the stamp: a stale stamp signs nobody in."""
+        return f"{self.id}:{self.session_stamp}"
+
+    def new_session_stamp(self) -> None:
+        self.session_stamp = secrets.token_hex(8)
+
+    def can(self, action: str) -> bool:
+        return roles.can(self.role, action)
+
+    @property
+    def role_label(self) -> str:
+        parsed = roles.parse_role(self.role)
+        return roles.ROLE_LABELS[parsed.value] if parsed else self.role
+
+
+class AuditEntry(db.Model):  # type: ignore[name-defined,misc]
+    """Who changed what and when: staff actions, sign-ins and refused sign-ins."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    user_email: Mapped[str] = mapped_column(String(254), default="")
+    action: Mapped[str] = mapped_column(String(50))
+    target_kind: Mapped[str] = mapped_column(String(30), default="")
+    target_id: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(String(500), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+
+    __table_args__ = (
+        Index("ix_audit_target", "target_kind", "target_id", "id"),
+        Index("ix_audit_user", "user_id", "id"),
+        Index("ix_audit_action", "action", "id"),
+    )
+
+
+class LoginThrottle(db.Model):  # type: ignore[name-defined,misc]
+    """Failed sign-ins per address or client address (key 'email:...' / 'ip:...')."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class EmailType(db.Model):  # type: ignore[name-defined,misc]

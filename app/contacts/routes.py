@@ -20,6 +20,7 @@ from flask import (
 from flask_login import current_user, login_required
 from werkzeug.utils import secure_filename
 
+from app.auth.permissions import requires
 from app.contacts.forms import (
     ActionForm,
     DoNotEmailForm,
@@ -32,9 +33,9 @@ from app.domain.segments import SegmentError
 from app.domain.segments import parse as parse_rule
 from app.extensions import db
 from app.models import Contact
+from app.services import audit, settings
 from app.services import contacts as service
 from app.services import segments as segment_service
-from app.services import settings
 
 bp = Blueprint("contacts", __name__, url_prefix="/contacts")
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def detail(contact_id: int) -> Any:
 
 
 @bp.route("/<int:contact_id>/transactions", methods=["POST"])
-@login_required
+@requires("contacts.edit")
 def add_transaction(contact_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     form = TransactionForm()
@@ -117,6 +118,7 @@ def add_transaction(contact_id: int) -> Any:
             amount=form.amount.data or "",
             source="staff",
         )
+        audit.record("contact.transaction", contact, form.reference.data or "")
         flash("Transaction recorded.", "success")
     else:
         for field_errors in form.errors.values():
@@ -126,28 +128,30 @@ def add_transaction(contact_id: int) -> Any:
 
 
 @bp.route("/<int:contact_id>/do-not-email", methods=["POST"])
-@login_required
+@requires("contacts.edit")
 def do_not_email(contact_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     form = DoNotEmailForm()
     if form.validate_on_submit():
         service.set_do_not_email(contact, form.reason.data or "")
+        audit.record("contact.do_not_email", contact, form.reason.data or "")
         flash("The contact will not be emailed.", "success")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
 
 @bp.route("/<int:contact_id>/allow-email", methods=["POST"])
-@login_required
+@requires("contacts.edit")
 def allow_email(contact_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     if ActionForm().validate_on_submit():
         service.clear_do_not_email(contact)
+        audit.record("contact.allow_email", contact)
         flash("The contact can be emailed again.", "success")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
 
 @bp.route("/<int:contact_id>/types/<int:email_type_id>", methods=["POST"])
-@login_required
+@requires("contacts.edit")
 def toggle_type(contact_id: int, email_type_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     if ActionForm().validate_on_submit():
@@ -155,11 +159,13 @@ def toggle_type(contact_id: int, email_type_id: int) -> Any:
             service.opt_in_type(contact.id, email_type_id)
         else:
             service.opt_out_type(contact.id, email_type_id)
+        audit.record("contact.email_type", contact,
+                     f"{request.form.get('action') or 'opt_out'} type {email_type_id}")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
 
 @bp.route("/lists", methods=["GET", "POST"])
-@login_required
+@requires("contacts.edit", writes_only=True)
 def lists() -> Any:
     form = ListForm()
     if form.validate_on_submit():
@@ -168,6 +174,7 @@ def lists() -> Any:
         except service.ContactError as exc:
             flash(str(exc), "error")
         else:
+            audit.record("list.create", created, created.name)
             flash(f"List {created.name} created.", "success")
             return redirect(url_for("contacts.lists"))
     every = service.lists_with_counts()
@@ -199,13 +206,14 @@ def _save_segment(form: SegmentForm, segment: Any = None) -> str | None:
     except (SegmentError, service.ContactError) as exc:
         db.session.rollback()
         return str(exc)
+    audit.record("segment.save", segment.id, segment.name, kind="segment")
     flash(f"Segment {segment.name} saved: {segment_service.count(rule):,} contacts match now.",
           "success")
     return None
 
 
 @bp.route("/segments/new", methods=["GET", "POST"])
-@login_required
+@requires("contacts.edit")
 def new_segment() -> Any:
     form = _segment_form()
     problem = None
@@ -217,7 +225,7 @@ def new_segment() -> Any:
 
 
 @bp.route("/segments/<int:segment_id>", methods=["GET", "POST"])
-@login_required
+@requires("contacts.edit", writes_only=True)
 def edit_segment(segment_id: int) -> Any:
     segment = service.get_list(segment_id)
     if segment is None or segment.rule is None:
@@ -232,7 +240,7 @@ def edit_segment(segment_id: int) -> Any:
 
 
 @bp.post("/segments/count")
-@login_required
+@requires("contacts.edit")
 def segment_count() -> Any:
     """The live count under the segment form: how many contacts the rule as typed picks now."""
     form = _segment_form()
@@ -246,7 +254,7 @@ def segment_count() -> Any:
 
 
 @bp.route("/upload", methods=["GET", "POST"])
-@login_required
+@requires("contacts.import")
 def upload() -> Any:
     form = UploadForm()
     if form.validate_on_submit():
@@ -258,6 +266,7 @@ def upload() -> Any:
         storage.save(path)  # streams to disk; the upload is never held in memory whole
         filename = secure_filename(storage.filename or "") or "upload.csv"
         import_job = service.create_import_job(filename, user_id=current_user.id)
+        audit.record("contact.import", import_job, filename)
         _start_import(import_job.id, str(path), (form.list_name.data or "").strip() or None)
         return redirect(url_for("contacts.import_status", import_id=import_job.id))
     return render_template("contacts/upload.html", form=form)

@@ -37,6 +37,8 @@ class MailingForm(FlaskForm):
     reply_to = EmailField("Reply-to", validators=[Optional(), Email(check_deliverability=False, allow_smtputf8=False),
                                                   Length(max=320)])
     email_type_id = SelectField("Email type", coerce=int, default=0)
+    # Who answers for the mailing; settable until sending starts (the editor locks then).
+    owner_id = SelectField("Owner", coerce=int, default=0)
     lists = MultiCheckboxField("Audience", coerce=int, default=[])
     prevent_duplicates = BooleanField("Send one copy per address", default=True)
     html_body = TextAreaField("HTML body")

@@ -21,6 +21,7 @@ from flask_login import current_user, login_required
 from wtforms.fields.choices import SelectChoice
 
 from app import charts
+from app.auth.permissions import requires
 from app.domain import figures
 from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
 from app.domain.responses import LABELS
@@ -29,9 +30,10 @@ from app.domain.schedule import ScheduleError, common_zones, local_display, to_u
 from app.extensions import db
 from app.mailings.forms import ActionForm, MailingForm, OneOffForm, ScheduleForm, StepForm
 from app.models import EmailType, Mailing, Recipient, utcnow
-from app.services import chains, history, mailings, reports, totals
+from app.services import audit, chains, history, mailings, reports, totals
 from app.services import contacts as contact_service
 from app.services import responses as response_service
+from app.services import users as user_service
 from app.services.mailings import MailingError
 
 bp = Blueprint("mailings", __name__, url_prefix="/mailings")
@@ -139,6 +141,9 @@ def _fill_choices(form: MailingForm) -> None:
         SelectChoice(t.id, t.name) for t in _email_types()]
     form.lists.choices = [SelectChoice(lst.id, f"{lst.name} ({n:,})")
                           for lst, n in contact_service.lists_with_counts()]
+    form.owner_id.choices = [SelectChoice(0, "—"), *(
+        SelectChoice(u.id, u.name or u.email) for u in user_service.list_users()
+        if u.active and u.can("mailings.edit"))]
 
 
 def _values(form: MailingForm) -> dict[str, Any]:
@@ -150,6 +155,7 @@ def _values(form: MailingForm) -> dict[str, Any]:
         "from_address": form.from_address.data or "",
         "reply_to": form.reply_to.data or "",
         "email_type_id": form.email_type_id.data or None,
+        "owner_id": form.owner_id.data or None,
         "prevent_duplicates": bool(form.prevent_duplicates.data),
         "html_body": form.html_body.data or "",
         "text_body": form.text_body.data or "",
@@ -161,7 +167,7 @@ def _values(form: MailingForm) -> dict[str, Any]:
 
 
 @bp.route("/new", methods=["GET", "POST"])
-@login_required
+@requires("mailings.edit")
 def new() -> Any:
     form = MailingForm()
     _fill_choices(form)
@@ -169,15 +175,18 @@ def new() -> Any:
         form.html_body.data = STARTER_HTML
         form.text_body.data = STARTER_TEXT
         form.from_address.data = current_user.email
+        form.owner_id.data = current_user.id
     if form.validate_on_submit():
         values = _values(form)
         name = values.pop("name")
+        values["owner_id"] = values.get("owner_id") or current_user.id
         try:
-            mailing = mailings.create(owner_id=current_user.id, name=name,
+            mailing = mailings.create(name=name,
                                       list_ids=list(form.lists.data or []), **values)
         except MailingError as exc:
             flash(str(exc), "error")
         else:
+            audit.record("mailing.create", mailing, mailing.name)
             flash("Mailing saved as a draft.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
     return render_template("mailings/editor.html", form=form, mailing=None,
@@ -185,7 +194,7 @@ def new() -> Any:
 
 
 @bp.route("/<int:mailing_id>/edit", methods=["GET", "POST"])
-@login_required
+@requires("mailings.edit")
 def edit(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     if mailings.locked(mailing) and request.method == "GET":
@@ -196,10 +205,11 @@ def edit(mailing_id: int) -> Any:
     if request.method == "GET":
         form.lists.data = mailings.list_ids(mailing)
         form.email_type_id.data = mailing.email_type_id or 0
+        form.owner_id.data = mailing.owner_id or 0
         if mailing.send_until:
             form.send_until.data = mailing.send_until.replace(tzinfo=None)
     if form.validate_on_submit():
-        values = _values(form)
+        values, owner_before = _values(form), mailing.owner_id
         try:
             mailings.update_content(
                 mailing, list_ids=None if mailing.chain_parent_id else list(form.lists.data or []),
@@ -208,6 +218,11 @@ def edit(mailing_id: int) -> Any:
             db.session.rollback()
             flash(str(exc), "error")
         else:
+            audit.record("mailing.edit", mailing, "content saved", commit=False)
+            if mailing.owner_id != owner_before:
+                audit.record("mailing.owner", mailing, mailing.owner.email if mailing.owner
+                             else "no owner", commit=False)
+            db.session.commit()
             flash("Mailing saved.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
     return render_template("mailings/editor.html", form=form, mailing=mailing,
@@ -249,7 +264,7 @@ def _custom_fields(sample: int = 200) -> list[str]:
 
 
 @bp.route("/audience-count", methods=["POST"])
-@login_required
+@requires("mailings.edit")
 def audience_count() -> Any:
     """The editor's live eligible count for the audience as currently ticked."""
     list_ids = [int(x) for x in request.form.getlist("lists") if x.isdigit()]
@@ -291,7 +306,7 @@ def preview(mailing_id: int) -> Any:
 
 
 @bp.route("/<int:mailing_id>/test-send", methods=["POST"])
-@login_required
+@requires("mailings.send")
 def test_send(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     if ActionForm().validate_on_submit():
@@ -300,6 +315,7 @@ def test_send(mailing_id: int) -> Any:
         except reports.TestSendError as exc:
             flash(f"Test not sent: {exc}", "error")
         else:
+            audit.record("mailing.test_send", mailing, f"to {current_user.email}")
             flash(f"Test message sent to {current_user.email}.", "success")
     target = "mailings.edit" if not mailings.locked(mailing) else "mailings.detail"
     return redirect(url_for(target, mailing_id=mailing.id))
@@ -387,7 +403,7 @@ def detail(mailing_id: int) -> Any:
         if mailing.chain_parent_id else None,
         schedule_form=schedule_form, step_form=StepForm(),
         owner=mailing.owner.name or mailing.owner.email if mailing.owner else "—",
-        list_names=_list_names(mailing),
+        list_names=_list_names(mailing), history=audit.for_target("mailing", mailing.id),
     )
 
 
@@ -437,7 +453,7 @@ def audience(mailing_id: int) -> Any:
 
 
 @bp.route("/<int:mailing_id>/audience.csv")
-@login_required
+@requires("export")
 def export(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     tab = request.args.get("tab", "all")
@@ -497,12 +513,17 @@ def _act(mailing_id: int, do: Any, done: str) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
     else:
+        audit.record(AUDIT_ACTIONS[request.endpoint or ""], mailing, f"now {mailing.status}")
         flash(done, "success")
     return _back(mailing)
 
 
+AUDIT_ACTIONS = {"mailings.cancel": "mailing.cancel", "mailings.unschedule": "mailing.unschedule",
+                 "mailings.resume": "mailing.resume", "mailings.send_now": "mailing.send"}
+
+
 @bp.route("/<int:mailing_id>/cancel", methods=["POST"])
-@login_required
+@requires("mailings.cancel")
 def cancel(mailing_id: int) -> Any:
     def do(m: Mailing) -> None:
         mailings.cancel(m)
@@ -520,25 +541,25 @@ def cancel(mailing_id: int) -> Any:
 
 
 @bp.route("/<int:mailing_id>/unschedule", methods=["POST"])
-@login_required
+@requires("mailings.schedule")
 def unschedule(mailing_id: int) -> Any:
     return _act(mailing_id, mailings.unschedule, "Schedule canceled; the mailing is a draft again.")
 
 
 @bp.route("/<int:mailing_id>/resume", methods=["POST"])
-@login_required
+@requires("mailings.resume")
 def resume(mailing_id: int) -> Any:
     return _act(mailing_id, mailings.resume, "Sending resumed where it stopped.")
 
 
 @bp.route("/<int:mailing_id>/send-now", methods=["POST"])
-@login_required
+@requires("mailings.send")
 def send_now(mailing_id: int) -> Any:
     return _act(mailing_id, mailings.send_now, "Sending started.")
 
 
 @bp.route("/<int:mailing_id>/copy", methods=["POST"])
-@login_required
+@requires("mailings.copy")
 def copy(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     if not ActionForm().validate_on_submit():
@@ -549,12 +570,13 @@ def copy(mailing_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
         return _back(mailing)
+    audit.record("mailing.copy", mailing, f"copied into mailing {clone.id}")
     flash("Copied into a new draft.", "success")
     return redirect(url_for("mailings.edit", mailing_id=clone.id))
 
 
 @bp.route("/<int:mailing_id>/delete", methods=["POST"])
-@login_required
+@requires("mailings.delete")
 def delete(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     if not ActionForm().validate_on_submit():
@@ -566,12 +588,13 @@ def delete(mailing_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
         return _back(mailing)
+    audit.record("mailing.delete", mailing_id, name, kind="mailing")
     flash(f"Mailing {name} deleted.", "success")
     return redirect(url_for("mailings.index"))
 
 
 @bp.route("/<int:mailing_id>/schedule", methods=["POST"])
-@login_required
+@requires("mailings.schedule")
 def schedule(mailing_id: int) -> Any:
     mailing = _mailing_or_404(mailing_id)
     form = ScheduleForm()
@@ -587,6 +610,7 @@ def schedule(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"Not scheduled: {exc}", "error")
         return _back(mailing)
+    audit.record("mailing.schedule", mailing, local_display(resolved.utc, resolved.zone))
     flash(f"Scheduled for {local_display(resolved.utc, resolved.zone)}.", "success")
     if resolved.note:
         flash(resolved.note, "info")
@@ -613,7 +637,7 @@ def schedule_check() -> Any:
 
 
 @bp.route("/<int:mailing_id>/steps", methods=["POST"])
-@login_required
+@requires("mailings.edit")
 def add_step(mailing_id: int) -> Any:
     parent = _mailing_or_404(mailing_id)
     form = StepForm()
@@ -634,6 +658,7 @@ def add_step(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"Step not added: {exc}", "error")
         return _back(parent)
+    audit.record("mailing.step", parent, f"step mailing {step.id}")
     flash("Follow-up step added as a draft; edit its content now.", "success")
     return redirect(url_for("mailings.edit", mailing_id=step.id))
 
@@ -642,7 +667,7 @@ def add_step(mailing_id: int) -> Any:
 
 
 @bp.route("/one-off/<int:contact_id>", methods=["POST"])
-@login_required
+@requires("mailings.one_off")
 def one_off(contact_id: int) -> Any:
     from app.services.one_off import OneOffError, send_one_off
 
@@ -664,6 +689,7 @@ def one_off(contact_id: int) -> Any:
         db.session.rollback()
         flash(f"Email not sent: {exc}", "error")
     else:
+        audit.record("contact.one_off", contact, form.subject.data or "")
         flash(f"Email to {contact.email} is on its way; it appears in the history below.",
               "success")
     return redirect(back)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 from datetime import date
-from functools import wraps
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.auth.permissions import requires
 from app.extensions import db
 from app.models import EmailType, Provider
+from app.services import audit
 from app.services import dkim as dkim_service
 from app.services import settings as settings_service
 from app.settings.forms import ActionForm, DkimForm, EmailTypeForm, ProviderForm
@@ -25,16 +25,6 @@ KNOWN_SECRET_NAMES = ("GENERIC_WEBHOOK_SECRET", "SENDGRID_WEBHOOK_PUBLIC_KEY",
                       "MAILGUN_WEBHOOK_SIGNING_KEY", "SENDBOARD_WEBHOOK_BASIC_USER",
                       "SENDBOARD_WEBHOOK_BASIC_PASSWORD")
 
-
-def admin_required(view: Any) -> Any:
-    @wraps(view)
-    @login_required
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not current_user.is_admin:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapper
 
 
 def webhook_secret_names() -> list[tuple[str, bool]]:
@@ -75,13 +65,13 @@ def _render(**extra: Any) -> Any:
 
 
 @bp.route("", methods=["GET"])
-@admin_required
+@requires("settings.read")
 def index() -> Any:
     return _render()
 
 
 @bp.route("", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def save() -> Any:
     """Validate every setting first; store them only if all are valid."""
     if not ActionForm().validate_on_submit():
@@ -93,6 +83,7 @@ def save() -> Any:
             flash(message, "error")
         return _render(entered=entered, errors=errors), 422
     settings_service.set_many(entered)
+    audit.record("settings.save", None, ", ".join(sorted(entered))[:500], kind="settings")
     flash("Settings saved.", "success")
     return redirect(url_for("settings.index"))
 
@@ -124,12 +115,14 @@ def _save_provider(provider: Provider, form: ProviderForm, done: str) -> Any:
         db.session.rollback()
         flash(f"A provider named {form.name.data} exists already.", "error")
         return None
+    audit.record("provider.add" if request.endpoint == "settings.add_provider"
+                 else "provider.edit", provider, provider.name)
     flash(done, "success")
     return redirect(url_for("settings.index") + "#providers")
 
 
 @bp.route("/providers", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def add_provider() -> Any:
     form = ProviderForm()
     if form.validate_on_submit():
@@ -144,7 +137,7 @@ def add_provider() -> Any:
 
 
 @bp.route("/providers/<int:provider_id>", methods=["GET", "POST"])
-@admin_required
+@requires("settings.edit")
 def edit_provider(provider_id: int) -> Any:
     provider = db.session.get(Provider, provider_id)
     if provider is None:
@@ -161,7 +154,7 @@ def edit_provider(provider_id: int) -> Any:
 
 
 @bp.route("/providers/<int:provider_id>/default", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def make_default(provider_id: int) -> Any:
     provider = db.session.get(Provider, provider_id)
     if provider is None:
@@ -169,13 +162,13 @@ def make_default(provider_id: int) -> Any:
     if ActionForm().validate_on_submit():
         db.session.execute(update(Provider).values(is_default=False))
         provider.is_default = True
-        db.session.commit()
+        audit.record("provider.default", provider, provider.name)
         flash(f"Mail is now sent through {provider.name}.", "success")
     return redirect(url_for("settings.index") + "#providers")
 
 
 @bp.route("/email-types", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def add_email_type() -> Any:
     form = EmailTypeForm()
     if form.validate_on_submit():
@@ -187,6 +180,7 @@ def add_email_type() -> Any:
             db.session.rollback()
             flash(f"The email type {form.name.data} exists already.", "error")
         else:
+            audit.record("email_type.add", None, form.name.data or "", kind="email_type")
             flash(f"Email type {form.name.data} added.", "success")
             return redirect(url_for("settings.index") + "#email-types")
     else:
@@ -198,6 +192,8 @@ def add_email_type() -> Any:
 
 def _dkim_done(key: Any, verb: str) -> Any:
     record = dkim_service.record_for(key)
+    audit.record(f"dkim.{'generate' if verb == 'generated' else 'upload'}", key,
+                 f"{key.selector}._domainkey.{key.domain}")
     flash(f"DKIM key for {key.domain} {verb}. Publish the TXT record {record.name} shown below; "
           "mail from the domain is signed from the next batch on.", "success")
     return redirect(url_for("settings.index") + "#dkim")
@@ -209,7 +205,7 @@ def _dkim_refused(form: DkimForm, message: str) -> Any:
 
 
 @bp.route("/dkim/generate", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def generate_dkim() -> Any:
     form = DkimForm()
     if not form.validate_on_submit():
@@ -222,7 +218,7 @@ def generate_dkim() -> Any:
 
 
 @bp.route("/dkim/upload", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def upload_dkim() -> Any:
     form = DkimForm()
     if not form.validate_on_submit():
@@ -239,13 +235,14 @@ def upload_dkim() -> Any:
 
 
 @bp.route("/dkim/<int:key_id>/delete", methods=["POST"])
-@admin_required
+@requires("settings.edit")
 def delete_dkim(key_id: int) -> Any:
     if not ActionForm().validate_on_submit():
         abort(400)
     domain = dkim_service.delete(key_id)
     if domain is None:
         abort(404)
+    audit.record("dkim.delete", key_id, domain, kind="dkim_key")
     flash(f"DKIM key for {domain} deleted: its mail goes out unsigned from the next batch on. "
           "Remove the TXT record once no mail signed with it is still on its way.", "success")
     return redirect(url_for("settings.index") + "#dkim")

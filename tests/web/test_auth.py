@@ -74,12 +74,13 @@ def test_only_admins_manage_users(auth, client: FlaskClient):
     auth.logout()
     auth.login("boss@example.org", role="admin")
     response = client.post(
-        "/users", data={"email": "new@example.org", "password": "longenough", "role": "staff"}
+        "/users", data={"email": "new@example.org", "password": "longenough", "role": "editor"}
     )
     assert response.status_code == 302
     from app.services.users import authenticate
 
-    assert authenticate("new@example.org", "longenough") is not None
+    created = authenticate("new@example.org", "longenough")
+    assert created is not None and created.role == "editor"
 
 
 def test_csrf_is_enforced_on_forms(tmp_path):
