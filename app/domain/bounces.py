@@ -232,6 +232,10 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"(?:from|sender)[^\n]{0,40}(?:must resolve|does not resolve|no mx|not resolvable)",
         r"could not (?:be )?resolve[d]? (?:the )?sender", r"\bmx record .{0,40}sender",
         r"sender (?:is )?(?:on|in) (?:our|the) block", r"sender address blocked",
+        # A mailing list refusing a post from an address that is not one of its members.
+        r"(?:you are|you're|sender is|are) not (?:a )?member", r"only (?:list )?members (?:can|may|"
+        r"are allowed to) (?:post|send)", r"non-?members? (?:posts?|submissions?|messages?) "
+        r"(?:are|is) (?:not allowed|rejected|prohibited|not accepted)",
     )),
     # The sending IP or host: block lists, reputation, reverse DNS, network-level refusals.
     (Reason.BLOCKED, _words(

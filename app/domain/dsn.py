@@ -71,7 +71,9 @@ _BOUNCE_TEXT = re.compile(
 _PERMANENT_TEXT = re.compile(r"permanent|fatal|giving up|gave up|failed|could not be delivered",
                              re.I)
 _DAEMON = re.compile(r"mailer-daemon|post_?master|mail ?delivery|mail ?system|daemon|"
-                     r"\bmta\b|bounce", re.I)
+                     r"\bmta\b|bounce|"
+                     # mailing list managers' own addresses
+                     r"\bowner-|-owner@|-admin@|-request@|listserv|majordomo", re.I)
 # Where MTAs start quoting the original message: what follows is not the error text.
 _ORIGINAL_MARKER = re.compile(
     r"^[ \t>]*-{2,}.*(?:copy of the (?:original )?message|original message|below this line|"

@@ -385,3 +385,13 @@ def test_auto_replies_in_other_languages(subject):
            "Back on Monday.\n").encode()
     report = parse(raw)
     assert report.kind == "auto_reply" and report.response is None
+
+
+def test_a_mailing_list_refusing_a_post_from_a_non_member_is_a_refusal_of_the_sender():
+    raw = (b"From: news-admin@lists.example.org\nTo: bounce+x@b.example\n"
+           b"Subject: You are not a member (news ML)\n\n"
+           b"You are not a member of this mailing list <news@lists.example.org>.\n"
+           b"If you know the general guide of this list, please send mail with the body 'guide'.\n")
+    report = parse(raw)
+    assert report.kind == "bounce" and report.response is B
+    assert report.chosen.reason is Reason.SENDER
