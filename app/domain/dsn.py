@@ -698,7 +698,7 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
 
     # A challenge-response system holding the message until the sender proves to be a person:
     # nothing failed yet, and nothing is said about the address.
-    if _CHALLENGE.search(human[:20_000]):
+    if _CHALLENGE.search(human[:20_000]) and not _permanent_code(human, message):
         return Report(kind="other", **base)
 
     # RFC 3464 delivery status notifications.
@@ -801,6 +801,12 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     if not verdicts:
         verdicts.append(classify(None, _summary(human) or subject, action=action))
     return _report(verdicts, **base)
+
+
+def _permanent_code(human: str, message: Message) -> bool:
+    """A permanent status or reply code in the text or the report's fields: something failed."""
+    texts = [human] + [" ".join(g.values()) for g in _delivery_groups(message)]
+    return any((enhanced_code(t) or reply_code(t) or "")[:1] == "5" for t in texts)
 
 
 def _report(verdicts: list[Verdict], **base: Any) -> Report:

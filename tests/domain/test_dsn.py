@@ -395,3 +395,12 @@ def test_a_mailing_list_refusing_a_post_from_a_non_member_is_a_refusal_of_the_se
     report = parse(raw)
     assert report.kind == "bounce" and report.response is B
     assert report.chosen.reason is Reason.SENDER
+
+
+def test_a_permanent_refusal_asking_for_the_senders_address_to_be_allowed_is_still_a_bounce():
+    raw = (OUR_DSN.replace("The mail system could not deliver your message.",
+                           "Ask the recipient to have your address added to the allowed list.")
+           .replace("{action}", "failed").replace("{status}", "5.7.1")
+           .replace("{diagnostic}", "550 5.7.1 Sender not allowed"))
+    report = parse(raw.encode())
+    assert report.kind == "bounce" and report.response is B
