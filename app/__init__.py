@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, redirect, url_for
+from flask import Flask, g, redirect, url_for
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -47,6 +47,12 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
                 user.session_stamp.encode(), stamp.encode()):
             return None
         return user
+
+    @app.before_request
+    def _decide_the_user_afresh() -> None:
+        """Every request loads its user again (never one kept from an earlier request in the same
+        app context), so a session ended a moment ago is refused on the very next request."""
+        g.pop("_login_user", None)
 
     from app.auth.routes import bp as auth_bp
     from app.main.routes import bp as main_bp

@@ -86,5 +86,5 @@ def refusal(role: str | None, action: str) -> str:
         return "Viewers can read but not change anything; ask an admin."
     if parsed is Role.EDITOR:
         return ("Editors work on contacts and mailings; settings, users and the audit log "
-                "are for admins.")
+                "are for admins: ask an admin.")
     return "Your account may not do this; ask an admin."
