@@ -48,7 +48,12 @@ _BOUNCE_SUBJECT = re.compile(
     r"report|notification)|returned mail|failure notice|mail delivery (?:failed|failure|system)|"
     r"could not be delivered|non[- ]?delivery|nondeliverable|delivery problem|"
     r"returned to sender|mail system error|permanent error|\bbounced?\b|rejected|"
-    r"not delivered|delivery error|failed delivery|delayed mail|warning: could not send",
+    r"not delivered|delivery error|failed delivery|delayed mail|warning: could not send|"
+    # Localised non-delivery subjects (German, French, Italian, Spanish, Portuguese, Dutch,
+    # Polish, Swedish, Danish, Norwegian).
+    r"unzustellbar|nicht zustellbar|non remis|[ée]chec de (?:la )?remise|non recapitabile|"
+    r"no se puede entregar|n[aã]o (?:[eé] poss[ií]vel entregar|entregue)|onbestelbaar|"
+    r"niedostarczalne|olevererbar|kan ikke leveres|ikke levert",
     re.I,
 )
 _DELAY_SUBJECT = re.compile(r"\(delay\)|\bdelayed\b|still being retried|warning: could not send|"
@@ -68,6 +73,11 @@ _BOUNCE_TEXT = re.compile(
     r"trouble delivering|invalid (?:user|recipient)|error message below|could not deliver|"
     r"did not reach|not reach the following|delivery failure|message (?:was )?rejected|"
     r"wasn'?t delivered|as their mailbox is full", re.I)
+# Words that say the mail system has not given up, whatever it said about this attempt.
+_STILL_TRYING = re.compile(
+    r"(?:delivery )?attempts will continue|will continue to (?:try|attempt|be (?:made|attempted))|"
+    r"will (?:keep|continue) trying|(?:you )?do not need to resend|will be retried for", re.I)
+_GIVEN_UP = re.compile(r"permanent|fatal|giving up|gave up|will not be retried|no further", re.I)
 _PERMANENT_TEXT = re.compile(r"permanent|fatal|giving up|gave up|failed|could not be delivered",
                              re.I)
 _DAEMON = re.compile(r"mailer-daemon|post_?master|mail ?delivery|mail ?system|daemon|"
@@ -773,7 +783,7 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
     # bounce-like subject alone (a person's "Re: rejected") is not enough.
     looks_bounce = bool(failed_header or bounce_subject and (daemon or _failure_named(human))
                         or report_type == "delivery-status" and _failure_named(human)
-                        or blocks and daemon
+                        or blocks and (daemon or bounce_subject and _BOUNCE_TEXT.search(human))
                         or (daemon or _BOUNCE_TEXT.search(human)) and _failure_named(human))
 
     # Automatic replies (RFC 3834): timeline entries, not bounces.
@@ -786,8 +796,11 @@ def _parse(raw: bytes, envelope: Sequence[str], prefix: str) -> Report:
         return Report(kind="other", **base)
 
     # Plain-text bounces: one verdict per recipient named in the text.
+    still_trying = _STILL_TRYING.search(human)
     delayed = bool(_DELAY_SUBJECT.search(subject) or _DELAY_TEXT.search(human)
-                   and not _PERMANENT_TEXT.search(_DELAY_TEXT.split(human)[0]))
+                   and not _PERMANENT_TEXT.search(_DELAY_TEXT.split(human)[0])
+                   # "could not be delivered ... attempts will continue": not given up yet
+                   or still_trying and not _GIVEN_UP.search(human[:still_trying.start()]))
     action = "delayed" if delayed else "failed"
     if not blocks:
         for address in _ADDRESS.findall(failed_header):

@@ -404,3 +404,24 @@ def test_a_permanent_refusal_asking_for_the_senders_address_to_be_allowed_is_sti
            .replace("{diagnostic}", "550 5.7.1 Sender not allowed"))
     report = parse(raw.encode())
     assert report.kind == "bounce" and report.response is B
+
+
+@pytest.mark.parametrize("subject", ["Unzustellbar: Autumn", "Non remis : Autumn",
+                                     "Onbestelbaar: Autumn", "=?utf-8?Q?Non_recapitabile:_Autumn?="])
+def test_localised_non_delivery_subjects_with_a_named_recipient(subject):
+    raw = (f"From: Anna Example <info@example.org>\nTo: bounce+x@b.example\nSubject: {subject}\n\n"
+           "Your message could not be delivered to\nann@example.org\n").encode()
+    report = parse(raw)
+    assert report.kind == "bounce" and report.final_recipient == "ann@example.org"
+    assert report.response is S
+
+
+def test_a_failed_attempt_that_will_be_retried_is_a_delay():
+    raw = (b"From: gateway@example.org\nTo: bounce+x@b.example\n"
+           b"Subject: =?utf-8?B?RGVsaXZlcnkgZmFpbHVyZSBub3RpZmljYXRpb24=?=\n\n"
+           b"Your message with Subject: Autumn\ncould not be delivered to the following "
+           b"recipients:\n\nann@example.org\n\nPlease do not resend your original message.\n\n"
+           b"Delivery attempts will continue to be made for 5 day(s).\n")
+    report = parse(raw)
+    assert report.kind == "delay" and report.response is None
+    assert report.final_recipient == "ann@example.org"
