@@ -232,6 +232,7 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"(?:from|sender)[^\n]{0,40}(?:must resolve|does not resolve|no mx|not resolvable)",
         r"could not (?:be )?resolve[d]? (?:the )?sender", r"\bmx record .{0,40}sender",
         r"sender (?:is )?(?:on|in) (?:our|the) block", r"sender address blocked",
+        r"(?:sender|your)(?:'s)? (?:e-?mail )?(?:address|account|domain)[^\n]{0,30}no longer",
         # A mailing list refusing a post from an address that is not one of its members.
         r"(?:you are|you're|sender is|are) not (?:a )?member", r"only (?:list )?members (?:can|may|"
         r"are allowed to) (?:post|send)", r"non-?members? (?:posts?|submissions?|messages?) "
