@@ -4,7 +4,8 @@ valid authentication, so the parsers themselves are fuzzed past the signature ch
 
 Whatever is posted, the answer is never 5xx and always JSON, and a refused request (4xx) leaves
 every row and counter as it was. Each test also checks that its examples reached every outcome
-(events recorded, malformed, unauthorized), so the fuzzing is known to get past authentication.
+(events recorded, malformed, unauthorized), so the fuzzing is known to get past authentication;
+one explicit example per endpoint makes sure a valid request is among them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -305,6 +306,8 @@ def test_generic_endpoint_fuzzed(client, world):
     outcomes = Outcomes(client, world)
 
     @FUZZ
+    @example(body=json.dumps([{"event": "open", "timestamp": NOW, "rid": TOKENS[0]}]).encode(),
+             signed=True, headers={})
     @given(body=bodies(generic_payload), signed=st.sampled_from([True, True, False]),
            headers=HEADERS)
     def run(body: bytes, signed: bool, headers: dict[str, str]) -> None:
@@ -329,6 +332,8 @@ def test_sendgrid_endpoint_fuzzed(app, client, world):
     outcomes = Outcomes(client, world)
 
     @FUZZ
+    @example(body=json.dumps([{"event": "open", "timestamp": NOW, "sb_rid": TOKENS[1]}]).encode(),
+             how="basic", headers={})
     @given(body=bodies(sendgrid_payload), how=st.sampled_from(["ecdsa", "basic", "none"]),
            headers=HEADERS)
     def run(body: bytes, how: str, headers: dict[str, str]) -> None:
@@ -364,6 +369,9 @@ def test_mailgun_endpoint_fuzzed(client, world):
                 "signature": m(st.just("0" * 64))})}))
 
     @FUZZ
+    @example(data=json.dumps({"event": "opened", "timestamp": NOW,
+                              "user-variables": {"sb_rid": TOKENS[2]}}).encode(),
+             envelope=b"{}", sign=True, headers={})
     @given(data=bodies(mailgun_data), envelope=bodies(unsigned),
            sign=st.sampled_from([True, True, False]), headers=HEADERS)
     def run(data: bytes, envelope: bytes, sign: bool, headers: dict[str, str]) -> None:
@@ -418,6 +426,13 @@ def test_ses_endpoint_fuzzed_past_the_signature(client, world, sns_key, fetched)
     outcomes = Outcomes(client, world)
 
     @FUZZ
+    @example(inner={"eventType": "Open", "mail": {"timestamp": NOW, "headers": [
+                 {"name": "X-Sendboard-Rid", "value": TOKENS[0]}]}}, raw="1",
+             kind="Notification", url="", version="2", headers={}, message_id="m-0",
+             subject=None)
+    @example(inner={}, raw="1", kind="SubscriptionConfirmation",
+             url="https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=1",
+             version="1", headers={}, message_id="m-1", subject=None)
     @given(inner=st.one_of(ses_notification(tame), ses_notification(wild)),
            raw=RAW_FRAGMENTS,
            kind=st.sampled_from(["Notification"] * 4 + ["SubscriptionConfirmation",
