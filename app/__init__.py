@@ -90,13 +90,17 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     return app
 
 
-# Scripts only from the app's own files (no inline script, no eval). Styles also allow inline
-# style attributes: Plotly sets the size and position of every chart element with them, and the
-# progress bars carry their width. Images may be data: URIs (Plotly's mode bar icons).
+# Scripts only from the app's own files: no inline script, no eval (see README, Security
+# headers). style-src also allows inline styles: Plotly sets the size and position of every chart
+# element with style attributes, the progress bars carry their width, and mailings carry their own
+# <style> blocks. Mail previews are sandboxed srcdoc frames, which inherit this policy: their images
+# may come from anywhere (as in the recipient's mail program), and a link clicked in one opens in
+# its frame, so frames may load http(s) pages; scripts stay off there (sandbox).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self'; connect-src 'self'; frame-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "img-src 'self' data: https: http:; font-src 'self'; connect-src 'self'; "
+    "frame-src 'self' https: http:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
 )
 
 ERROR_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found",
