@@ -186,3 +186,23 @@ def test_a_forbidden_page_is_styled_and_says_why(auth, client, role) -> None:
     page = response.get_data(as_text=True)
     assert 'data-status="403"' in page and "ask an admin" in page.lower()
     assert "<title>Not allowed" in page
+
+
+def test_a_viewer_sees_no_forms_for_changes_on_contact_and_list_pages(auth, client) -> None:
+    from app.models import Contact
+
+    contact = Contact(email="bob@example.org", email_key="bob@example.org")
+    db.session.add(contact)
+    db.session.commit()
+    auth.login("viewer@example.org", role="viewer")
+    page = client.get(f"/contacts/{contact.id}").get_data(as_text=True)
+    assert 'method="post"' not in page.split("</header>", 1)[1]
+    assert "The contact may be emailed." in page
+    assert "New mailing" not in client.get("/mailings").get_data(as_text=True)
+    lists = client.get("/contacts/lists").get_data(as_text=True)
+    assert "Create a list" not in lists and "New segment" not in lists
+    assert "Import a CSV file" not in client.get("/contacts").get_data(as_text=True)
+    auth.logout()
+    auth.login("editor@example.org", role="editor")
+    page = client.get(f"/contacts/{contact.id}").get_data(as_text=True)
+    assert f"/contacts/{contact.id}/do-not-email" in page and "one-off" in page
