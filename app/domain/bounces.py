@@ -233,6 +233,9 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"could not (?:be )?resolve[d]? (?:the )?sender", r"\bmx record .{0,40}sender",
         r"sender (?:is )?(?:on|in) (?:our|the) block", r"sender address blocked",
         r"(?:sender|your)(?:'s)? (?:e-?mail )?(?:address|account|domain)[^\n]{0,30}no longer",
+        # The sender's address or domain in other languages (French, Spanish, German).
+        r"(?:domaine|adresse) (?:de l'|d'|de )?exp[ée]diteur", r"(?:dominio|direcci[oó]n) (?:del? )?"
+        r"remitente", r"absender-?(?:adresse|domain|dom[äa]ne)",
         # A mailing list refusing a post from an address that is not one of its members.
         r"(?:you are|you're|sender is|are) not (?:a )?member", r"only (?:list )?members (?:can|may|"
         r"are allowed to) (?:post|send)", r"non-?members? (?:posts?|submissions?|messages?) "
@@ -374,7 +377,8 @@ _RULES: list[tuple[Reason, re.Pattern[str]]] = [
         r"(?:usuario|destinatario|buz[oó]n|cuenta|direcci[oó]n) (?:desconocid[oa]|inexistente|"
         r"no existe)", r"(?:utente|destinatario|indirizzo) (?:sconosciuto|inesistente|non esiste)",
         r"(?:usu[aá]rio|destinat[aá]rio|conta|endere[cç]o) (?:desconhecido|inexistente|n[aã]o existe)",
-        r"(?:empf(?:ä|ae|a)nger|benutzer|adresse|postfach)[^\n]{0,30}(?:existiert nicht|unbekannt)",
+        r"\b(?:empf(?:ä|ae|a)nger|benutzer|adresse|postfach)[^\n]{0,30}(?:existiert nicht|"
+        r"unbekannt)",
         r"nie istnieje",
     )),
     (Reason.TOO_LARGE, _words(

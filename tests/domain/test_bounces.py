@@ -213,6 +213,8 @@ CASES: list[tuple[str | None, str, Reason, Response]] = [
     # Our own host name or IP that cannot be resolved is about us, not the recipient's domain.
     (None, "550 5.7.1 Could not resolve your hostname [192.0.2.1]", R.BLOCKED, BLOCKED),
     ("5.0.0", "550 Sender address is no longer valid", R.SENDER, BLOCKED),
+    ("5.0.0", "550 Le domaine de l'expediteur n'existe pas", R.SENDER, BLOCKED),
+    ("5.0.0", "550 Absenderadresse unbekannt", R.SENDER, BLOCKED),
     # Words inside an address name no cause: "grube" is no UBE, "hurley" no URL.
     (None, "Could not initiate SMTP conversation with any hosts: [mx.example.net (1): Connection "
            "dropped] for ann.grube@example.net", R.NETWORK_ERROR, SOFT),
