@@ -4,7 +4,8 @@ Every recipient has one current response, and every response belongs to exactly 
 groups, so the groups always add up to the audience:
 
 - **Waiting**: Planned, not handed off yet (a batch in flight still counts here until it is
-  recorded).
+  recorded), or Deferred: refused for now by the SMTP server (a 4xx reply), waiting for its next
+  attempt.
 - **Sent**: the message left Sendboard and reached the SMTP server or provider: accepted (Sent to
   provider, Delivered, Opened, Clicked, Spam complaint, Unsubscribed), answered with a bounce or a
   block (Soft bounce, Hard bounce, Blocked, Dropped), or possibly handed off when a worker died
@@ -55,7 +56,7 @@ def response_counter(response: Response | str) -> str:
 
 # ---------------------------------------------------------------- the three groups
 
-WAITING: tuple[Response, ...] = (Response.PLANNED,)
+WAITING: tuple[Response, ...] = (Response.PLANNED, Response.DEFERRED)
 SENT: tuple[Response, ...] = (
     Response.SENT, Response.DELIVERED, Response.OPENED, Response.CLICKED, Response.SOFT_BOUNCE,
     Response.HARD_BOUNCE, Response.BLOCKED, Response.DROPPED, Response.SPAM,

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class Response(StrEnum):
     PLANNED = "planned"
+    DEFERRED = "deferred"
     SENT = "sent"
     SOFT_BOUNCE = "soft_bounce"
     DELIVERED = "delivered"
@@ -31,6 +32,7 @@ class Response(StrEnum):
 
 LABELS: dict[Response, str] = {
     Response.PLANNED: "Planned",
+    Response.DEFERRED: "Deferred",
     Response.SENT: "Sent to provider",
     Response.SOFT_BOUNCE: "Soft bounce",
     Response.DELIVERED: "Delivered",
@@ -54,6 +56,7 @@ LABELS: dict[Response, str] = {
 
 RANK: dict[Response, int] = {
     Response.PLANNED: 0,
+    Response.DEFERRED: 5,
     Response.SENT: 10,
     Response.SOFT_BOUNCE: 15,
     Response.DELIVERED: 20,
@@ -77,12 +80,13 @@ OVERRIDING: frozenset[Response] = frozenset({Response.SPAM, Response.UNSUBSCRIBE
 FINAL: frozenset[Response] = OVERRIDING | FAILURES | NOT_SENT
 # What a failure may still replace: anything short of proof that the message was read.
 _FAILURE_REPLACES: frozenset[Response] = frozenset({
-    Response.PLANNED, Response.SENT, Response.SOFT_BOUNCE, Response.DELIVERED,
+    Response.PLANNED, Response.DEFERRED, Response.SENT, Response.SOFT_BOUNCE, Response.DELIVERED,
 })
 # Provider and tracking events prove a message went out (they lift an Unknown set by crash
 # recovery). Delivery error is our own failure to hand over, so it proves nothing of the kind.
 _EVIDENCE: frozenset[Response] = (
-    frozenset(Response) - NOT_SENT - {Response.PLANNED, Response.UNKNOWN, Response.DELIVERY_ERROR}
+    frozenset(Response) - NOT_SENT
+    - {Response.PLANNED, Response.DEFERRED, Response.UNKNOWN, Response.DELIVERY_ERROR}
 )
 
 
@@ -94,7 +98,8 @@ def is_final(response: Response) -> bool:
 def decide(current: Response, incoming: Response, *, crash_unknown: bool = False) -> Response | None:
     """The recipient's new response if `incoming` replaces `current`, else None.
 
-    - A not-sent response is only set by the sender, on a Planned recipient.
+    - A not-sent response is only set by the sender, on a Planned or Deferred recipient (one the
+      SMTP server refused for now and that waits for its next attempt).
     - Unknown set by crash recovery is replaced by any later evidence that the message went out.
     - Otherwise a final response never changes.
     - Spam complaint and Unsubscribed replace any non-final response.
@@ -102,7 +107,7 @@ def decide(current: Response, incoming: Response, *, crash_unknown: bool = False
     - A non-final response replaces a lower-ranked one.
     """
     if incoming in NOT_SENT:
-        return incoming if current is Response.PLANNED else None
+        return incoming if current in (Response.PLANNED, Response.DEFERRED) else None
     if current is Response.UNKNOWN and crash_unknown:
         return incoming if incoming in _EVIDENCE else None
     if current in FINAL or incoming is current:

@@ -25,6 +25,9 @@ def test_every_response_is_in_exactly_one_group():
                      Response.DUPLICATE):
         assert figures.group(not_sent) == "not_sent"
     assert figures.group(Response.PLANNED) == "waiting"
+    # Refused for now by the SMTP server: not sent yet, not final, waiting for its next attempt.
+    assert figures.group(Response.DEFERRED) == "waiting"
+    assert set(WAITING) == {Response.PLANNED, Response.DEFERRED}
 
 
 def _figures(responses: dict[Response, int], **counters: int) -> Figures:

@@ -9,7 +9,8 @@ hand from the rules in docs/ARCHITECTURE.md, never by calling `decide`:
 - a failure final (Hard bounce, Blocked, Dropped, Delivery error, Unknown) replaces Planned, Sent to
   provider, Soft bounce and Delivered, not Opened or Clicked (engagement proves delivery);
 - a not-sent response (the five eligibility responses, Canceled, Stopped) is only given to a
-  recipient that was never handed off, i.e. one still Planned;
+  recipient that was never handed off, i.e. one still Planned or Deferred (refused for now, rank
+  between Planned and Sent to provider);
 - Unknown set after a crash is replaced by any later provider or tracking event (it proves the message
   went out). Delivery error is our own failure to hand over, not such evidence, and a not-sent
   response is not either.
@@ -26,41 +27,42 @@ from app.domain.responses import FAILURES, FINAL, LABELS, NOT_SENT, RANK, Respon
 R = Response
 
 ABBREV: dict[str, Response] = {
-    "PL": R.PLANNED, "SE": R.SENT, "SB": R.SOFT_BOUNCE, "DE": R.DELIVERED, "OP": R.OPENED,
+    "PL": R.PLANNED, "DF": R.DEFERRED, "SE": R.SENT, "SB": R.SOFT_BOUNCE, "DE": R.DELIVERED, "OP": R.OPENED,
     "CL": R.CLICKED, "SP": R.SPAM, "UN": R.UNSUBSCRIBED, "HB": R.HARD_BOUNCE, "BL": R.BLOCKED,
     "DR": R.DROPPED, "DX": R.DELIVERY_ERROR, "UK": R.UNKNOWN, "DU": R.DUPLICATE,
     "DN": R.DO_NOT_EMAIL, "TU": R.TYPE_UNSUBSCRIBED, "IA": R.INVALID_ADDRESS, "IN": R.INACTIVE,
     "CA": R.CANCELED, "EX": R.EXPIRED,
 }
-COLUMNS = "PL SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX".split()
+COLUMNS = "PL DF SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX".split()
 
 # Row: the current response. Column: the incoming one. Cell: the new response, "." = unchanged.
 GRID = """
-      PL SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX
-PL    .  SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX
-SE    .  .  SB DE OP CL SP UN HB BL DR DX UK .  .  .  .  .  .  .
-SB    .  .  .  DE OP CL SP UN HB BL DR DX UK .  .  .  .  .  .  .
-DE    .  .  .  .  OP CL SP UN HB BL DR DX UK .  .  .  .  .  .  .
-OP    .  .  .  .  .  CL SP UN .  .  .  .  .  .  .  .  .  .  .  .
-CL    .  .  .  .  .  .  SP UN .  .  .  .  .  .  .  .  .  .  .  .
-SP    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-UN    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-HB    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-BL    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-DR    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-DX    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-UK    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-DU    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-DN    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-TU    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-IA    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-IN    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-CA    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
-EX    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+      PL DF SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX
+PL    .  DF SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX
+DF    .  .  SE SB DE OP CL SP UN HB BL DR DX UK DU DN TU IA IN CA EX
+SE    .  .  .  SB DE OP CL SP UN HB BL DR DX UK .  .  .  .  .  .  .
+SB    .  .  .  .  DE OP CL SP UN HB BL DR DX UK .  .  .  .  .  .  .
+DE    .  .  .  .  .  OP CL SP UN HB BL DR DX UK .  .  .  .  .  .  .
+OP    .  .  .  .  .  .  CL SP UN .  .  .  .  .  .  .  .  .  .  .  .
+CL    .  .  .  .  .  .  .  SP UN .  .  .  .  .  .  .  .  .  .  .  .
+SP    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+UN    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+HB    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+BL    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+DR    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+DX    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+UK    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+DU    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+DN    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+TU    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+IA    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+IN    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+CA    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
+EX    .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .
 """
 
 # With crash_unknown=True only the Unknown row differs: any provider or tracking event lifts it.
-CRASH_UNKNOWN_ROW = "UK    .  SE SB DE OP CL SP UN HB BL DR .  .  .  .  .  .  .  .  ."
+CRASH_UNKNOWN_ROW = "UK    .  .  SE SB DE OP CL SP UN HB BL DR .  .  .  .  .  .  .  .  ."
 
 
 def _parse_row(line: str) -> tuple[Response, dict[Response, Response | None]]:
@@ -90,11 +92,11 @@ CASES = [
 
 
 def test_the_table_covers_every_pair_of_the_twenty_responses() -> None:
-    assert len(Response) == 20
+    assert len(Response) == 21
     assert set(ABBREV.values()) == set(Response)
     for crash in (False, True):
         assert set(TABLE[crash]) == {(c, i) for c in Response for i in Response}
-    assert len(CASES) == 800
+    assert len(CASES) == 2 * 21 * 21
 
 
 @pytest.mark.parametrize(("current", "incoming", "crash_unknown", "expected"), CASES)
@@ -111,7 +113,7 @@ def test_crash_unknown_default_is_false() -> None:
 # --- the response table itself ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("response", "rank"), [
-    (R.PLANNED, 0), (R.SENT, 10), (R.SOFT_BOUNCE, 15), (R.DELIVERED, 20), (R.OPENED, 30),
+    (R.PLANNED, 0), (R.DEFERRED, 5), (R.SENT, 10), (R.SOFT_BOUNCE, 15), (R.DELIVERED, 20), (R.OPENED, 30),
     (R.CLICKED, 40), (R.SPAM, 50), (R.UNSUBSCRIBED, 60),
 ])
 def test_rank(response: Response, rank: int) -> None:
@@ -119,11 +121,11 @@ def test_rank(response: Response, rank: int) -> None:
 
 
 def test_only_the_ranked_responses_have_a_rank() -> None:
-    assert set(RANK) == {R.PLANNED, R.SENT, R.SOFT_BOUNCE, R.DELIVERED, R.OPENED, R.CLICKED,
+    assert set(RANK) == {R.PLANNED, R.DEFERRED, R.SENT, R.SOFT_BOUNCE, R.DELIVERED, R.OPENED, R.CLICKED,
                          R.SPAM, R.UNSUBSCRIBED}
 
 
-NON_FINAL = {R.PLANNED, R.SENT, R.SOFT_BOUNCE, R.DELIVERED, R.OPENED, R.CLICKED}
+NON_FINAL = {R.PLANNED, R.DEFERRED, R.SENT, R.SOFT_BOUNCE, R.DELIVERED, R.OPENED, R.CLICKED}
 
 
 @pytest.mark.parametrize("response", list(Response))
@@ -139,7 +141,7 @@ def test_failure_and_not_sent_sets() -> None:
 
 
 @pytest.mark.parametrize(("response", "label"), [
-    (R.PLANNED, "Planned"), (R.SENT, "Sent to provider"), (R.SOFT_BOUNCE, "Soft bounce"),
+    (R.PLANNED, "Planned"), (R.DEFERRED, "Deferred"), (R.SENT, "Sent to provider"), (R.SOFT_BOUNCE, "Soft bounce"),
     (R.DELIVERED, "Delivered"), (R.OPENED, "Opened"), (R.CLICKED, "Clicked"),
     (R.SPAM, "Spam complaint"), (R.UNSUBSCRIBED, "Unsubscribed"), (R.HARD_BOUNCE, "Hard bounce"),
     (R.BLOCKED, "Blocked"), (R.DROPPED, "Dropped"), (R.DELIVERY_ERROR, "Delivery error"),
@@ -203,7 +205,7 @@ def test_spam_or_unsubscribe_ends_the_story(before: list[Response], overriding: 
     assert _apply(R.PLANNED, [*before, overriding, *after])[-1] is overriding
 
 
-EVIDENCE = sorted(set(Response) - NOT_SENT - {R.PLANNED, R.UNKNOWN, R.DELIVERY_ERROR})
+EVIDENCE = sorted(set(Response) - NOT_SENT - {R.PLANNED, R.DEFERRED, R.UNKNOWN, R.DELIVERY_ERROR})
 
 
 @PROP
