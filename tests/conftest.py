@@ -38,14 +38,14 @@ class AuthActions:
         self.client = client
 
     def create(self, email: str = "staff@example.org", password: str = "correct horse",
-               role: str = "staff") -> None:
+               role: str = "editor") -> None:
         from app.services.users import create_user, find_user
 
         if find_user(email) is None:
             create_user(email=email, password=password, role=role)
 
     def login(self, email: str = "staff@example.org", password: str = "correct horse",
-              role: str = "staff") -> None:
+              role: str = "editor") -> None:
         self.create(email, password, role)
         response = self.client.post("/login", data={"email": email, "password": password})
         assert response.status_code == 302, response.data

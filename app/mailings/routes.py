@@ -148,14 +148,16 @@ def _fill_choices(form: MailingForm) -> None:
 
 def _values(form: MailingForm) -> dict[str, Any]:
     until = form.send_until.data
+    # A form posted without the owner field keeps the owner as it is.
+    owner = {"owner_id": form.owner_id.data or None} if "owner_id" in request.form else {}
     return {
+        **owner,
         "name": (form.name.data or "").strip(),
         "subject": form.subject.data or "",
         "from_name": form.from_name.data or "",
         "from_address": form.from_address.data or "",
         "reply_to": form.reply_to.data or "",
         "email_type_id": form.email_type_id.data or None,
-        "owner_id": form.owner_id.data or None,
         "prevent_duplicates": bool(form.prevent_duplicates.data),
         "html_body": form.html_body.data or "",
         "text_body": form.text_body.data or "",
@@ -202,6 +204,8 @@ def edit(mailing_id: int) -> Any:
         return redirect(url_for("mailings.detail", mailing_id=mailing.id))
     form = MailingForm(obj=mailing if request.method == "GET" else None)
     _fill_choices(form)
+    if mailing.owner and all(c.value != mailing.owner.id for c in form.owner_id.choices):
+        form.owner_id.choices.append(SelectChoice(mailing.owner.id, mailing.owner.email))
     if request.method == "GET":
         form.lists.data = mailings.list_ids(mailing)
         form.email_type_id.data = mailing.email_type_id or 0

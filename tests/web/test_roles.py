@@ -206,3 +206,23 @@ def test_a_viewer_sees_no_forms_for_changes_on_contact_and_list_pages(auth, clie
     auth.login("editor@example.org", role="editor")
     page = client.get(f"/contacts/{contact.id}").get_data(as_text=True)
     assert f"/contacts/{contact.id}/do-not-email" in page and "one-off" in page
+
+
+def test_an_edit_without_the_owner_field_keeps_the_owner(app, auth, client) -> None:
+    from app.services.users import create_user, set_active
+
+    gone = create_user(email="gone@example.org", password="correct horse", role="editor")
+    auth.login("editor@example.org", role="editor")
+    mailing = _draft()
+    mailing.owner_id = gone.id
+    db.session.commit()
+    set_active(gone, False)
+    # A deactivated owner is still shown as the owner, not silently dropped.
+    assert f'<option selected value="{gone.id}">gone@example.org</option>' in client.get(
+        f"/mailings/{mailing.id}/edit").get_data(as_text=True)
+    data = {"name": "Spring news 2", "subject": "Hi", "from_address": "news@example.org",
+            "html_body": "<p>Hi</p>", "text_body": "Hi", "email_type_id": "0"}
+    assert client.post(f"/mailings/{mailing.id}/edit", data=data).status_code == 302
+    db.session.expire_all()
+    saved = db.session.get(Mailing, mailing.id)
+    assert (saved.name, saved.owner_id) == ("Spring news 2", gone.id)
