@@ -16,6 +16,10 @@ recipient handed off without an answer is ambiguous (Unknown), the rest were nev
 Every append runs as a script that refuses to write once the batch is fenced (taken over by the
 reconciler) or when its list has vanished (Redis lost its data): the sender then stops at once,
 so no message can leave after someone else has settled the batch.
+
+Redis keeps the list in an append-only file, so a restart keeps it. Should it be lost anyway, the
+sender's partial flushes to the database (every second, with the bound it may hand off to before
+the next one: `_Progress` in app/services/sending.py) leave only that last second in doubt.
 """
 
 from __future__ import annotations

@@ -312,6 +312,8 @@ def test_redis_restart_mid_mailing_completes(deployment: Deployment) -> None:
         time.sleep(0.2)
     deployment.redis.kill()
     time.sleep(1)
-    deployment.redis.start()
+    deployment.redis.start()  # with its append-only file: the ledgers are still there
     assert deployment.wait_for(mailing_id, {Status.SENT.value}) == Status.SENT.value
-    deployment.check_invariants(mailing_id, max_unknown=200)
+    # The live worker records what it knows straight away; at most the message in flight at the
+    # moment Redis died is in doubt.
+    deployment.check_invariants(mailing_id, max_unknown=1)
