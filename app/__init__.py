@@ -10,16 +10,26 @@ from typing import Any
 from flask import Flask, g, redirect, url_for
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.routing import IntegerConverter
 
 from app.config import Config, check_config
 from app.extensions import csrf, db, login_manager, migrate
+from app.inputs import MAX_ID
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` in every route, refusing numbers no row can have."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's name
+        kwargs.setdefault("max", MAX_ID - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     """Build the Flask application; `config` is a Config object or a dict of overrides."""
     app = Flask(__name__, instance_relative_config=False)
+    # Ids in URLs fit the database's 64-bit integers: a larger one is a 404, not an overflow.
+    app.url_map.converters["int"] = BoundedIntConverter
     base = config if isinstance(config, Config) else Config()
     app.config.from_object(base)
     if isinstance(config, dict):

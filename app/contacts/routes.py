@@ -32,7 +32,8 @@ from app.contacts.forms import (
 from app.domain.segments import SegmentError
 from app.domain.segments import parse as parse_rule
 from app.extensions import db
-from app.models import Contact
+from app.inputs import record_id, search_text
+from app.models import Contact, EmailType
 from app.services import audit, settings
 from app.services import contacts as service
 from app.services import segments as segment_service
@@ -61,12 +62,12 @@ def _contact_or_404(contact_id: int) -> Contact:
 @bp.route("")
 @login_required
 def index() -> Any:
-    q = request.args.get("q", "").strip()
+    q = search_text(request.args.get("q"))
     flag = request.args.get("flag", "")
     if flag not in FLAG_LABELS:
         flag = ""
-    after = request.args.get("after", type=int)
-    list_id = request.args.get("list", type=int)
+    after = request.args.get("after", type=record_id)
+    list_id = request.args.get("list", type=record_id)
     inactivity_days = int(settings.get("inactivity_days"))
     contacts, next_after = service.search_contacts(
         q, flag or None, after, PAGE_SIZE, inactivity_days=inactivity_days, list_id=list_id
@@ -154,6 +155,8 @@ def allow_email(contact_id: int) -> Any:
 @requires("contacts.edit")
 def toggle_type(contact_id: int, email_type_id: int) -> Any:
     contact = _contact_or_404(contact_id)
+    if db.session.get(EmailType, email_type_id) is None:
+        abort(404)
     if ActionForm().validate_on_submit():
         if request.form.get("action") == "opt_in":
             service.opt_in_type(contact.id, email_type_id)

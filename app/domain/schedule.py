@@ -20,9 +20,11 @@ class ResolvedTime:
 
 
 def zone_info(zone: str) -> ZoneInfo:
+    if not zone or len(zone) > 64:  # the longest IANA name has 32 characters
+        raise ScheduleError(f"Unknown time zone {zone[:64]!r}")
     try:
         return ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ScheduleError(f"Unknown time zone {zone!r}") from exc
 
 

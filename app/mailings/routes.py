@@ -28,6 +28,7 @@ from app.domain.responses import LABELS
 from app.domain.responses import Response as RecipientResponse
 from app.domain.schedule import ScheduleError, common_zones, local_display, to_utc
 from app.extensions import db
+from app.inputs import record_id, record_ids, search_text
 from app.mailings.forms import ActionForm, MailingForm, OneOffForm, ScheduleForm, StepForm
 from app.models import EmailType, Mailing, Recipient, utcnow
 from app.services import audit, chains, history, mailings, reports, totals
@@ -111,7 +112,7 @@ def duration_filter(value: Any) -> str:
 @bp.route("")
 @login_required
 def index() -> Any:
-    older = request.args.get("older", type=int)
+    older = request.args.get("older", type=record_id)
     return render_template("mailings/index.html", overview=reports.overview(older), older=older,
                            action_form=ActionForm())
 
@@ -271,10 +272,10 @@ def _custom_fields(sample: int = 200) -> list[str]:
 @requires("mailings.edit")
 def audience_count() -> Any:
     """The editor's live eligible count for the audience as currently ticked."""
-    list_ids = [int(x) for x in request.form.getlist("lists") if x.isdigit()]
-    type_id = request.form.get("email_type_id", type=int) or None
+    list_ids = record_ids(request.form.getlist("lists"))
+    type_id = request.form.get("email_type_id", type=record_id)
     prevent = request.form.get("prevent_duplicates") in ("y", "on", "true", "1")
-    mailing_id = request.form.get("mailing_id", type=int)
+    mailing_id = request.form.get("mailing_id", type=record_id)
     parent = None
     if mailing_id:
         mailing = db.session.get(Mailing, mailing_id)
@@ -383,8 +384,9 @@ def _page_state(mailing: Mailing) -> dict[str, Any]:
 def _audience_args(mailing: Mailing, counters: dict[str, int]) -> reports.AudiencePage:
     default = "not_sent" if mailing.status == Status.CANCELED.value else "all"
     return reports.audience_page(
-        mailing.id, request.args.get("tab", default), q=request.args.get("q", ""),
-        after=request.args.get("after", type=int), before=request.args.get("before", type=int),
+        mailing.id, request.args.get("tab", default), q=search_text(request.args.get("q")),
+        after=request.args.get("after", type=record_id),
+        before=request.args.get("before", type=record_id),
         last=request.args.get("last") == "1", counters=counters,
     )
 
@@ -416,7 +418,7 @@ def _zone(name: str | None) -> Any:
 
     try:
         return ZoneInfo(name or "UTC")
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OSError):
         return UTC
 
 

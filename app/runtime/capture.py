@@ -285,8 +285,9 @@ class CaptureStore:
 
     def path(self, file_name: str) -> Path:
         """Where a stored message is now: new/, or cur/ once a reader has marked it seen."""
-        if not file_name or "/" in file_name or "\\" in file_name or file_name.startswith("."):
-            raise FileNotFoundError(file_name)
+        if (not file_name or len(file_name) > 200 or "/" in file_name or "\\" in file_name
+                or "\x00" in file_name or file_name.startswith(".")):
+            raise FileNotFoundError(file_name[:200])
         candidate = self.directory / "new" / file_name
         if candidate.exists():
             return candidate
