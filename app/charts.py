@@ -17,6 +17,7 @@ from app.domain.responses import LABELS, Response
 # Delivery chart order and colours: the journey of a message, then the failures and not-sent.
 DELIVERY_ORDER: tuple[tuple[Response, str], ...] = (
     (Response.PLANNED, "#c9ced8"),
+    (Response.DEFERRED, "#e8c77a"),
     (Response.SENT, "#8fa8f5"),
     (Response.DELIVERED, "#2f5bea"),
     (Response.OPENED, "#1a7f4b"),

@@ -45,6 +45,9 @@ LIMITS: dict[str, Bound] = {
     "COMPLAINT_RATE_LIMIT": Bound(float, 0, 1),
     "THRESHOLD_MIN_SAMPLE": Bound(int, 1, 1_000_000),
     "MONTHLY_QUOTA": Bound(int, 0, 1_000_000_000),  # 0: unlimited
+    "DEFER_MAX_HOURS": Bound(float, 0, 24 * 30),  # how long a deferred recipient is retried
+    "DEFER_UNIT_SECONDS": Bound(float, 0.01, 3_600),  # the backoff's minute (shorter in benches)
+    "OUTAGE_MINUTES": Bound(float, 0.01, 24 * 60),  # every attempt refused this long: interrupt
     "SMTP_PORT": _PORT,
     "CAPTURE_SMTP_PORT": _PORT,
     "BOUNCE_IMAP_PORT": _PORT,
@@ -128,6 +131,12 @@ class Config:
         self.COMPLAINT_RATE_LIMIT = _number("SENDBOARD_COMPLAINT_RATE_LIMIT", "COMPLAINT_RATE_LIMIT", 0.005)
         self.THRESHOLD_MIN_SAMPLE = _number("SENDBOARD_THRESHOLD_MIN_SAMPLE", "THRESHOLD_MIN_SAMPLE", 200)
         self.MONTHLY_QUOTA = _number("SENDBOARD_MONTHLY_QUOTA", "MONTHLY_QUOTA", 0)  # 0: unlimited
+        # Deferral: a recipient refused for now (4xx) is tried again on a backoff of 1, 5, 15, 60
+        # minutes then hourly (one "minute" lasts DEFER_UNIT_SECONDS), for DEFER_MAX_HOURS, then it
+        # is a Soft bounce. A relay that refuses every attempt for OUTAGE_MINUTES interrupts.
+        self.DEFER_MAX_HOURS = _number("SENDBOARD_DEFER_MAX_HOURS", "DEFER_MAX_HOURS", 24.0)
+        self.DEFER_UNIT_SECONDS = _number("SENDBOARD_DEFER_UNIT_SECONDS", "DEFER_UNIT_SECONDS", 60.0)
+        self.OUTAGE_MINUTES = _number("SENDBOARD_OUTAGE_MINUTES", "OUTAGE_MINUTES", 5.0)
         # Provider webhooks and the bounce mailbox (see README, "Responses and tracking").
         self.SENDGRID_WEBHOOK_PUBLIC_KEY = os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
         self.SENDBOARD_WEBHOOK_BASIC_USER = os.environ.get("SENDBOARD_WEBHOOK_BASIC_USER", "")

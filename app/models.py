@@ -358,10 +358,17 @@ class Recipient(db.Model):  # type: ignore[name-defined,misc]
         ForeignKey("mailing_versions.id", ondelete="SET NULL"), nullable=True
     )
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Deferred (refused for now by the SMTP server): when it is tried next (None while a batch
+    # holds it), when the first refusal came, and how many attempts were refused so far.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    first_deferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         # Audience tabs and their keyset pagination, at a million rows per mailing.
         Index("ix_recipients_mailing_response", "mailing_id", "response", "id"),
+        # The claim's deferred recipients that are due.
+        Index("ix_recipients_mailing_due", "mailing_id", "response", "next_attempt_at"),
         Index("ix_recipients_mailing_address", "mailing_id", "address"),
         Index("ix_recipients_batch", "batch_id"),
         Index("ix_recipients_contact", "contact_id", "id"),

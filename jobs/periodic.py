@@ -53,6 +53,7 @@ class Periodic:
 
 PERIODIC: list[Periodic] = [
     Periodic("tick", "jobs.sending.tick", every=2),
+    Periodic("deferred-due", "jobs.sending.deferred_due", every=15),
     Periodic("response-time-rules", "jobs.responses.time_rules", every=300),
     Periodic("process-bounces", "jobs.responses.process_bounces", every=30),
 ]

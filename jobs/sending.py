@@ -44,6 +44,18 @@ def send_next_batch() -> int:
 
 
 @in_app_context
+def deferred_due() -> bool:
+    """Start sending again when a deferred recipient's next attempt is due."""
+    from app.services import sending
+    from jobs.enqueue import kick_sending
+
+    if sending.deferred_due():
+        kick_sending()
+        return True
+    return False
+
+
+@in_app_context
 def tick() -> None:
     """The scheduler tick: start due mailings, settle abandoned batches, keep sending going."""
     from sqlalchemy import select

@@ -50,6 +50,10 @@ class Login:
 class Handler:
     messages: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)  # address -> "550 5.1.1 ..." reply
+    # address -> how many of its first attempts are refused for now with `defer_reply`
+    defer: dict[str, int] = field(default_factory=dict)
+    defer_reply: str = "451 4.3.0 Temporary failure, try again later"
+    attempts: dict[str, int] = field(default_factory=dict)  # RCPT commands per address
     delay: float = 0.0
     users: dict[str, str] = field(default_factory=dict)  # username -> password, for AUTH
     logins: list[Login] = field(default_factory=list)
@@ -70,6 +74,10 @@ class Handler:
         return AuthResult(success=accepted, handled=False)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            self.attempts[address] = self.attempts.get(address, 0) + 1
+            if self.attempts[address] <= self.defer.get(address, 0):
+                return self.defer_reply
         reply = self.refuse.get(address)
         if reply:
             return reply

@@ -33,3 +33,22 @@ def all_refused_for(first_failure: float | None, now: float) -> float:
     if first_failure is None:
         return 0.0
     return max(0.0, now - first_failure)
+
+
+_SLOW_DOWN_WORDS = ("too many connections", "too many messages", "too many recipients",
+                    "rate limit", "rate-limit", "ratelimit", "throttl", "slow down",
+                    "too fast", "sending rate", "too many concurrent")
+
+
+def is_slow_down(code: int, text: str) -> bool:
+    """Does this temporary refusal ask us to send more slowly? 421 (the server closes the
+    connection), 454 throttling, 451 4.7.x about rates, and any 4xx naming too many connections
+    or messages, a rate limit or throttling."""
+    if not 400 <= code < 500:
+        return False
+    lowered = text.lower()
+    if code == 421:
+        return True
+    if any(word in lowered for word in _SLOW_DOWN_WORDS):
+        return True
+    return code == 451 and lowered.lstrip().startswith("4.7.") and "rate" in lowered

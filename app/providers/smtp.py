@@ -354,9 +354,12 @@ class SmtpTransport:
 
     def _refused(self, code: int, text: bytes | str) -> Result:
         message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        if code == 421:  # the server is closing the connection: treat as an outage
+        if code == 421:  # the server is closing the connection: this recipient is refused for
+            # now (deferred), and the next message opens a new connection
+            if self.conn is not None:
+                self.conn.close()
             self.conn = None
-            raise ConnectionLost(f"{self.settings.label}: {code} {message}", ambiguous=False)
+            return Result(Outcome.REFUSED_TRANSIENT, code, message)
         outcome = Outcome.REFUSED_PERMANENT if code >= 500 else Outcome.REFUSED_TRANSIENT
         return Result(outcome, code, message)
 

@@ -170,6 +170,8 @@ class SendingProgress:
     sent: int = 0  # recorded + answered in batches still in flight
     waiting: int = 0  # not handed off yet
     batches_in_flight: int = 0
+    deferred: int = 0  # of the waiting, refused for now by the SMTP server
+    next_retry: datetime | None = None  # the earliest next attempt of a deferred recipient
 
 
 def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = None,
@@ -190,9 +192,18 @@ def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = No
     if mailing.status in (Status.SENDING.value, Status.PREPARING.value):
         rate = _pace(mailing.id, t.audience - waiting, now)
         left = figures.time_left(waiting, rate)
+    deferred = t.count(Response.DEFERRED)
+    next_retry = None
+    if deferred:
+        from sqlalchemy import func
+
+        next_retry = db.session.execute(
+            select(func.min(Recipient.next_attempt_at)).where(
+                Recipient.mailing_id == mailing.id,
+                Recipient.response == Response.DEFERRED.value)).scalar_one()
     return SendingProgress(mailing.started_at, mailing.finished_at, duration, left,
                            figures.percent_sent(sent, t.eligible), sent, waiting,
-                           flight.batches)
+                           flight.batches, deferred, next_retry)
 
 
 def human_duration(value: timedelta | None) -> str:

@@ -31,9 +31,9 @@ from typing import Any
 from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 
-from app.domain import eligibility
+from app.domain import backoff, eligibility
 from app.domain.bounces import classify_reply
 from app.domain.lifecycle import Status
 from app.domain.responses import Response
@@ -49,6 +49,7 @@ from app.models import (
     TypeOptOut,
     utcnow,
 )
+from app.providers.rate import RateLimiter, provider_settings
 from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
 from app.services import settings, totals
 from app.services.ledger import (
@@ -72,8 +73,6 @@ RT = Recipient.__table__
 CANCEL_CHECK_EVERY = 0.2  # seconds: cancel stops a batch within about this long
 HEARTBEAT_EVERY = 1.0
 CONNECT_RETRIES = (1.0, 2.0, 4.0)  # backoff before giving up on an unreachable SMTP server
-TRANSIENT_RETRIES = (0.5, 1.0)  # per recipient, for a 4xx reply
-TRANSIENT_STREAK_LIMIT = 10  # this many recipients in a row refused with 4xx: an outage
 # A ledger missing this soon after Redis started may belong to a live sender that has not marked
 # its batch alive again yet (it does every HEARTBEAT_EVERY): the reconciler waits that long. Too
 # short would only cost Unknowns (a live sender is fenced off), never a second copy.
@@ -87,53 +86,53 @@ def stop_key(mailing_id: int) -> str:
     return f"sb:stop:{mailing_id}"
 
 
+def refusing_key(rate_key: str) -> str:
+    """Since when (Unix time) every attempt on this SMTP server was refused for now; deleted by
+    the first message it takes or refuses for good."""
+    return f"sb:refusing:{rate_key}"
+
+
+# ---------------------------------------------------------------- deferral
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """How deferred recipients are retried: the backoff's unit and the age at which to give up."""
+
+    max_age: timedelta
+    unit: timedelta
+    outage: float  # seconds of nothing but temporary refusals before the mailing is interrupted
+
+    @classmethod
+    def current(cls) -> Deferral:
+        return cls(
+            max_age=timedelta(hours=float(settings.get("defer_max_hours"))),
+            unit=timedelta(seconds=float(current_app.config["DEFER_UNIT_SECONDS"])),
+            outage=60.0 * float(settings.get("outage_minutes")),
+        )
+
+    def decide(self, *, attempts: int, first: datetime | None, now: datetime,
+               ) -> tuple[int, datetime, datetime | None]:
+        """After one more temporary refusal: (attempts, first refusal, next attempt or None to
+        give up and record a Soft bounce)."""
+        attempts += 1
+        first = first or now
+        return attempts, first, backoff.next_attempt(
+            attempt=attempts, first_deferred=first, now=now, max_age=self.max_age, unit=self.unit)
+
+
+def _in_flight(batch_id: int) -> Any:
+    """A batch's recipients not recorded yet: Planned, or Deferred and held by it (a claimed
+    deferred recipient has no next attempt time until its new outcome is recorded)."""
+    return and_(RT.c.batch_id == batch_id, or_(
+        RT.c.response == Response.PLANNED.value,
+        and_(RT.c.response == Response.DEFERRED.value, RT.c.next_attempt_at.is_(None)),
+    ))
+
+
 # ---------------------------------------------------------------- provider and limits
 
-
-def provider_settings() -> tuple[SmtpSettings, str, float]:
-    """The SMTP server to hand off to, its rate-limit key and its messages-per-second limit."""
-    from app.models import Provider
-
-    provider = db.session.execute(
-        select(Provider).where(Provider.is_default.is_(True)).limit(1)
-    ).scalar_one_or_none()
-    cfg = current_app.config
-    rate = float(settings.get("rate_per_second"))
-    if provider is not None:
-        s = SmtpSettings(provider.host, provider.port, provider.security, provider.username,
-                         provider.password)
-        return s, f"provider:{provider.id}", provider.rate_per_second or rate
-    if cfg.get("SMTP_HOST"):
-        s = SmtpSettings(cfg["SMTP_HOST"], int(cfg["SMTP_PORT"]), cfg["SMTP_SECURITY"],
-                         cfg["SMTP_USERNAME"], cfg["SMTP_PASSWORD"])
-    else:
-        s = SmtpSettings("127.0.0.1", int(cfg["CAPTURE_SMTP_PORT"]))
-    return s, f"smtp:{s.host}:{s.port}", rate
-
-
-class RateLimiter:
-    """Messages per second across all workers: a fixed one-second window counted in Redis."""
-
-    def __init__(self, redis: Redis, key: str, per_second: float) -> None:
-        self.redis = redis
-        self.key = key
-        self.limit = int(per_second) if per_second >= 1 else (1 if per_second > 0 else 0)
-        self.period = 1.0 if per_second >= 1 or per_second <= 0 else 1.0 / per_second
-
-    def wait(self) -> None:
-        if not self.limit:
-            return
-        while True:
-            now = time.time()
-            window = int(now // self.period)
-            k = f"sb:rate:{self.key}:{window}"
-            pipe = self.redis.pipeline()
-            pipe.incr(k)
-            pipe.expire(k, int(self.period) + 2)
-            count = pipe.execute()[0]
-            if count <= self.limit:
-                return
-            time.sleep(max(0.001, (window + 1) * self.period - now))
+# Which server and how fast: app/providers/rate.py (the limiter is shared by all workers).
 
 
 def _month(now: datetime) -> str:
@@ -202,20 +201,37 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
     batch = SendBatch(mailing_id=mailing_id, worker=worker)
     db.session.add(batch)
     db.session.flush()
-    pick = (
+    Ledger(redis, batch.id).open()  # before commit: every committed claim has a ledger
+    # Deferred recipients that are due first, then Planned ones. Claiming a deferred recipient
+    # clears its next attempt time in the same UPDATE, so no other claim can take it again.
+    due = (
         select(RT.c.id)
-        .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.PLANNED.value,
-               RT.c.batch_id.is_(None))
-        .order_by(RT.c.id)
+        .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.DEFERRED.value,
+               RT.c.next_attempt_at <= utcnow())
+        .order_by(RT.c.next_attempt_at, RT.c.id)
         .limit(size)
     )
     if postgres:
-        pick = pick.with_for_update(skip_locked=True)
-    Ledger(redis, batch.id).open()  # before commit: every committed claim has a ledger
-    result = db.session.execute(
-        update(RT).where(RT.c.id.in_(pick.scalar_subquery())).values(batch_id=batch.id)
-    )
-    claimed = int(result.rowcount or 0)
+        due = due.with_for_update(skip_locked=True)
+    claimed = int(db.session.execute(
+        update(RT).where(RT.c.id.in_(due.scalar_subquery()),
+                         RT.c.response == Response.DEFERRED.value,
+                         RT.c.next_attempt_at.is_not(None))
+        .values(batch_id=batch.id, next_attempt_at=None)
+    ).rowcount or 0)
+    if claimed < size:
+        pick = (
+            select(RT.c.id)
+            .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.PLANNED.value,
+                   RT.c.batch_id.is_(None))
+            .order_by(RT.c.id)
+            .limit(size - claimed)
+        )
+        if postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        claimed += int(db.session.execute(
+            update(RT).where(RT.c.id.in_(pick.scalar_subquery())).values(batch_id=batch.id)
+        ).rowcount or 0)
     if claimed == 0:
         db.session.rollback()
         discard(redis, batch.id)
@@ -237,6 +253,9 @@ class BatchOutcome:
     refused: int = 0  # refused by the SMTP server at hand-off: they count as attempts
     stop_detail: str = ""
     recorded: tuple[int, int, int] = (0, 0, 0)  # sent, final, refused already in the database
+    # Deferred ones: id -> (attempts, first refusal, next attempt); and where each row came from
+    deferrals: dict[int, tuple[int, datetime, datetime]] = field(default_factory=dict)
+    origin: dict[int, Response] = field(default_factory=dict)
 
 
 @dataclass
@@ -247,6 +266,9 @@ class _Row:
     name: str
     fields: dict[str, Any] | None
     facts: eligibility.ContactFacts | None
+    response: Response = Response.PLANNED
+    attempts: int = 0
+    first_deferred_at: datetime | None = None
 
 
 def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
@@ -257,13 +279,13 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
     )
     columns = [RT.c.id, RT.c.address, RT.c.contact_id, Contact.name, Contact.fields,
                Contact.do_not_email, Contact.valid, Contact.last_transaction_at,
-               Contact.created_at]
+               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at]
     if opted_out is not None:
         columns.append(opted_out.label("opted_out"))
     stmt = (
         select(*columns)
         .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
-        .where(RT.c.batch_id == batch_id, RT.c.response == Response.PLANNED.value)
+        .where(_in_flight(batch_id))
         .order_by(RT.c.id)
     )
     rows = []
@@ -276,7 +298,8 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
                 opted_out_types=frozenset({email_type_id}) if out and email_type_id else frozenset(),
                 last_transaction=r.last_transaction_at, created=r.created_at,
             )
-        rows.append(_Row(r.id, r.address, r.contact_id, r.name or "", r.fields, facts))
+        rows.append(_Row(r.id, r.address, r.contact_id, r.name or "", r.fields, facts,
+                         Response(r.response), r.attempts or 0, r.first_deferred_at))
     return rows
 
 
@@ -328,7 +351,8 @@ def send_claim(redis: Redis, claim: Claim,
     domain = content.get("domain") or "sendboard.local"
     pending: list[str] = []  # "sent" entries, appended together with the next hand-off
     next_check = 0.0
-    transient_streak = 0
+    deferral = Deferral.current()
+    refusing = _Refusing(redis, rate_key)
 
     # The batch stays marked alive from a side thread for as long as this worker is on it, also
     # through one slow hand-off (an SMTP timeout and its retries outlast ALIVE_TTL). The thread
@@ -339,6 +363,7 @@ def send_claim(redis: Redis, claim: Claim,
     try:
         try:
             for position, row in enumerate(rows):
+                outcome.origin[row.id] = row.response
                 mono = time.monotonic()
                 if progress.due(position, mono) and not progress.flush(position, mono):
                     outcome.stop = "fenced"  # settled by the reconciler: nothing more to record
@@ -384,11 +409,11 @@ def send_claim(redis: Redis, claim: Claim,
                         outcome.stop = "smtp"
                     break
                 if result.outcome is Outcome.ACCEPTED:
-                    transient_streak = 0
+                    refusing.clear()
                     outcome.sent[row.id] = (message_id, sent_at, merge)
                     pending.append(sent_entry(row.id, sent_at, message_id))
                 elif result.outcome is Outcome.REFUSED_PERMANENT:
-                    transient_streak = 0
+                    refusing.clear()
                     detail = f"{result.code} {result.text}"
                     # Hard only when the reply says the address itself is bad (RFC 3463).
                     response = (classify_reply(result.code, result.text).response
@@ -397,16 +422,30 @@ def send_claim(redis: Redis, claim: Claim,
                     outcome.refused += 1
                     pending.append(refused_entry(row.id, response, detail))
                 else:
-                    transient_streak += 1
+                    # Refused for now: Deferred until its next attempt, or a Soft bounce once the
+                    # refusals have lasted the maximum age. Recorded in the ledger like a refusal,
+                    # so a crash settles it as Deferred (retried after its backoff), never Unknown.
                     detail = f"{result.code} {result.text}"
-                    outcome.final[row.id] = (Response.SOFT_BOUNCE, detail)
-                    outcome.refused += 1
-                    pending.append(refused_entry(row.id, Response.SOFT_BOUNCE, detail))
-                    if transient_streak >= TRANSIENT_STREAK_LIMIT:
+                    if backoff.is_slow_down(result.code, result.text):
+                        rate_now = limiter.slow_down()
+                        log.warning("%s asked to slow down (%s): %.1f messages/s for now",
+                                    smtp.label, detail, rate_now)
+                    attempts, first, next_at = deferral.decide(
+                        attempts=row.attempts, first=row.first_deferred_at, now=now)
+                    if next_at is None:
+                        outcome.final[row.id] = (Response.SOFT_BOUNCE, detail)
+                        outcome.refused += 1
+                        pending.append(refused_entry(row.id, Response.SOFT_BOUNCE, detail))
+                    else:
+                        outcome.final[row.id] = (Response.DEFERRED, detail)
+                        outcome.deferrals[row.id] = (attempts, first, next_at)
+                        pending.append(refused_entry(row.id, Response.DEFERRED, detail))
+                    lasted = refusing.refused()
+                    if lasted >= deferral.outage:
                         outcome.stop = "smtp"
                         outcome.stop_detail = (
-                            f"{smtp.label} refused {transient_streak} messages in a row with "
-                            f"temporary errors (last: {result.code} {result.text})"
+                            f"{smtp.label} refused every message for now for "
+                            f"{lasted / 60:.0f} minutes (last: {result.code} {result.text})"
                         )
                         break
             if pending:
@@ -486,8 +525,8 @@ class _Heartbeat:
 
 def _hand_over(transport: SmtpTransport, envelope_from: str, address: str, data: bytes,
                outcome: BatchOutcome) -> Any:
-    """Send one message, retrying connection failures and 4xx replies with backoff."""
-    transient = list(TRANSIENT_RETRIES)
+    """Send one message, retrying connection failures with backoff. A 4xx reply is returned as
+    it is: the recipient is deferred and tried again later, on its own backoff."""
     connects = list(CONNECT_RETRIES)
     while True:
         try:
@@ -501,10 +540,29 @@ def _hand_over(transport: SmtpTransport, envelope_from: str, address: str, data:
                 return None
             time.sleep(connects.pop(0))
             continue
-        if result.outcome is Outcome.REFUSED_TRANSIENT and transient:
-            time.sleep(transient.pop(0))
-            continue
         return result
+
+
+class _Refusing:
+    """How long every attempt on one SMTP server has been refused for now, across workers."""
+
+    def __init__(self, redis: Redis, rate_key: str) -> None:
+        self.redis, self.key = redis, refusing_key(rate_key)
+        self.cleared = 0.0  # when this sender last cleared it (at most once a second)
+
+    def clear(self) -> None:
+        mono = time.monotonic()
+        if mono - self.cleared >= 1.0:
+            self.redis.delete(self.key)
+            self.cleared = mono
+
+    def refused(self) -> float:
+        """Note one more temporary refusal; seconds since the first one of this run."""
+        now = time.time()
+        self.redis.set(self.key, now, nx=True, ex=7 * 24 * 3600)
+        self.cleared = 0.0
+        first = self.redis.get(self.key)
+        return backoff.all_refused_for(float(first) if first is not None else None, now)
 
 
 # ---------------------------------------------------------------- recording the outcome
@@ -530,15 +588,7 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
         rest_response = Response.CANCELED
     elif outcome.stop == "expired":
         rest_response = Response.EXPIRED
-    rest = and_(RT.c.batch_id == claim.batch_id, RT.c.response == Response.PLANNED.value)
-    if rest_response is not None:
-        count = db.session.execute(
-            update(RT).where(rest).values(response=rest_response.value, response_at=now,
-                                          updated_at=now)
-        ).rowcount
-        moves[rest_response.value] += int(count or 0)
-    else:
-        db.session.execute(update(RT).where(rest).values(batch_id=None))
+    _release_rest(claim.batch_id, rest_response, now, moves)
     _count_moves(claim.mailing_id, moves, handed_off=handed_off, now=now)
     if refused:
         totals.bump(claim.mailing_id, {"refused": refused})
@@ -550,6 +600,26 @@ def flush(redis: Redis | None, claim: Claim, outcome: BatchOutcome, version_id: 
             pass  # an orphan record expires by itself
     after_batch(claim.mailing_id, outcome)
     return True
+
+
+def _release_rest(batch_id: int, rest_response: Response | None, now: datetime,
+                  moves: Counter[str], only: list[int] | None = None) -> None:
+    """The batch's recipients not tried (all of them, or those in `only`): given `rest_response`,
+    or back in the queue: Planned ones unclaimed, Deferred ones due again at once."""
+    for origin in (Response.PLANNED, Response.DEFERRED):
+        rest = and_(_in_flight(batch_id), RT.c.response == origin.value)
+        if only is not None:
+            rest = and_(rest, RT.c.id.in_(only))
+        if rest_response is not None:
+            count = db.session.execute(
+                update(RT).where(rest).values(response=rest_response.value, response_at=now,
+                                              next_attempt_at=None, updated_at=now)
+            ).rowcount
+            _move(moves, origin, rest_response, int(count or 0))
+        elif origin is Response.PLANNED:
+            db.session.execute(update(RT).where(rest).values(batch_id=None))
+        else:
+            db.session.execute(update(RT).where(rest).values(next_attempt_at=now))
 
 
 def _flush_progress(claim: Claim, outcome: BatchOutcome, version_id: int, reach: int) -> bool:
@@ -593,27 +663,61 @@ def _record_new(outcome: BatchOutcome, version_id: int,
     if sent:
         _record_sent([{"rid": rid, "mid": mid, "at": at, "merge": merge}
                       for rid, (mid, at, merge) in sent], version_id, now)
-        moves[Response.SENT.value] += len(sent)
-    _record_final(final, now, moves)
+        for rid, _ in sent:
+            _move(moves, outcome.origin.get(rid, Response.PLANNED), Response.SENT)
+    _record_final(final, now, moves, outcome.origin, outcome.deferrals)
     outcome.recorded = (len(outcome.sent), len(outcome.final), outcome.refused)
     return moves, len(sent), outcome.refused - done_refused
 
 
+def _move(moves: Counter[str], origin: Response, to: Response, n: int = 1) -> None:
+    """Count `n` recipients moving from `origin` to `to` (net changes of the response counters)."""
+    if origin is not to and n:
+        moves[to.value] += n
+        moves[origin.value] -= n
+
+
+def _reason(detail: str) -> str:
+    """The bounce reason of an SMTP reply recorded as "code text"."""
+    code, _, text = detail.partition(" ")
+    return classify_reply(int(code), text).reason if code.isdigit() else ""
+
+
 def _record_final(final: dict[int, tuple[Response, str]], now: datetime,
-                  moves: Counter[str]) -> None:
-    """Give recipients a response that is not Sent (with its detail), and its contact effects."""
+                  moves: Counter[str], origin: dict[int, Response] | None = None,
+                  deferrals: dict[int, tuple[int, datetime, datetime]] | None = None) -> None:
+    """Give recipients a response that is not Sent (with its detail), and its contact effects.
+    A Deferred one also gets its attempts, first refusal and next attempt (`deferrals`)."""
     if not final:
         return
-    db.session.execute(
-        update(RT).where(RT.c.id == bindparam("rid")).values(
-            response=bindparam("resp"), response_at=now, detail=bindparam("detail"),
-            crash_unknown=False, updated_at=now,
-        ),
-        [{"rid": rid, "resp": resp.value, "detail": detail[:2000]}
-         for rid, (resp, detail) in final.items()],
-    )
-    for resp, _ in final.values():
-        moves[resp.value] += 1
+    origin, deferrals = origin or {}, deferrals or {}
+    plain = [{"rid": rid, "resp": resp.value, "detail": detail[:2000],
+              "reason": _reason(detail) if resp is Response.SOFT_BOUNCE else ""}
+             for rid, (resp, detail) in final.items() if rid not in deferrals]
+    if plain:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(
+                response=bindparam("resp"), response_at=now, detail=bindparam("detail"),
+                reason=bindparam("reason"), crash_unknown=False, next_attempt_at=None,
+                updated_at=now,
+            ),
+            plain,
+        )
+    deferred = [{"rid": rid, "detail": final[rid][1][:2000], "reason": _reason(final[rid][1]),
+                 "attempts": attempts, "first": first, "next": next_at}
+                for rid, (attempts, first, next_at) in deferrals.items() if rid in final]
+    if deferred:
+        db.session.execute(
+            update(RT).where(RT.c.id == bindparam("rid")).values(
+                response=Response.DEFERRED.value, response_at=now, detail=bindparam("detail"),
+                reason=bindparam("reason"), attempts=bindparam("attempts"),
+                first_deferred_at=bindparam("first"), next_attempt_at=bindparam("next"),
+                updated_at=now,
+            ),
+            deferred,
+        )
+    for rid, (resp, _) in final.items():
+        _move(moves, origin.get(rid, Response.PLANNED), resp)
     _contact_effects(final)
 
 
@@ -630,20 +734,18 @@ def _record_sent(rows: list[dict[str, Any]], version_id: int | None, now: dateti
 
 
 def _count_moves(mailing_id: int, moves: Counter[str], *, handed_off: int, now: datetime) -> None:
+    """Apply the net moves between responses (see `_move`) to the mailing's counters."""
     deltas: dict[str, int] = {}
-    planned_out = 0
     for value, n in moves.items():
+        if not n:
+            continue
         deltas[totals.response_key(value)] = deltas.get(totals.response_key(value), 0) + n
-        planned_out += n
         cumulative = {
             Response.HARD_BOUNCE.value: "hard_bounces", Response.SOFT_BOUNCE.value: "soft_bounces",
             Response.BLOCKED.value: "blocked", Response.DELIVERY_ERROR.value: "delivery_errors",
         }.get(value)
-        if cumulative:
+        if cumulative and n > 0:
             deltas[cumulative] = deltas.get(cumulative, 0) + n
-    deltas[totals.response_key(Response.PLANNED)] = (
-        deltas.get(totals.response_key(Response.PLANNED), 0) - planned_out
-    )
     if handed_off:
         deltas["handed_off"] = handed_off
     totals.bump(mailing_id, deltas)
@@ -743,7 +845,8 @@ def interrupt(mailing_id: int, reason: str) -> bool:
 
 
 def cancel_unclaimed(mailing_id: int, response: Response = Response.CANCELED) -> int:
-    """Planned recipients not held by a batch get `response`, in the caller's transaction."""
+    """Planned recipients not held by a batch, and Deferred ones waiting for their next attempt,
+    get `response`, in the caller's transaction."""
     now = utcnow()
     count = int(db.session.execute(
         update(RT).where(RT.c.mailing_id == mailing_id,
@@ -752,7 +855,15 @@ def cancel_unclaimed(mailing_id: int, response: Response = Response.CANCELED) ->
     ).rowcount or 0)
     if count:
         totals.move(mailing_id, Response.PLANNED, response, count)
-    return count
+    deferred = int(db.session.execute(
+        update(RT).where(RT.c.mailing_id == mailing_id,
+                         RT.c.response == Response.DEFERRED.value,
+                         RT.c.next_attempt_at.is_not(None))
+        .values(response=response.value, response_at=now, next_attempt_at=None, updated_at=now)
+    ).rowcount or 0)
+    if deferred:
+        totals.move(mailing_id, Response.DEFERRED, response, deferred)
+    return count + deferred
 
 
 def expire(mailing_id: int) -> None:
@@ -774,10 +885,11 @@ def _open_batches(mailing_id: int) -> int:
 
 
 def finish_if_done(mailing_id: int) -> bool:
-    """Sending -> Sent once no recipient is Planned and no batch is in flight."""
+    """Sending -> Sent once no recipient is Planned or Deferred and no batch is in flight."""
     planned = db.session.execute(
         select(RT.c.id).where(RT.c.mailing_id == mailing_id,
-                              RT.c.response == Response.PLANNED.value).limit(1)
+                              RT.c.response.in_([Response.PLANNED.value,
+                                                 Response.DEFERRED.value])).limit(1)
     ).first()
     if planned is not None or _open_batches(mailing_id):
         db.session.rollback()
@@ -838,11 +950,12 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
     version_id = db.session.execute(
         select(func.max(MailingVersion.id)).where(MailingVersion.mailing_id == mailing_id)
     ).scalar_one()
-    # Only recipients still Planned: those a partial flush recorded are settled already.
+    # Only recipients not recorded yet: those a partial flush recorded are settled already.
     rows = db.session.execute(
-        select(RT.c.id, RT.c.address, Contact.name, Contact.fields)
+        select(RT.c.id, RT.c.address, Contact.name, Contact.fields, RT.c.response, RT.c.attempts,
+               RT.c.first_deferred_at)
         .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
-        .where(RT.c.batch_id == batch_id, RT.c.response == Response.PLANNED.value)
+        .where(_in_flight(batch_id))
     ).all()
     doubtful: set[int] = set()
     if record.lost:
@@ -856,6 +969,9 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
     moves: Counter[str] = Counter()
     sent_rows, unknown_ids, rest_ids = [], [], []
     refused: dict[int, tuple[Response, str]] = {}
+    origin = {r.id: Response(r.response) for r in rows}
+    deferrals: dict[int, tuple[int, datetime, datetime]] = {}
+    deferral = Deferral.current()
     for r in rows:
         if r.id in doubtful or r.id in record.ambiguous:
             unknown_ids.append(r.id)
@@ -865,36 +981,65 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
                               "merge": merge_data(r.name or "", r.address, r.fields)})
         elif r.id in record.refused:
             refused[r.id] = record.refused[r.id]  # what the server answered, not Unknown
+            if refused[r.id][0] is Response.DEFERRED:  # refused for now: on to its backoff
+                attempts, first, next_at = deferral.decide(
+                    attempts=r.attempts or 0, first=r.first_deferred_at, now=now)
+                if next_at is None:
+                    refused[r.id] = (Response.SOFT_BOUNCE, refused[r.id][1])
+                else:
+                    deferrals[r.id] = (attempts, first, next_at)
         else:
             rest_ids.append(r.id)
     if sent_rows:
         _record_sent(sent_rows, version_id, now)
-        moves[Response.SENT.value] += len(sent_rows)
-    _record_final(refused, now, moves)
-    if refused:
-        totals.bump(mailing_id, {"refused": len(refused)})
+        for row in sent_rows:
+            _move(moves, origin[row["rid"]], Response.SENT)
+    _record_final(refused, now, moves, origin, deferrals)
+    if len(refused) > len(deferrals):
+        totals.bump(mailing_id, {"refused": len(refused) - len(deferrals)})
     if unknown_ids:
         detail = ("the Redis hand-off record was lost with the worker" if record.lost
                   else "the worker stopped during this hand-off; it may have been delivered")
         db.session.execute(
             update(RT).where(RT.c.id.in_(unknown_ids)).values(
                 response=Response.UNKNOWN.value, response_at=now, crash_unknown=True,
-                detail=detail, updated_at=now,
+                detail=detail, next_attempt_at=None, updated_at=now,
             )
         )
-        moves[Response.UNKNOWN.value] += len(unknown_ids)
+        for rid in unknown_ids:
+            _move(moves, origin[rid], Response.UNKNOWN)
     if rest_ids:
-        if mailing.status == Status.CANCELED.value:
-            db.session.execute(update(RT).where(RT.c.id.in_(rest_ids)).values(
-                response=Response.CANCELED.value, response_at=now, updated_at=now))
-            moves[Response.CANCELED.value] += len(rest_ids)
-        else:
-            db.session.execute(update(RT).where(RT.c.id.in_(rest_ids)).values(batch_id=None))
+        canceled = mailing.status == Status.CANCELED.value
+        _release_rest(batch_id, Response.CANCELED if canceled else None, now, moves,
+                      only=rest_ids)
     _count_moves(mailing_id, moves, handed_off=len(sent_rows), now=now)
     db.session.commit()
     log.warning("settled abandoned batch %s: %d sent, %d refused, %d unknown, %d back in the queue",
                 batch_id, len(sent_rows), len(refused), len(unknown_ids), len(rest_ids))
     return True
+
+
+def deferred_summary(mailing_id: int) -> tuple[int, datetime | None]:
+    """How many recipients are Deferred, and the earliest next attempt among them."""
+    count, soonest = db.session.execute(
+        select(func.count(), func.min(RT.c.next_attempt_at))
+        .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.DEFERRED.value)
+    ).one()
+    return int(count or 0), soonest
+
+
+def deferred_due() -> bool:
+    """Is a Deferred recipient of a sending mailing due for its next attempt?"""
+    now = utcnow()
+    for mailing_id in sending_queue():
+        due = db.session.execute(
+            select(RT.c.id).where(RT.c.mailing_id == mailing_id,
+                                  RT.c.response == Response.DEFERRED.value,
+                                  RT.c.next_attempt_at <= now).limit(1)
+        ).first()
+        if due is not None:
+            return True
+    return False
 
 
 def has_work() -> bool:
@@ -908,11 +1053,13 @@ def has_work() -> bool:
 __all__ = [
     "ALIVE_TTL",
     "Claim",
+    "RateLimiter",
     "claim_batch",
     "finish_if_done",
     "flush",
     "has_work",
     "interrupt",
+    "provider_settings",
     "send_claim",
     "settle_abandoned",
     "stop_key",

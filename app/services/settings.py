@@ -61,6 +61,8 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("complaint_rate_limit", "COMPLAINT_RATE_LIMIT", "Interrupt at complaint rate"),
         SettingSpec("threshold_min_sample", "THRESHOLD_MIN_SAMPLE", "Minimum sample before interrupting"),
         SettingSpec("monthly_quota", "MONTHLY_QUOTA", "Monthly sending quota (0: unlimited)"),
+        SettingSpec("defer_max_hours", "DEFER_MAX_HOURS", "Retry deferred recipients for hours"),
+        SettingSpec("outage_minutes", "OUTAGE_MINUTES", "Interrupt after minutes of refusals only"),
     ]
 }
 

@@ -37,3 +37,18 @@ def test_all_refused_for() -> None:
     assert backoff.all_refused_for(None, 100.0) == 0.0
     assert backoff.all_refused_for(40.0, 100.0) == 60.0
     assert backoff.all_refused_for(140.0, 100.0) == 0.0
+
+
+@pytest.mark.parametrize(("code", "text", "slow"), [
+    (421, "4.7.0 Too many connections, closing", True),
+    (421, "Service not available", True),
+    (451, "4.7.1 Sending rate exceeded, try later", True),
+    (454, "4.7.0 Throttling failure: maximum sending rate exceeded", True),
+    (450, "4.2.1 Too many messages from this sender, slow down", True),
+    (451, "4.3.0 Temporary failure, try again later", False),
+    (452, "4.2.2 Mailbox full", False),
+    (451, "4.7.1 Greylisted, come back later", False),
+    (550, "5.7.1 Rate limit exceeded", False),  # a refusal for good, not a pace
+])
+def test_is_slow_down(code: int, text: str, slow: bool) -> None:
+    assert backoff.is_slow_down(code, text) is slow

@@ -90,13 +90,14 @@ def test_refused_recipient_then_the_connection_goes_on(server) -> None:
     t.close()
 
 
-def test_closing_reply_is_an_outage(server) -> None:
+def test_closing_reply_refuses_for_now_and_reconnects(server) -> None:
     server.handler.refuse["x@example.org"] = "421 4.3.2 Shutting down"
     t = transport(server)
-    with pytest.raises(ConnectionLost) as info:
-        t.send("b@example.org", "x@example.org", MESSAGE)
-    assert not info.value.ambiguous
+    result = t.send("b@example.org", "x@example.org", MESSAGE)
+    assert (result.outcome, result.code) == (Outcome.REFUSED_TRANSIENT, 421)
     assert t.conn is None
+    assert t.send("b@example.org", "ok@example.org", MESSAGE).outcome is Outcome.ACCEPTED
+    assert [m.rcpt for m in server.handler.messages] == [["ok@example.org"]]
 
 
 def test_lost_server_before_data_is_not_ambiguous(server) -> None:

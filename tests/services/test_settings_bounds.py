@@ -32,6 +32,10 @@ TABLE = {
                              [("1", 1), ("1000000", 1_000_000), ("  5 ", 5)]),
     "monthly_quota": ("Monthly sending quota (0: unlimited)", "a whole number from 0 to 1,000,000,000",
                       [("0", 0), ("1000000000", 10**9), ("  5 ", 5)]),
+    "defer_max_hours": ("Retry deferred recipients for hours", "a number from 0 to 720",
+                        [("0", 0.0), ("720", 720.0), ("1.5", 1.5)]),
+    "outage_minutes": ("Interrupt after minutes of refusals only", "a number from 0.01 to 1,440",
+                       [("0.01", 0.01), ("1440", 1440.0), ("5", 5.0)]),
 }
 COMMON_BAD = ["inf", "-inf", "nan", "1e400", str(2**31), str(2**63), "-1", "", "abc", "Infinity",
               math.inf, math.nan, 2**63, None]
@@ -44,6 +48,8 @@ EDGE_BAD = {
     "complaint_rate_limit": ["1.5", "  5 "],
     "threshold_min_sample": ["0", "1000001", "2.5"],
     "monthly_quota": ["1000000001", "0.5"],
+    "defer_max_hours": ["720.5", "-1"],
+    "outage_minutes": ["0", "1441"],
 }
 
 GOOD = [(key, raw, stored) for key, (_, _, goods) in TABLE.items() for raw, stored in goods]
@@ -112,6 +118,9 @@ ENV = {
     "SENDBOARD_COMPLAINT_RATE_LIMIT": "COMPLAINT_RATE_LIMIT",
     "SENDBOARD_THRESHOLD_MIN_SAMPLE": "THRESHOLD_MIN_SAMPLE",
     "SENDBOARD_MONTHLY_QUOTA": "MONTHLY_QUOTA",
+    "SENDBOARD_DEFER_MAX_HOURS": "DEFER_MAX_HOURS",
+    "SENDBOARD_DEFER_UNIT_SECONDS": "DEFER_UNIT_SECONDS",
+    "SENDBOARD_OUTAGE_MINUTES": "OUTAGE_MINUTES",
     "SMTP_PORT": "SMTP_PORT",
     "SENDBOARD_CAPTURE_PORT": "CAPTURE_SMTP_PORT",
     "BOUNCE_IMAP_PORT": "BOUNCE_IMAP_PORT",

@@ -16,7 +16,8 @@ from app.services import settings
 
 VALID = {"batch_size": "750", "rate_per_second": "12.5", "inactivity_days": "365",
          "bounce_rate_limit": "0.08", "complaint_rate_limit": "0.002",
-         "threshold_min_sample": "100", "monthly_quota": "0"}
+         "threshold_min_sample": "100", "monthly_quota": "0", "defer_max_hours": "24",
+         "outage_minutes": "5"}
 PATHS = ["/settings", "/settings/providers/1"]
 
 
@@ -89,12 +90,13 @@ def test_edges_of_every_range_are_accepted_and_spaces_ignored(app, auth, client)
     auth.login("admin@example.org", role="admin")
     edges = {"batch_size": " 20000 ", "rate_per_second": "10000", "inactivity_days": "36500",
              "bounce_rate_limit": "1", "complaint_rate_limit": "0", "threshold_min_sample": "1000000",
-             "monthly_quota": "1000000000"}
+             "monthly_quota": "1000000000", "defer_max_hours": "720", "outage_minutes": "1440"}
     assert client.post("/settings", data=edges).status_code == 302
     assert settings.all_values() == {"batch_size": 20_000, "rate_per_second": 10_000.0,
                                      "inactivity_days": 36_500, "bounce_rate_limit": 1.0,
                                      "complaint_rate_limit": 0.0, "threshold_min_sample": 1_000_000,
-                                     "monthly_quota": 1_000_000_000}
+                                     "monthly_quota": 1_000_000_000, "defer_max_hours": 720.0,
+                                     "outage_minutes": 1440.0}
 
 
 def test_the_form_states_each_range(app, auth, client):

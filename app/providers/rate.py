@@ -1,0 +1,159 @@
+"""Which SMTP server a mailing goes to, and how fast: the messages-per-second limit shared by all
+workers (counted in Redis), lowered at once when the server asks us to slow down and raised again
+step by step (multiplicative decrease, additive increase).
+
+A reply that means "slow down" (app/domain/backoff.py `is_slow_down`) halves the provider's
+current rate (from its limit, or from what went out in the last second when it has none) at most
+once a second; from then on the rate grows back by a twentieth of the rate before the cut every
+RECOVER_EVERY seconds, until it is back to where it was and the cut is forgotten. The current rate
+lives in Redis per provider, so every worker slows down together.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flask import current_app
+from redis import Redis
+from sqlalchemy import select
+
+from app.extensions import db
+from app.providers.smtp import SmtpSettings
+
+CUT = 0.5  # the rate after a slow-down reply, as a share of the rate before it
+RECOVER_EVERY = 5.0  # seconds between two steps back up
+RECOVER_STEPS = 20  # steps from zero back to the rate before the cut
+MIN_RATE = 1.0  # messages per second never cut below
+READ_EVERY = 0.5  # seconds a sender keeps the current rate before reading it again
+
+
+def provider_settings() -> tuple[SmtpSettings, str, float]:
+    """The SMTP server to hand off to, its rate-limit key and its messages-per-second limit."""
+    from app.models import Provider
+    from app.services import settings
+
+    provider = db.session.execute(
+        select(Provider).where(Provider.is_default.is_(True)).limit(1)
+    ).scalar_one_or_none()
+    cfg = current_app.config
+    rate = float(settings.get("rate_per_second"))
+    if provider is not None:
+        s = SmtpSettings(provider.host, provider.port, provider.security, provider.username,
+                         provider.password)
+        return s, f"provider:{provider.id}", provider.rate_per_second or rate
+    if cfg.get("SMTP_HOST"):
+        s = SmtpSettings(cfg["SMTP_HOST"], int(cfg["SMTP_PORT"]), cfg["SMTP_SECURITY"],
+                         cfg["SMTP_USERNAME"], cfg["SMTP_PASSWORD"])
+    else:
+        s = SmtpSettings("127.0.0.1", int(cfg["CAPTURE_SMTP_PORT"]))
+    return s, f"smtp:{s.host}:{s.port}", rate
+
+
+def _cut_key(key: str) -> str:
+    return f"sb:rate:cut:{key}"
+
+
+@dataclass(frozen=True)
+class Cut:
+    floor: float  # the rate right after the cut
+    before: float  # the rate before it
+    at: float  # when (Unix time)
+
+    def rate(self, now: float) -> float:
+        """The current rate: the floor plus one step per RECOVER_EVERY seconds since the cut."""
+        steps = int(max(now - self.at, 0.0) // RECOVER_EVERY)
+        return min(self.before, self.floor + steps * self.before / RECOVER_STEPS)
+
+
+def read_cut(redis: Redis, key: str) -> Cut | None:
+    raw = redis.hgetall(_cut_key(key))
+    if not raw:
+        return None
+    try:
+        return Cut(float(raw[b"floor"]), float(raw[b"before"]), float(raw[b"at"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def current_rate(redis: Redis, key: str, limit: float, now: float | None = None) -> float:
+    """Messages per second allowed now (0: no limit), the cut taken into account."""
+    now = time.time() if now is None else now
+    cut = read_cut(redis, key)
+    if cut is None:
+        return limit
+    rate = cut.rate(now)
+    if rate >= cut.before:
+        redis.delete(_cut_key(key))  # recovered: the cut is forgotten
+        return limit
+    return rate if not limit else min(limit, rate)
+
+
+def slow_down(redis: Redis, key: str, limit: float, now: float | None = None) -> float:
+    """The server asked us to slow down: halve the current rate (once a second at most); returns
+    the new rate."""
+    now = time.time() if now is None else now
+    cut = read_cut(redis, key)
+    if cut is not None and now - cut.at < 1.0:
+        return cut.floor
+    if cut is not None:
+        before = cut.rate(now)
+    elif limit:
+        before = limit
+    else:  # no limit: what went out in the last second is the pace to halve
+        window = int(now) - 1
+        before = float(redis.get(f"sb:rate:{key}:{window}") or 0) or 2 * MIN_RATE
+    floor = max(MIN_RATE, before * CUT)
+    ceiling = cut.before if cut is not None else before
+    redis.hset(_cut_key(key), mapping={"floor": floor, "before": max(ceiling, floor),
+                                       "at": now})
+    redis.expire(_cut_key(key), int(RECOVER_EVERY * RECOVER_STEPS) + 60)
+    return floor
+
+
+class RateLimiter:
+    """Messages per second across all workers: a fixed window counted in Redis, at the current
+    rate (the configured limit, or less after a slow-down reply)."""
+
+    def __init__(self, redis: Redis, key: str, per_second: float) -> None:
+        self.redis = redis
+        self.key = key
+        self.configured = per_second
+        self._set(per_second)
+        self._read_at = 0.0
+
+    def _set(self, per_second: float) -> None:
+        self.rate = per_second
+        self.limit = int(per_second) if per_second >= 1 else (1 if per_second > 0 else 0)
+        self.period = 1.0 if per_second >= 1 or per_second <= 0 else 1.0 / per_second
+
+    def slow_down(self) -> float:
+        rate = slow_down(self.redis, self.key, self.configured)
+        self._set(rate)
+        self._read_at = time.monotonic()
+        return rate
+
+    def wait(self) -> None:
+        mono = time.monotonic()
+        if mono - self._read_at >= READ_EVERY:
+            self._read_at = mono
+            self._set(current_rate(self.redis, self.key, self.configured))
+        if not self.limit:
+            # No limit: only counted, so a slow-down reply knows the pace it halves.
+            k = f"sb:rate:{self.key}:{int(time.time())}"
+            pipe = self.redis.pipeline()
+            pipe.incr(k)
+            pipe.expire(k, 3)
+            pipe.execute()
+            return
+        while True:
+            now = time.time()
+            window = int(now // self.period)
+            k = f"sb:rate:{self.key}:{window}"
+            pipe = self.redis.pipeline()
+            pipe.incr(k)
+            pipe.expire(k, int(self.period) + 2)
+            count = pipe.execute()[0]
+            if count <= self.limit:
+                return
+            time.sleep(max(0.001, (window + 1) * self.period - now))
