@@ -226,3 +226,19 @@ def test_an_edit_without_the_owner_field_keeps_the_owner(app, auth, client) -> N
     db.session.expire_all()
     saved = db.session.get(Mailing, mailing.id)
     assert (saved.name, saved.owner_id) == ("Spring news 2", gone.id)
+
+
+def test_a_viewer_reads_a_segment_without_the_means_to_save_it(auth, client) -> None:
+    from app.domain.segments import parse
+    from app.services import segments as segment_service
+
+    segment = segment_service.create_segment(
+        "Everyone at example", parse({"match": "all", "conditions": [
+            {"subject": "email", "op": "contains", "value": "example", "key": None}]}))
+    auth.login("viewer@example.org", role="viewer")
+    response = client.get(f"/contacts/segments/{segment.id}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "Everyone at example" in page
+    assert "Save segment" not in page and "hx-post" not in page
+    assert client.post(f"/contacts/segments/{segment.id}", data={"name": "x"}).status_code == 403
