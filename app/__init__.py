@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, redirect, url_for
+from flask import Flask, g, redirect, request, url_for
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.routing import IntegerConverter
@@ -17,6 +17,7 @@ from app.extensions import csrf, db, login_manager, migrate
 from app.inputs import MAX_ID
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+JSON_BLUEPRINTS = frozenset({"webhooks", "api"})
 class BoundedIntConverter(IntegerConverter):
     """``<int:...>`` in every route, refusing numbers no row can have."""
 
@@ -57,6 +58,14 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
                 user.session_stamp.encode(), stamp.encode()):
             return None
         return user
+
+    @app.before_request
+    def _forms_only_on_staff_pages() -> Any:
+        """Staff pages take forms; a JSON body there (which form parsing would read as the form
+        and choke on when it is not an object) is refused. Webhooks and the API read JSON."""
+        if request.is_json and request.blueprint not in JSON_BLUEPRINTS:
+            return {"error": "this page takes a form, not JSON"}, 415
+        return None
 
     @app.before_request
     def _decide_the_user_afresh() -> None:

@@ -177,3 +177,13 @@ def test_inputs_that_once_gave_500(world, method, path, form):
         client.post("/login", data={"email": "admin@example.org", "password": "correct horse"})
         response = client.open(path, method=method, data=form)
         assert response.status_code < 500, (path, response.status_code)
+
+
+@pytest.mark.parametrize("body", ["false", "[1, 2]", "\"text\"", "{\"name\": [1]}"])
+def test_staff_pages_refuse_json_bodies(world, body):
+    app, _ids = world
+    with app.app_context():
+        client = app.test_client()
+        client.post("/login", data={"email": "editor@example.org", "password": "correct horse"})
+        response = client.post("/mailings/new", data=body, content_type="application/json")
+        assert response.status_code == 415
