@@ -10,6 +10,11 @@ and reports each worker's peak RSS (VmHWM). Then it measures the floor: one smtp
 pushing the same number of pre-rendered messages (one real message, its bytes reused) into the
 same sink. The last line is `ratio: X.XX`, the 1-worker pipeline rate over the floor rate.
 
+`--deferring P` sends to a sink of its own (aiosmtpd) that answers 451 to the first attempt of
+P% of the addresses; the backoff's minute is shortened to SENDBOARD_DEFER_UNIT_SECONDS (0.05 s by
+default here) and every address must arrive exactly once in the end, none of them deferred for
+good. (No floor in that mode.)
+
 Needs smtp-sink (Debian's postfix package; installed with apt-get when missing and run as root).
 `--profile DIR` also records each worker with py-spy (collapsed stacks, idle time included, in
 DIR/workers<K>-w<i>.txt: feed them to flamegraph.pl or speedscope).
@@ -184,6 +189,56 @@ class Sink:
                 self.proc.wait()
 
 
+class DeferringSink:
+    """An aiosmtpd sink that refuses for now (451) the first attempt of `percent`% of the
+    addresses (chosen by a hash of the address) and counts every accepted copy per address."""
+
+    def __init__(self, percent: int) -> None:
+        import logging
+
+        from aiosmtpd.controller import Controller
+
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        self.percent = percent
+        self.port = free_port()
+        self.attempts: dict[str, int] = {}
+        self.copies: dict[str, int] = {}
+        self.deferred = 0
+        sink = self
+
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
+                n = sink.attempts[address] = sink.attempts.get(address, 0) + 1
+                if n == 1 and zlib_crc(address) % 100 < sink.percent:
+                    sink.deferred += 1
+                    return "451 4.3.0 Temporary failure, try again later"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+                for address in envelope.rcpt_tos:
+                    sink.copies[address] = sink.copies.get(address, 0) + 1
+                return "250 Message accepted"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def received(self) -> int:
+        return sum(self.copies.values())
+
+    def duplicates(self) -> int:
+        return sum(1 for n in self.copies.values() if n > 1)
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def zlib_crc(text: str) -> int:
+    import zlib
+
+    return zlib.crc32(text.encode())
+
+
 # ---------------------------------------------------------------- one pipeline run
 
 
@@ -286,7 +341,8 @@ def _sample_message() -> tuple[str, bytes]:
     return built.envelope_from, built.data
 
 
-def run_pipeline(n: int, workers: int, batch_size: int, sink: Sink, want_sample: bool,
+def run_pipeline(n: int, workers: int, batch_size: int, sink: Sink | DeferringSink,
+                 want_sample: bool,
                  profile_dir: Path | None) -> RunResult:
     from app.runtime.redis_server import EmbeddedRedis
 
@@ -457,6 +513,9 @@ def main() -> None:
                         help="worker processes (default: run with 1 and then 2)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--no-floor", action="store_true", help="skip the smtplib floor")
+    parser.add_argument("--deferring", type=int, default=None, metavar="PERCENT",
+                        help="a sink that answers 451 to the first attempt of PERCENT%% of the "
+                             "addresses; each must arrive exactly once in the end")
     parser.add_argument("--profile", type=Path, default=None,
                         help="record each worker with py-spy (collapsed stacks) into this directory")
     args = parser.parse_args()
@@ -464,7 +523,15 @@ def main() -> None:
     counts = [args.workers] if args.workers else [1, 2]
 
     workdir = Path(tempfile.mkdtemp(prefix="sb-sink-"))
-    sink = Sink(workdir)
+    sink: Sink | DeferringSink
+    if args.deferring is not None:
+        os.environ.setdefault("SENDBOARD_DEFER_UNIT_SECONDS", "0.05")
+        sink = DeferringSink(max(0, min(100, args.deferring)))
+        args.no_floor = True
+        print(f"deferring sink: 451 to the first attempt of {sink.percent}% of the addresses; "
+              f"backoff minute {os.environ['SENDBOARD_DEFER_UNIT_SECONDS']} s", flush=True)
+    else:
+        sink = Sink(workdir)
     print(f"smtp-sink on 127.0.0.1:{sink.port}; {n:,} recipients, batch size {args.batch_size}",
           flush=True)
     results: list[RunResult] = []
@@ -478,6 +545,14 @@ def main() -> None:
             sample = sample or r.sample
             results.append(r)
             ok = r.sent == n and r.at_sink == n
+            if isinstance(sink, DeferringSink):
+                twice = sink.duplicates()
+                ok = ok and twice == 0 and len(sink.copies) >= n
+                print(f"  workers={k}: {sink.deferred:,} first attempts refused for now; "
+                      f"{len(sink.copies):,} addresses received, {twice} of them more than once",
+                      flush=True)
+                sink.stop()
+                sink = DeferringSink(sink.percent)  # a fresh sink for the next run
             failed |= not ok
             rss = ", ".join(f"{kb / 1024:.1f} MiB" for kb in r.peak_rss_kb)
             print(f"  workers={k}: {r.sent:,} handed off ({r.at_sink:,} at the sink) in "

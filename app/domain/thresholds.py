@@ -31,6 +31,20 @@ def interrupt_reason(*, handed_off: int, hard_bounces: int, complaints: int,
     return None
 
 
+RENDER_FAILURES_LIMIT = 10  # messages that could not be built before the mailing stops
+RENDER_FAILURES_RATE = 0.01  # or this share of the messages tried, after RENDER_SAMPLE
+RENDER_SAMPLE = 100
+
+
+def render_failures_stop(*, failed: int, tried: int) -> bool:
+    """Must the mailing stop because its messages cannot be built? After RENDER_FAILURES_LIMIT
+    failures, or more than 1% of at least RENDER_SAMPLE messages tried: bad content stops the mailing
+    rather than burning its audience as Delivery errors."""
+    if failed >= RENDER_FAILURES_LIMIT:
+        return True
+    return tried >= RENDER_SAMPLE and failed > RENDER_FAILURES_RATE * tried
+
+
 def quota_left(*, quota: int | None, used_this_month: int) -> int | None:
     """Messages that may still go out this month; None means no quota."""
     if quota is None:

@@ -126,6 +126,17 @@ def _ready_to_send(mailing: Mailing) -> None:
         raise MailingError(f"The mailing needs {', '.join(missing)} before it can be sent.")
     _check_content({"subject": mailing.subject, "html_body": mailing.html_body,
                     "text_body": mailing.text_body})
+    _require_buildable(mailing)
+
+
+def _require_buildable(mailing: Mailing) -> None:
+    """The message must build for a few recipients of the audience (or a preview contact)."""
+    from app.services import render_check
+
+    found = render_check.problem(mailing)
+    if found:
+        raise MailingError(f"The message cannot be built {found}. Fix the template or the "
+                           "contacts' data before sending.")
 
 
 def schedule(mailing: Mailing, local: datetime, zone: str,

@@ -172,6 +172,7 @@ class SendingProgress:
     batches_in_flight: int = 0
     deferred: int = 0  # of the waiting, refused for now by the SMTP server
     next_retry: datetime | None = None  # the earliest next attempt of a deferred recipient
+    slowed_to: float | None = None  # messages/s while the relay asked us to slow down
 
 
 def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = None,
@@ -201,9 +202,24 @@ def sending_progress(mailing: Mailing, t: EmailTotals, now: datetime | None = No
             select(func.min(Recipient.next_attempt_at)).where(
                 Recipient.mailing_id == mailing.id,
                 Recipient.response == Response.DEFERRED.value)).scalar_one()
+    slowed_to = _slowed_to() if mailing.status == Status.SENDING.value else None
     return SendingProgress(mailing.started_at, mailing.finished_at, duration, left,
                            figures.percent_sent(sent, t.eligible), sent, waiting,
-                           flight.batches, deferred, next_retry)
+                           flight.batches, deferred, next_retry, slowed_to)
+
+
+def _slowed_to() -> float | None:
+    """The provider's current rate while it is lowered after a slow-down reply, else None."""
+    from app.providers import rate
+    from app.redis_conn import get_redis
+
+    try:
+        _, key, limit = rate.provider_settings()
+        if rate.read_cut(get_redis(), key) is None:
+            return None
+        return rate.current_rate(get_redis(), key, limit)
+    except (RedisError, RuntimeError):
+        return None
 
 
 def human_duration(value: timedelta | None) -> str:

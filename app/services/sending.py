@@ -37,7 +37,12 @@ from app.domain import backoff, eligibility
 from app.domain.bounces import classify_reply
 from app.domain.lifecycle import Status
 from app.domain.responses import Response
-from app.domain.thresholds import Thresholds, interrupt_reason, quota_left
+from app.domain.thresholds import (
+    Thresholds,
+    interrupt_reason,
+    quota_left,
+    render_failures_stop,
+)
 from app.extensions import db
 from app.models import (
     Contact,
@@ -353,6 +358,11 @@ def send_claim(redis: Redis, claim: Claim,
     next_check = 0.0
     deferral = Deferral.current()
     refusing = _Refusing(redis, rate_key)
+    counters = totals.get(claim.mailing_id)
+    failed_before = counters.get("delivery_errors", 0)
+    tried_before = (counters.get("handed_off", 0) + counters.get("refused", 0)
+                    + failed_before)
+    render_failed: dict[int, str] = {}
 
     # The batch stays marked alive from a side thread for as long as this worker is on it, also
     # through one slow hand-off (an SMTP timeout and its retries outlast ALIVE_TTL). The thread
@@ -397,7 +407,17 @@ def send_claim(redis: Redis, claim: Claim,
                     built = builder.build(merge=merge, address=row.address, token=token,
                                           message_id=message_id, sent_at=sent_at)
                 except TemplateProblem as exc:
-                    outcome.final[row.id] = (Response.DELIVERY_ERROR, str(exc))
+                    # Held back: Delivery error when the batch ends, unless failures pass the
+                    # limit, which interrupts the mailing and leaves them to a resume.
+                    render_failed[row.id] = str(exc)
+                    if render_failures_stop(failed=failed_before + len(render_failed),
+                                            tried=tried_before + position + 1):
+                        outcome.stop = "template"
+                        outcome.stop_detail = (
+                            f"{failed_before + len(render_failed):,} messages could not be built "
+                            f"(last: {exc})")
+                        render_failed.clear()
+                        break
                     continue
                 limiter.wait()
                 ledger.append(*pending, handing_off_entry(row.id))
@@ -450,6 +470,8 @@ def send_claim(redis: Redis, claim: Claim,
                         break
             if pending:
                 ledger.append(*pending)
+            for rid, problem in render_failed.items():
+                outcome.final[rid] = (Response.DELIVERY_ERROR, problem)
         except LedgerRefused as exc:
             if exc.reason == "fenced":
                 log.warning("batch %s was taken over by the reconciler; stopping", claim.batch_id)

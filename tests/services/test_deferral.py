@@ -5,6 +5,7 @@ Deferred, and a relay refusing everything for minutes interrupts the mailing."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -229,9 +230,11 @@ def test_an_accepted_message_ends_the_run_of_refusals(app, redis_conn, smtp):  #
     assert not redis_conn.exists(key)
 
 
-def test_a_slow_down_reply_halves_the_rate_then_it_grows_back(app, redis_conn, smtp):  # noqa: F811
+def test_a_slow_down_reply_halves_the_rate_then_it_grows_back(
+        app, auth, client, redis_conn, smtp):  # noqa: F811
     from app.providers import rate
 
+    auth.login()
     settings.set("rate_per_second", "100")
     smtp.handler.defer["user1@example.org"] = 1
     smtp.handler.defer_reply = "421 4.7.0 Too many connections from your host"
@@ -242,6 +245,9 @@ def test_a_slow_down_reply_halves_the_rate_then_it_grows_back(app, redis_conn, s
     cut = rate.read_cut(redis_conn, key)
     assert cut is not None and (cut.floor, cut.before) == (50.0, 100.0)
     assert rate.current_rate(redis_conn, key, 100.0, now=cut.at) == 50.0
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)  # user1 still deferred
+    # (the rate may have grown back one step if the page came more than 5 s after the cut)
+    assert re.search(r"\b5[05] messages/s for now: the SMTP server asked to slow down", page)
     # One twentieth of the old rate back every five seconds, then the cut is forgotten.
     assert rate.current_rate(redis_conn, key, 100.0, now=cut.at + 5) == 55.0
     assert rate.current_rate(redis_conn, key, 100.0, now=cut.at + 49) == 95.0
