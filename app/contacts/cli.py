@@ -51,6 +51,7 @@ def register(app: Flask) -> None:
                 email, when, reference=reference, amount=amount, source="cli"
             )
         except contacts.ContactError as exc:
+            # No such contact, or a date more than a day ahead (the rule CSV imports follow).
             raise click.ClickException(str(exc)) from exc
         click.echo(f"recorded transaction {transaction.id} for {email} at {when.isoformat()}")
 

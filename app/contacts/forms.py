@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask_wtf import FlaskForm
@@ -16,9 +17,10 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from app.domain.segments import MAX_CONDITIONS, SUBJECTS
+from app.domain.transactions import future_date_problem
 
 
 class UploadForm(FlaskForm):
@@ -45,6 +47,13 @@ class TransactionForm(FlaskForm):
     )
     reference = StringField("Reference", validators=[Length(max=200)])
     amount = StringField("Amount", validators=[Length(max=40)])
+
+    def validate_occurred_at(self, field: DateTimeLocalField) -> None:
+        """Refuse a date more than a day ahead: the rule CSV imports and the CLI follow."""
+        if field.data is not None:
+            problem = future_date_problem(field.data, datetime.now(UTC))
+            if problem:
+                raise ValidationError(problem[:1].upper() + problem[1:] + ".")
 
 
 class DoNotEmailForm(FlaskForm):

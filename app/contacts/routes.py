@@ -112,19 +112,24 @@ def add_transaction(contact_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     form = TransactionForm()
     if form.validate_on_submit() and form.occurred_at.data is not None:
-        service.record_transaction(
-            contact.id,
-            form.occurred_at.data,  # taken as UTC, as the label says
-            reference=form.reference.data or "",
-            amount=form.amount.data or "",
-            source="staff",
-        )
-        audit.record("contact.transaction", contact, form.reference.data or "")
-        flash("Transaction recorded.", "success")
+        try:
+            service.record_transaction(
+                contact.id,
+                form.occurred_at.data,  # taken as UTC, as the label says
+                reference=form.reference.data or "",
+                amount=form.amount.data or "",
+                source="staff",
+            )
+        except service.ContactError as exc:
+            db.session.rollback()
+            flash(f"Transaction not recorded: {form.occurred_at.label.text}: {exc}.", "error")
+        else:
+            audit.record("contact.transaction", contact, form.reference.data or "")
+            flash("Transaction recorded.", "success")
     else:
-        for field_errors in form.errors.values():
+        for name, field_errors in form.errors.items():
             for error in field_errors:
-                flash(f"Transaction not recorded: {error}", "error")
+                flash(f"Transaction not recorded: {form[name].label.text}: {error}", "error")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
 

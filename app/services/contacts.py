@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.domain.eligibility import address_key, address_problem, normalize_address
 from app.domain.segments import SegmentError
+from app.domain.transactions import future_date_problem, latest_transaction_time
 from app.extensions import db
 from app.models import (
     Contact,
@@ -43,9 +44,6 @@ CHUNK_SIZE = 1_000
 # quote that is never closed costs one rejected row, not the rest of the file.
 MAX_RECORD_LINES = 100
 MAX_LINE_CHARS = 1_000_000
-# A last transaction may be this far ahead of the server's clock (another time zone, a skewed
-# clock), not further.
-TRANSACTION_CLOCK_SKEW = timedelta(days=1)
 # Enough to show someone what is wrong with their file; the counters still count every rejection.
 MAX_STORED_ERRORS = 1_000
 
@@ -164,7 +162,7 @@ def import_csv(
     result = ImportResult()
     lists = _ListCache()
     file_list = list_name.strip() if list_name and list_name.strip() else None
-    latest = datetime.now(UTC) + TRANSACTION_CLOCK_SKEW
+    latest = latest_transaction_time(datetime.now(UTC))
     seen = _SeenAddresses()
     try:
         lines = _PhysicalLines(stream)
@@ -722,7 +720,8 @@ def record_transaction(
     """Record a transaction and move the contact's last transaction forward if it is newer.
 
     A newer transaction lifts the inactivity suppression at once. `occurred_at` without a time
-    zone is taken as UTC. Raises ContactError when no contact has that id or address.
+    zone is taken as UTC. Raises ContactError when no contact has that id or address, or when
+    the date is more than a day ahead (app.domain.transactions, the rule CSV imports follow).
     """
     contact = (
         get_contact(email_or_contact_id)
@@ -733,6 +732,9 @@ def record_transaction(
         raise ContactError(f"no contact {email_or_contact_id!r}")
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=UTC)
+    problem = future_date_problem(occurred_at, datetime.now(UTC))
+    if problem:
+        raise ContactError(problem)
     transaction = Transaction(
         contact_id=contact.id,
         occurred_at=occurred_at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -102,15 +102,14 @@ def test_contact_page_actions(app: Flask, auth, client) -> None:  # type: ignore
         assert expected in page, expected
     assert client.get("/contacts/999999").status_code == 404
 
+    recent = (datetime.now(UTC) - timedelta(days=2)).replace(second=0, microsecond=0)
     response = client.post(
         f"{url}/transactions",
-        data={"occurred_at": "2030-01-02T03:04", "reference": "order 7", "amount": "12.50"},
+        data={"occurred_at": f"{recent:%Y-%m-%dT%H:%M}", "reference": "order 7", "amount": "12.50"},
     )
     assert response.status_code == 302
     db.session.expire_all()
-    assert contacts.get_contact(ada.id).last_transaction_at == datetime(  # type: ignore[union-attr]
-        2030, 1, 2, 3, 4, tzinfo=UTC
-    )
+    assert contacts.get_contact(ada.id).last_transaction_at == recent  # type: ignore[union-attr]
     page = client.get(url).get_data(as_text=True)
     assert "order 7" in page and "can be emailed" in page
 
@@ -213,11 +212,11 @@ def test_cli_import_record_transaction_and_create_list(app: Flask, tmp_path: Pat
     assert contacts.list_member_count(contacts.get_list_by_name("Newsletter").id) == 1  # type: ignore[union-attr]
 
     result = runner.invoke(
-        args=["record-transaction", "ada@example.org", "--at", "2030-05-06", "--reference", "R1"]
+        args=["record-transaction", "ada@example.org", "--at", "2025-05-06", "--reference", "R1"]
     )
     assert result.exit_code == 0, result.output
     ada = contacts.find_contact("ada@example.org")
-    assert ada is not None and ada.last_transaction_at == datetime(2030, 5, 6, tzinfo=UTC)
+    assert ada is not None and ada.last_transaction_at == datetime(2025, 5, 6, tzinfo=UTC)
     assert contacts.contact_transactions(ada.id)[0].source == "cli"
 
     assert runner.invoke(args=["record-transaction", "who@example.org"]).exit_code != 0
