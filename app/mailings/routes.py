@@ -11,6 +11,7 @@ from flask import (
     Response,
     abort,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -80,6 +81,9 @@ def contact_history(contact_id: int) -> list[reports.HistoryEntry]:
 
 @bp.app_template_global()
 def one_off_form() -> OneOffForm:
+    posted = g.get("one_off_form")
+    if posted is not None:  # a refused one-off: shown again with what was typed and why
+        return posted  # type: ignore[no-any-return]
     form = OneOffForm()
     if not form.from_address.data and current_user.is_authenticated:
         form.from_address.data = current_user.email
@@ -193,7 +197,7 @@ def new() -> Any:
             flash("Mailing saved as a draft.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
     return render_template("mailings/editor.html", form=form, mailing=None,
-                           variables=_variables())
+                           variables=_variables(), warnings=_warnings(form))
 
 
 @bp.route("/<int:mailing_id>/edit", methods=["GET", "POST"])
@@ -231,7 +235,16 @@ def edit(mailing_id: int) -> Any:
             flash("Mailing saved.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
     return render_template("mailings/editor.html", form=form, mailing=mailing,
-                           variables=_variables(), test_form=ActionForm())
+                           variables=_variables(), test_form=ActionForm(),
+                           warnings=_warnings(form))
+
+
+def _warnings(form: MailingForm) -> list[str]:
+    """The editor's warnings for the content as shown (saved, or as just posted)."""
+    from app.services.template_checks import editor_warnings
+
+    return editor_warnings(form.subject.data or "", form.html_body.data or "",
+                           form.text_body.data or "")
 
 
 STARTER_HTML = """<html><body>
@@ -306,8 +319,12 @@ def preview(mailing_id: int) -> Any:
         problem = None
     except TemplateProblem as exc:
         shown, problem = None, str(exc)
+    from app.services.template_checks import editor_warnings
+
     return render_template("mailings/_preview.html", shown=shown, problem=problem,
-                           contact=contact, address=address)
+                           contact=contact, address=address,
+                           warnings=editor_warnings(mailing.subject, mailing.html_body,
+                                                    mailing.text_body))
 
 
 @bp.route("/<int:mailing_id>/test-send", methods=["POST"])
@@ -683,19 +700,26 @@ def one_off(contact_id: int) -> Any:
     form = OneOffForm()
     back = url_for("contacts.detail", contact_id=contact.id) + "#history"
     if not form.validate_on_submit():
-        for field_errors in form.errors.values():
-            for error in field_errors:
-                flash(f"Email not sent: {error}", "error")
-        return redirect(back)
+        return _one_off_refused(contact.id, form, [
+            f"{form[name].label.text}: {error}"
+            for name, field_errors in form.errors.items() for error in field_errors])
     try:
         send_one_off(contact, owner_id=current_user.id, subject=form.subject.data or "",
                      text_body=form.text_body.data or "", from_name=form.from_name.data or "",
                      from_address=form.from_address.data or "")
     except OneOffError as exc:
         db.session.rollback()
-        flash(f"Email not sent: {exc}", "error")
+        return _one_off_refused(contact.id, form, [str(exc)])
     else:
         audit.record("contact.one_off", contact, form.subject.data or "")
         flash(f"Email to {contact.email} is on its way; it appears in the history below.",
               "success")
     return redirect(back)
+
+
+def _one_off_refused(contact_id: int, form: OneOffForm, errors: list[str]) -> Any:
+    """The contact page again, with the one-off form as typed and the reasons beside it."""
+    from app.contacts.routes import detail
+
+    g.one_off_form, g.one_off_errors = form, errors
+    return detail(contact_id), 422

@@ -28,6 +28,8 @@ from app.models import (
     utcnow,
 )
 
+# A .local address: the editor's address rule checks form only (no DNS, special-use domains
+# accepted), so the demo's own addresses save as seeded.
 DEMO_EMAIL = "demo@sendboard.local"
 DEMO_LIST = "Demo customers"
 DEMO_MAILING = "Welcome to Sendboard (demo)"
@@ -49,7 +51,8 @@ HTML_BODY = """<!doctype html>
      <b>Demo customers</b>; the local capture server keeps every message, so nothing leaves
      this machine.</p>
   <p><a href="https://example.com/spring-offers">See this spring's offers</a></p>
-  <p style="color: #667085; font-size: 12px">You receive this because you are a demo customer.</p>
+  <p style="color: #667085; font-size: 12px">You receive this because you are a demo customer.
+     <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
 </body></html>
 """
 
@@ -59,6 +62,8 @@ This is the demo mailing of your new Sendboard. It goes to the list "Demo custom
 capture server keeps every message, so nothing leaves this machine.
 
 See this spring's offers: https://example.com/spring-offers
+
+You receive this because you are a demo customer. Unsubscribe: {{ unsubscribe_url }}
 """
 
 

@@ -21,7 +21,12 @@ from app.domain.schedule import ResolvedTime, ScheduleError, check_future, to_ut
 from app.extensions import db
 from app.models import Mailing, MailingList, Recipient, utcnow
 from app.services import audience, sending
-from app.services.rendering import TemplateProblem, check_template
+from app.services.rendering import (
+    UNSUBSCRIBE_HINT,
+    TemplateProblem,
+    bodies_without_unsubscribe,
+    check_template,
+)
 
 log = logging.getLogger("sendboard.mailings")
 
@@ -127,6 +132,18 @@ def _ready_to_send(mailing: Mailing) -> None:
     _check_content({"subject": mailing.subject, "html_body": mailing.html_body,
                     "text_body": mailing.text_body})
     _require_buildable(mailing)
+    _require_unsubscribe_link(mailing)
+
+
+def _require_unsubscribe_link(mailing: Mailing) -> None:
+    """Every part a recipient may read must let them unsubscribe."""
+    lacking = bodies_without_unsubscribe(mailing.html_body or "", mailing.text_body or "")
+    if lacking:
+        raise MailingError(f"The {' and the '.join(lacking)} need an unsubscribe link before the"
+                           f" mailing can be sent. {UNSUBSCRIBE_HINT}"
+                           if len(lacking) > 1 else
+                           f"The {lacking[0]} needs an unsubscribe link before the mailing can be"
+                           f" sent. {UNSUBSCRIBE_HINT}")
 
 
 def _require_buildable(mailing: Mailing) -> None:

@@ -11,6 +11,7 @@ should not wait behind a mailing to a million.
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import func, select
 
@@ -19,7 +20,7 @@ from app.domain.responses import Response
 from app.extensions import db
 from app.models import Contact, Mailing, Recipient, utcnow
 from app.services import contacts, settings, totals
-from app.services.rendering import TemplateProblem, check_template
+from app.services.rendering import TemplateProblem, check_template, merge_data, preview
 
 
 class OneOffError(ValueError):
@@ -53,10 +54,13 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
             check_template(source, what)
         except TemplateProblem as exc:
             raise OneOffError(f"The message cannot be used: {exc}") from exc
+    shown_subject = _rendered_subject(contact, subject, text_body, html_body)
 
     now = utcnow()
     mailing = Mailing(
-        name=f"One-off to {contact.email}: {subject}"[:200], subject=subject,
+        # The name (what the contact's history lists) carries the subject as the contact
+        # received it; the template itself is kept as the subject and frozen with the body.
+        name=f"One-off to {contact.email}: {shown_subject}"[:200], subject=subject,
         from_name=from_name.strip(), from_address=from_address, reply_to=reply_to.strip(),
         text_body=text_body, html_body=html_body, owner_id=owner_id, one_off=True,
         prevent_duplicates=False, status=Status.DRAFT.value,
@@ -83,3 +87,18 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
     sending.clear_stop_flag(mailing.id)
     kick_sending()
     return mailing
+
+
+def _rendered_subject(contact: Contact, subject: str, text_body: str, html_body: str) -> str:
+    """The subject as this contact will read it; rendering the whole message once here also
+    refuses, before anything is stored, a message that fails for this contact."""
+    from app.services.mailings import base_url
+
+    draft = SimpleNamespace(subject=subject, html_body=html_body, text_body=text_body,
+                            from_address="")
+    try:
+        shown = preview(draft, merge_data(contact.name, contact.email, contact.fields),
+                        base_url())
+    except TemplateProblem as exc:
+        raise OneOffError(f"The message cannot be used: {exc}") from exc
+    return " ".join(shown["subject"].split())

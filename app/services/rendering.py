@@ -28,7 +28,7 @@ from functools import lru_cache
 from string import Formatter
 from typing import Any
 
-from jinja2 import Environment, Template, TemplateSyntaxError, Undefined, nodes, pass_context
+from jinja2 import Environment, Template, TemplateSyntaxError, Undefined, meta, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
@@ -464,6 +464,57 @@ def check_template(source: str, what: str) -> None:
         _HTML_ENV.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"{what}, line {exc.lineno}: {exc.message}") from exc
+
+
+# What every recipient's context holds besides the contact's custom fields (MessageBuilder.context).
+STANDARD_VARS = ("name", "email", UNSUBSCRIBE_VAR, PREFERENCES_VAR, "fields")
+# Either link lets a recipient stop all mail: the preferences page has "leave all".
+UNSUBSCRIBE_LINK_VARS = frozenset({UNSUBSCRIBE_VAR, PREFERENCES_VAR})
+UNSUBSCRIBE_HINT = ('Add {{ unsubscribe_url }} to it, e.g. <a href="{{ unsubscribe_url }}">'
+                    'Unsubscribe</a> in the HTML body and "Unsubscribe: {{ unsubscribe_url }}"'
+                    ' in the text part.')
+
+
+def template_variables(source: str) -> frozenset[str]:
+    """The variables a template reads from its recipient's context, found in its syntax tree
+    (names it sets itself and the sandbox's globals such as range are left out; a variable in a
+    comment does not count). Raises TemplateProblem when the template does not compile."""
+    if not source:
+        return frozenset()
+    try:
+        tree = _HTML_ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"line {exc.lineno}: {exc.message}") from exc
+    return frozenset(meta.find_undeclared_variables(tree) - set(_HTML_ENV.globals))
+
+
+def has_unsubscribe_link(source: str) -> bool:
+    """True when the template uses {{ unsubscribe_url }} (or {{ preferences_url }})."""
+    return bool(template_variables(source) & UNSUBSCRIBE_LINK_VARS)
+
+
+def bodies_without_unsubscribe(html_body: str, text_body: str) -> list[str]:
+    """The parts a recipient may read that carry no unsubscribe link: "HTML body" and/or
+    "text part". A part left empty is not sent, so it needs none; a mailing with no body at all
+    lacks one in both. Raises TemplateProblem when a body does not compile."""
+    parts = [(what, body) for what, body in (("HTML body", html_body), ("text part", text_body))
+             if body and body.strip()]
+    if not parts:
+        return ["HTML body", "text part"]
+    return [what for what, body in parts if not has_unsubscribe_link(body)]
+
+
+def unknown_variables(sources: list[str], custom_fields: set[str] | frozenset[str]) -> list[str]:
+    """The variables the templates read that no recipient has: not a standard variable and not
+    among `custom_fields` (the custom field names present on contacts). They render as blank.
+    A template that does not compile is skipped (check_template reports it)."""
+    used: set[str] = set()
+    for source in sources:
+        try:
+            used |= template_variables(source)
+        except TemplateProblem:
+            continue
+    return sorted(used - set(STANDARD_VARS) - set(custom_fields))
 
 
 HREF_RE = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)

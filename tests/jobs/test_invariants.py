@@ -166,8 +166,9 @@ class Deployment:
             db.session.commit()
             mailing = mailings.create(
                 owner_id=owner.id, name="Invariants", list_ids=[lst.id], subject="Hi {{ name }}",
-                from_address="news@shop.example", html_body="<p>Hi {{ name }}</p>",
-                text_body="Hi {{ name }}",
+                from_address="news@shop.example",
+                html_body='<p>Hi {{ name }}</p><a href="{{ unsubscribe_url }}">Unsubscribe</a>',
+                text_body="Hi {{ name }}\nUnsubscribe: {{ unsubscribe_url }}",
             )
             mailings.send_now(mailing)
             mailing_id = mailing.id
