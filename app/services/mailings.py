@@ -131,8 +131,8 @@ def _ready_to_send(mailing: Mailing) -> None:
         raise MailingError(f"The mailing needs {', '.join(missing)} before it can be sent.")
     _check_content({"subject": mailing.subject, "html_body": mailing.html_body,
                     "text_body": mailing.text_body})
-    _require_buildable(mailing)
     _require_unsubscribe_link(mailing)
+    _require_buildable(mailing)
 
 
 def _require_unsubscribe_link(mailing: Mailing) -> None:
