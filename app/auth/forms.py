@@ -1,9 +1,10 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional
 
 from app.domain.roles import ROLE_LABELS
+from app.mailings.forms import SenderAddress
 
 ROLE_CHOICES = [SelectChoice(value, label) for value, label in ROLE_LABELS.items()]
 
@@ -15,8 +16,8 @@ class LoginForm(FlaskForm):
 
 
 class UserForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False),
-                                            Length(max=254)])
+    # The same rule as mailings' sender addresses: staff of a local install may well have one.
+    email = EmailField("Email", validators=[DataRequired(), SenderAddress(), Length(max=254)])
     name = StringField("Name", validators=[Length(max=200)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=200)])
     role = SelectField("Role", choices=ROLE_CHOICES, default="editor")

@@ -82,6 +82,15 @@ def test_only_admins_manage_users(auth, client: FlaskClient):
     created = authenticate("new@example.org", "longenough")
     assert created is not None and created.role == "editor"
 
+    # A local install's own domain is an address too; a malformed one is refused with the reason.
+    response = client.post(
+        "/users", data={"email": "ana@sendboard.local", "password": "longenough", "role": "viewer"}
+    )
+    assert response.status_code == 302 and authenticate("ana@sendboard.local", "longenough")
+    response = client.post("/users", data={"email": "ana@", "password": "longenough",
+                                           "role": "viewer"})
+    assert response.status_code != 302 and b"not an email address" in response.data
+
 
 def test_csrf_is_enforced_on_forms(tmp_path):
     from app import create_app
