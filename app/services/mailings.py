@@ -8,7 +8,6 @@ workers; these functions only change the database and signal them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -331,22 +330,6 @@ def not_sent_recipients(mailing_id: int, limit: int = 100, after_id: int = 0) ->
                                 Recipient.id > after_id)
         .order_by(Recipient.id).limit(limit)
     ).scalars())
-
-
-@dataclass(frozen=True)
-class Progress:
-    eligible: int
-    handed_off: int
-    percent: float
-
-
-def progress(mailing_id: int) -> Progress:
-    from app.domain.thresholds import progress as pct
-
-    counters = sending.totals.get(mailing_id)
-    eligible = counters.get("eligible", 0)
-    handed = counters.get("handed_off", 0)
-    return Progress(eligible, handed, pct(handed_off=handed, eligible=eligible))
 
 
 def base_url() -> str:

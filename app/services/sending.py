@@ -4,7 +4,7 @@ Read top to bottom: `claim_batch` takes the next slice of the oldest mailing tha
 `send_claim` hands each message to the SMTP server while keeping the per-message ledger in Redis,
 `flush` writes the batch's outcome in one transaction (responses, counters, quota), and the
 reconciler (`reconcile`) settles batches whose worker died, finishes mailings and keeps the queue
-moving. The invariants in DESIGN.md hold because:
+moving. The invariants in docs/ARCHITECTURE.md ("Sending and its invariants") hold because:
 
 - a batch is claimed by one conditional UPDATE (row locks with SKIP LOCKED on PostgreSQL), so two
   workers never hold the same recipient;
