@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from flask_login import UserMixin
@@ -19,10 +20,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -147,6 +150,9 @@ class EmailType(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # Transactional types (receipts, password resets): only hard bounces, complaints and
+    # do-not-email stop them; unsubscribes from other types and the 2-year hold do not.
+    transactional: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Contact(db.Model):  # type: ignore[name-defined,misc]
@@ -164,6 +170,8 @@ class Contact(db.Model):  # type: ignore[name-defined,misc]
     invalid_reason: Mapped[str] = mapped_column(String(200), default="")
     soft_bounce_mailings: Mapped[int] = mapped_column(Integer, default=0)
     last_transaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # IANA zone for delivery at the contact's local time; blank means the organisation's zone.
+    time_zone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -181,6 +189,8 @@ class Transaction(db.Model):  # type: ignore[name-defined,misc]
     reference: Mapped[str] = mapped_column(String(200), default="")
     amount: Mapped[str] = mapped_column(String(40), default="")
     source: Mapped[str] = mapped_column(String(20), default="api")  # api | csv | cli
+    # A caller's key for one transaction: the same key again records nothing new.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
 
     __table_args__ = (Index("ix_transactions_contact", "contact_id", "occurred_at"),)
 
@@ -285,6 +295,32 @@ class Mailing(db.Model):  # type: ignore[name-defined,misc]
     # seconds of the interruptions already resumed or canceled.
     interrupted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     interrupted_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Transactional sends through the API: the caller's idempotency key and the token used.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    api_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True
+    )
+    # A/B test of subjects/from-names (rows in mailing_variants): the share of the eligible
+    # audience that tests (percent, 0 = no test), how long to wait, what wins (open | click),
+    # and the decision once made (auto | staff).
+    ab_share: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ab_wait_minutes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ab_metric: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
+    ab_winner_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ab_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ab_decided_by: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    # Send window in the organisation's zone: minutes after midnight (None = no window) and
+    # weekdays as a bit mask (Monday = 1 ... Sunday = 64). `local_delivery`: send_at's wall
+    # clock time is reached in each contact's own zone, recipients released zone by zone.
+    window_start_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    window_end_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    window_days: Mapped[int] = mapped_column(Integer, default=127, server_default="127")
+    local_delivery: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A resend of another mailing to part of its recipients: non_openers | deferred_soft.
+    resend_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailings.id", ondelete="SET NULL"), nullable=True
+    )
+    resend_audience: Mapped[str] = mapped_column(String(20), default="", server_default="")
 
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
     email_type: Mapped[EmailType | None] = relationship()
@@ -363,6 +399,12 @@ class Recipient(db.Model):  # type: ignore[name-defined,misc]
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     first_deferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The A/B variant this recipient belongs to (None: no test, or the winner's remainder
+    # before the decision), and when a send window or local-time delivery releases it.
+    variant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailing_variants.id", ondelete="SET NULL"), nullable=True
+    )
+    release_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         # Audience tabs and their keyset pagination, at a million rows per mailing.
@@ -385,7 +427,9 @@ class SendBatch(db.Model):  # type: ignore[name-defined,misc]
     state: Mapped[str] = mapped_column(String(20), default="claimed")  # claimed | done | settled
     worker: Mapped[str] = mapped_column(String(200), default="")
     size: Mapped[int] = mapped_column(Integer, default=0)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # How far into the batch (in id order) hand-offs may have gone: raised, and committed, before
+    # each stretch of sends; recovery treats rows beyond it as never handed off.
+    handoff_reach: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -448,6 +492,8 @@ class Provider(db.Model):  # type: ignore[name-defined,misc]
     # A provider that reports delivery by webhook: silence for 48 h means Unknown, not Delivered.
     reports_events: Mapped[bool] = mapped_column(Boolean, default=False)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    # SMTP connections one worker opens to this provider and sends a batch over at once.
+    connections: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
 
 
 class Setting(db.Model):  # type: ignore[name-defined,misc]
@@ -473,6 +519,132 @@ class DkimKey(db.Model):  # type: ignore[name-defined,misc]
     bits: Mapped[int] = mapped_column(Integer)
     origin: Mapped[str] = mapped_column(String(20), default="generated")  # generated | uploaded
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MailingVariant(db.Model):  # type: ignore[name-defined,misc]
+    """One subject (and from-name) of a mailing's A/B test."""
+
+    __tablename__ = "mailing_variants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # 0 = A, 1 = B, ...
+    subject: Mapped[str] = mapped_column(String(500), default="")
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+
+    __table_args__ = (UniqueConstraint("mailing_id", "position", name="uq_mailing_variants_position"),)
+
+
+class Conversion(db.Model):  # type: ignore[name-defined,misc]
+    """A transaction attributed to the mailing whose link the contact clicked last before it."""
+
+    __tablename__ = "conversions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(
+        ForeignKey("transactions.id", ondelete="CASCADE"), unique=True
+    )
+    mailing_id: Mapped[int] = mapped_column(ForeignKey("mailings.id", ondelete="CASCADE"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
+    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_conversions_mailing", "mailing_id"),)
+
+
+class ApiToken(db.Model):  # type: ignore[name-defined,misc]
+    """A named API credential: only its SHA-256 is kept; scopes limit what it may call."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), default="")  # shown to tell tokens apart
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rate_per_minute: Mapped[int] = mapped_column(Integer, default=600)
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Suppression(db.Model):  # type: ignore[name-defined,misc]
+    """An erased contact's address, kept only as a SHA-256 so no import can bring it back."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(50), default="erased")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEndpoint(db.Model):  # type: ignore[name-defined,misc]
+    """An outbound webhook: where response events are POSTed, signed with `secret`.
+
+    `cursor_event_id` is the last response event handed to a delivery, so events reach an
+    endpoint in order without anything in the ingestion path waiting on it."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))
+    event_kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    cursor_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_reason: Mapped[str] = mapped_column(String(200), default="")
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(db.Model):  # type: ignore[name-defined,misc]
+    """One signed POST of a run of events to an endpoint, retried with backoff until it lands."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    first_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    body: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+
+class WebhookAttempt(db.Model):  # type: ignore[name-defined,misc]
+    """One try of a delivery: what the endpoint answered and how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(String(500), default="")
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
 
 
 class QuotaUsage(db.Model):  # type: ignore[name-defined,misc]
@@ -504,7 +676,9 @@ class ImportJob(db.Model):  # type: ignore[name-defined,misc]
 
 
 __all__ = [
+    "ApiToken",
     "BigId",
+    "Conversion",
     "Contact",
     "ContactList",
     "DkimKey",
@@ -514,6 +688,7 @@ __all__ = [
     "Mailing",
     "MailingCounter",
     "MailingList",
+    "MailingVariant",
     "MailingVersion",
     "Provider",
     "QuotaUsage",
@@ -521,9 +696,13 @@ __all__ = [
     "ResponseEvent",
     "SendBatch",
     "Setting",
+    "Suppression",
     "Transaction",
     "TrackedLink",
     "TypeOptOut",
     "User",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "utcnow",
 ]

@@ -242,9 +242,9 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
         discard(redis, batch.id)
         return None
     batch.size = claimed
-    batch.attempts = min(claimed, _window)  # the first bound of _Progress, committed with the claim
+    batch.handoff_reach = min(claimed, _window)  # the first bound of _Progress, committed with the claim
     db.session.commit()
-    return Claim(batch.id, mailing_id, claimed, batch.attempts)
+    return Claim(batch.id, mailing_id, claimed, batch.handoff_reach)
 
 
 # ---------------------------------------------------------------- sending one batch
@@ -492,7 +492,7 @@ _window = WINDOW_MIN  # recipients this process hands off in ~PROGRESS_EVERY, la
 class _Progress:
     """When a sender flushes partially, and how far it may go before the next flush.
 
-    The batch's rows are sent in id order. `reach` (SendBatch.attempts, committed with the claim
+    The batch's rows are sent in id order. `reach` (SendBatch.handoff_reach, committed with the claim
     and with every partial flush) is the position the sender may not hand off at or past before it
     has committed a new one; it lies about one second of sending ahead. If the ledger is lost with
     the worker, the reconciler marks Unknown only the rows still Planned below that bound.
@@ -658,7 +658,7 @@ def _flush_progress(claim: Claim, outcome: BatchOutcome, version_id: int, reach:
     won = db.session.execute(
         update(SendBatch)
         .where(SendBatch.id == claim.batch_id, SendBatch.state == "claimed")
-        .values(attempts=reach)
+        .values(handoff_reach=reach)
     ).rowcount
     if not won:
         db.session.rollback()
@@ -985,7 +985,7 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
         # the UPDATE above, so no partial flush can raise it any more); the rest were never tried.
         # A bound of 0 comes from a claim made before bounds were kept: the whole batch.
         reach = db.session.execute(
-            select(SendBatch.attempts).where(SendBatch.id == batch_id)).scalar_one()
+            select(SendBatch.handoff_reach).where(SendBatch.id == batch_id)).scalar_one()
         below = select(RT.c.id).where(RT.c.batch_id == batch_id).order_by(RT.c.id)
         doubtful = set(db.session.execute(below.limit(reach) if reach else below).scalars())
     moves: Counter[str] = Counter()

@@ -205,7 +205,7 @@ def test_a_sender_that_dies_with_its_ledger_leaves_about_one_flush_window_unknow
         assert gated_smtp.handler.held.wait(30), "the sender never reached message 26"
         time.sleep(0.2)
         reach = db.session.execute(
-            select(SendBatch.attempts).where(SendBatch.id == claim.batch_id)).scalar_one()
+            select(SendBatch.handoff_reach).where(SendBatch.id == claim.batch_id)).scalar_one()
         recorded = _responses(ids).count("sent")
         assert 15 <= recorded <= 25 and recorded < reach <= 40
         # Redis loses everything while the sender hangs in message 26's DATA, as if it had died.
