@@ -47,6 +47,7 @@ ADMIN_ACTIONS = frozenset({
     "settings.read",
     "users.manage",
     "audit.read",
+    "webhooks.manage",   # outbound webhook endpoints, their deliveries and secrets
 })
 
 ALL_ACTIONS = READ_ACTIONS | EDITOR_ACTIONS | ADMIN_ACTIONS
