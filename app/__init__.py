@@ -101,9 +101,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     _register_error_pages(app)
 
-    from app.services.audit import verb
+    from app.templating import register_templating
 
-    app.add_template_filter(verb, "audit_verb")
+    register_templating(app)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

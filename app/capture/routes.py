@@ -7,7 +7,6 @@ so reading it here never makes its recipient Opened or Clicked; the source stays
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -36,11 +35,6 @@ def _store(box: str) -> CaptureStore:
 def _box() -> str:
     box = request.args.get("box", "capture")
     return box if box in BOXES else "capture"
-
-
-@bp.app_template_filter("capture_time")
-def capture_time(value: float) -> str:
-    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.route("/captured")

@@ -33,8 +33,9 @@ from app.domain.segments import SegmentError
 from app.domain.segments import parse as parse_rule
 from app.extensions import db
 from app.inputs import record_id, search_text
+from app.mailings.forms import OneOffForm
 from app.models import Contact, EmailType
-from app.services import audit, settings
+from app.services import audit, reports, settings
 from app.services import contacts as service
 from app.services import segments as segment_service
 
@@ -89,11 +90,24 @@ def index() -> Any:
 @bp.route("/<int:contact_id>")
 @login_required
 def detail(contact_id: int) -> Any:
+    return detail_page(contact_id)
+
+
+def detail_page(contact_id: int, one_off_form: OneOffForm | None = None,
+                one_off_errors: list[str] | None = None) -> str:
+    """The contact page; a refused one-off email shows again as typed, with its reasons."""
     contact = _contact_or_404(contact_id)
     inactivity_days = int(settings.get("inactivity_days"))
+    if one_off_form is None:
+        one_off_form = OneOffForm()
+        if not one_off_form.from_address.data and current_user.is_authenticated:
+            one_off_form.from_address.data = current_user.email
     return render_template(
         "contacts/detail.html",
         contact=contact,
+        history=reports.contact_history(contact.id),
+        one_off_form=one_off_form,
+        one_off_errors=one_off_errors or [],
         inactive=service.is_inactive(contact, inactivity_days),
         inactivity_days=inactivity_days,
         lists=service.contact_lists(contact.id),

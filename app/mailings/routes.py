@@ -11,7 +11,6 @@ from flask import (
     Response,
     abort,
     flash,
-    g,
     redirect,
     render_template,
     request,
@@ -25,8 +24,6 @@ from app import charts
 from app.auth.permissions import requires
 from app.domain import figures
 from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
-from app.domain.responses import LABELS
-from app.domain.responses import Response as RecipientResponse
 from app.domain.schedule import ScheduleError, common_zones, local_display, to_utc
 from app.extensions import db
 from app.inputs import record_id, record_ids, search_text
@@ -56,58 +53,6 @@ def _mailing_or_404(mailing_id: int) -> Mailing:
 
 def _status_label(status: str) -> str:
     return STATUS_LABELS[Status(status)]
-
-
-@bp.app_template_global()
-def mailing_status_label(status: str) -> str:
-    return _status_label(status)
-
-
-@bp.app_template_global()
-def response_label(response: str) -> str:
-    return LABELS[RecipientResponse(response)]
-
-
-@bp.app_template_global()
-def reason_label(reason: str) -> str:
-    return reports.reason_label(reason)
-
-
-@bp.app_template_global()
-def contact_history(contact_id: int) -> list[reports.HistoryEntry]:
-    """The contact page's email history (contacts/_history.html)."""
-    return reports.contact_history(contact_id)
-
-
-@bp.app_template_global()
-def one_off_form() -> OneOffForm:
-    posted = g.get("one_off_form")
-    if posted is not None:  # a refused one-off: shown again with what was typed and why
-        return posted  # type: ignore[no-any-return]
-    form = OneOffForm()
-    if not form.from_address.data and current_user.is_authenticated:
-        form.from_address.data = current_user.email
-    return form
-
-
-@bp.app_template_filter("when")
-def when_filter(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
-
-
-@bp.app_template_filter("pct")
-def pct_filter(value: float) -> str:
-    return f"{100 * value:.1f} %"
-
-
-@bp.app_template_filter("num")
-def num_filter(value: int) -> str:
-    return f"{value:,}"
-
-
-@bp.app_template_filter("duration")
-def duration_filter(value: Any) -> str:
-    return reports.human_duration(value)
 
 
 # ---------------------------------------------------------------- the mailings page
@@ -719,7 +664,6 @@ def one_off(contact_id: int) -> Any:
 
 def _one_off_refused(contact_id: int, form: OneOffForm, errors: list[str]) -> Any:
     """The contact page again, with the one-off form as typed and the reasons beside it."""
-    from app.contacts.routes import detail
+    from app.contacts.routes import detail_page
 
-    g.one_off_form, g.one_off_errors = form, errors
-    return detail(contact_id), 422
+    return detail_page(contact_id, one_off_form=form, one_off_errors=errors), 422
