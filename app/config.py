@@ -125,6 +125,9 @@ class Config:
         self.SMTP_RATE_PER_SECOND = _number("SMTP_RATE_PER_SECOND", "SMTP_RATE_PER_SECOND", 0.0)  # 0: unlimited
         self.CAPTURE_SMTP_PORT = _number("SENDBOARD_CAPTURE_PORT", "CAPTURE_SMTP_PORT", 2525)
         self.BOUNCE_DOMAIN = os.environ.get("SENDBOARD_BOUNCE_DOMAIN", "bounces.sendboard.local")
+        # The organisation's zone: send windows are read in it, and contacts without a zone of
+        # their own get local delivery by it.
+        self.TIME_ZONE = os.environ.get("SENDBOARD_TIME_ZONE", "UTC").strip() or "UTC"
         self.BATCH_SIZE = _number("BATCH_SIZE", "BATCH_SIZE", 500)
         self.INACTIVITY_DAYS = _number("SENDBOARD_INACTIVITY_DAYS", "INACTIVITY_DAYS", 730)
         self.BOUNCE_RATE_LIMIT = _number("SENDBOARD_BOUNCE_RATE_LIMIT", "BOUNCE_RATE_LIMIT", 0.10)
@@ -192,6 +195,11 @@ def check_config(config: Mapping[str, Any]) -> None:
                 bound.parse(config[key], key)
             except OutOfBounds as exc:
                 raise ConfigError(str(exc)) from exc
+    from app.domain.windows import is_zone
+
+    if not is_zone(str(config.get("TIME_ZONE", "UTC"))):
+        raise ConfigError(f"SENDBOARD_TIME_ZONE must be an IANA time zone such as Europe/Berlin, "
+                          f"got {str(config.get('TIME_ZONE'))[:64]!r}")
     security = config.get("SMTP_SECURITY", "none")
     if security not in SECURITY_MODES:
         raise RuntimeError(f"SMTP_SECURITY must be none, starttls or ssl, got {security!r}")
