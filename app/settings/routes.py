@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -45,6 +46,46 @@ def _providers() -> list[Provider]:
     return list(db.session.execute(select(Provider).order_by(Provider.name)).scalars())
 
 
+@dataclass(frozen=True)
+class SendRate:
+    """A provider's sending rate as the workers see it (app/providers/rate.py): the configured
+    messages per second (0: no limit), the current one (lower after a slow-down reply, growing
+    back step by step) and when the server last asked to slow down, while that cut lasts."""
+
+    configured: float
+    current: float | None  # None: Redis could not be read
+    slowed_at: datetime | None
+
+
+def send_rates(providers: list[Provider]) -> dict[int | None, SendRate]:
+    """The send rate of every provider by id; key None is the environment's server (or the local
+    capture server) when no provider is configured."""
+    from redis.exceptions import RedisError
+
+    from app.providers import rate
+    from app.redis_conn import get_redis
+
+    fallback = float(settings_service.get("rate_per_second") or 0)
+    keys: dict[int | None, tuple[str, float]] = {
+        p.id: (f"provider:{p.id}", float(p.rate_per_second or fallback)) for p in providers}
+    if not providers:
+        _, key, limit = rate.provider_settings()
+        keys[None] = (key, float(limit or 0))
+    rates: dict[int | None, SendRate] = {}
+    try:
+        redis = get_redis()
+        for pid, (key, limit) in keys.items():
+            cut = rate.read_cut(redis, key)
+            current = rate.current_rate(redis, key, limit)
+            # current_rate forgets a cut once the rate has grown back: read it again.
+            cut = rate.read_cut(redis, key) if cut is not None else None
+            at = datetime.fromtimestamp(cut.at, UTC).replace(tzinfo=None) if cut else None
+            rates[pid] = SendRate(limit, current, at)
+    except (RedisError, RuntimeError, OSError):
+        rates = {pid: SendRate(limit, None, None) for pid, (_, limit) in keys.items()}
+    return rates
+
+
 def _render(**extra: Any) -> Any:
     values = settings_service.all_values()
     provider_form = extra.pop("provider_form", None) or ProviderForm(formdata=None)
@@ -52,10 +93,11 @@ def _render(**extra: Any) -> Any:
     dkim_form = extra.pop("dkim_form", None) or DkimForm(
         formdata=None, selector=dkim_service.suggested_selector(date.today()))
     dkim_form.private_key.data = ""  # a private key is never sent back to the browser
+    providers = _providers()
     return render_template(
         "settings/index.html", specs=settings_service.SPECS.values(),
         values={**values, **extra.pop("entered", {})}, errors=extra.pop("errors", {}),
-        providers=_providers(), email_types=list(db.session.execute(
+        providers=providers, send_rates=send_rates(providers), email_types=list(db.session.execute(
             select(EmailType).order_by(EmailType.name)).scalars()),
         provider_form=provider_form, type_form=type_form, action_form=ActionForm(),
         dkim_form=dkim_form, dkim_keys=[(key, dkim_service.record_for(key))
