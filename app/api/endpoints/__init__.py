@@ -1,0 +1,1 @@
+"""API endpoint modules: each module here is imported when the API blueprint is registered."""
