@@ -121,6 +121,16 @@ def test_the_menu_shows_only_what_a_role_may_use(auth, client) -> None:
     assert "Settings" in nav and "Users" in nav and "Audit log" in nav
 
 
+@pytest.mark.parametrize(("role", "offered"), [("viewer", False), ("editor", True)])
+def test_the_empty_mailings_page_offers_a_first_mailing_only_to_who_may_write_one(
+        auth, client, role: str, offered: bool) -> None:
+    auth.login(f"{role}@example.org", role=role)
+    page = client.get("/mailings").get_data(as_text=True)
+    assert "No drafts or finished mailings yet." in page
+    assert ("Write your first mailing" in page) is offered
+    assert ('href="/mailings/new"' in page) is offered
+
+
 def test_an_editor_sees_the_mailing_actions(auth, client) -> None:
     auth.login("editor@example.org", role="editor")
     mailing = _draft()
