@@ -115,7 +115,7 @@ def validation_errors(errors: Iterable[Mapping[str, Any]], *, prefix: str = "") 
     out = []
     for error in errors:
         loc = [str(part) for part in error.get("loc", ())]
-        field = ".".join([prefix, *loc] if prefix else loc) or (prefix or "body")
-        message = str(error.get("msg", "is not valid"))
+        field = ".".join([prefix, *loc] if prefix else loc) or "item"
+        message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
         out.append({"field": field, "detail": message})
     return out

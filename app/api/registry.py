@@ -42,6 +42,7 @@ class Endpoint:
     response: Any  # a pydantic model class, or None (no body: 204)
     status: int
     errors: tuple[int, ...] = field(default=())
+    also: tuple[int, ...] = field(default=())  # other success statuses, same body
 
 
 REGISTRY: list[Endpoint] = []
@@ -90,11 +91,13 @@ def _respond(value: Any, status: int) -> Response:
 def endpoint(method: str, rule: str, *, scope: str | None, summary: str, tag: str,
              body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
              response: Any = None, status: int = 200, description: str = "",
-             errors: tuple[int, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             errors: tuple[int, ...] = (), also: tuple[int, ...] = (),
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare `method rule` (rule relative to /api/v1) answering with `response` at `status`.
 
     `scope=None` makes the route public (only the OpenAPI document is). `errors` lists the
-    problem statuses the route answers besides the usual 401/403/422/429."""
+    problem statuses the route answers besides the usual 401/403/422/429; `also` other success
+    statuses with the same body (e.g. 200 beside 201)."""
     method = method.upper()
     if scope is not None and scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
@@ -128,7 +131,7 @@ def endpoint(method: str, rule: str, *, scope: str | None, summary: str, tag: st
         REGISTRY.append(Endpoint(method=method, rule=rule, name=name, scope=scope, summary=summary,
                                  description=description or (view.__doc__ or "").strip(), tag=tag,
                                  body=body, query=query, response=response, status=status,
-                                 errors=tuple(errors)))
+                                 errors=tuple(errors), also=tuple(also)))
         return wrapper
 
     return decorate
@@ -219,8 +222,9 @@ def openapi_document(version: str = "1") -> dict[str, Any]:
         if ep.response is None:
             responses[str(ep.status if ep.status != 200 else 204)] = {"description": "Done"}
         else:
-            responses[str(ep.status)] = {"description": "Success", "content": {
-                JSON_MIMETYPE: {"schema": refs[(ep.response, "serialization")]}}}
+            for code in (ep.status, *ep.also):
+                responses[str(code)] = {"description": "Success", "content": {
+                    JSON_MIMETYPE: {"schema": refs[(ep.response, "serialization")]}}}
         codes = set(ep.errors)
         if ep.scope is not None:
             codes |= {401, 403, 429}

@@ -38,6 +38,7 @@ from app.models import (
     TypeOptOut,
     utcnow,
 )
+from app.services import suppressions
 
 CHUNK_SIZE = 1_000
 # A quoted field may hold line breaks, but one row may span at most this many physical lines: a
@@ -558,6 +559,10 @@ def _write_chunk(
 ) -> None:
     """Upsert one chunk of contacts, their memberships and transactions, and commit."""
     rows = list(rows)
+    erased = suppressions.erased_keys(r.key for r in rows)  # erased addresses never come back
+    for row in (r for r in rows if r.key in erased):
+        result.reject(row.line, f"{row.email} was erased and cannot be imported again")
+    rows = [r for r in rows if r.key not in erased]
     if rows:
         keys = [r.key for r in rows]
         existing = set(
