@@ -48,6 +48,7 @@ ADMIN_ACTIONS = frozenset({
     "users.manage",
     "audit.read",
     "webhooks.manage",   # outbound webhook endpoints, their deliveries and secrets
+    "api_tokens.manage",  # API tokens: create (shown once), revoke
 })
 
 ALL_ACTIONS = READ_ACTIONS | EDITOR_ACTIONS | ADMIN_ACTIONS

@@ -25,6 +25,8 @@ GRID = {
     "settings.edit": (True, False, False),
     "users.manage": (True, False, False),
     "audit.read": (True, False, False),
+    "webhooks.manage": (True, False, False),
+    "api_tokens.manage": (True, False, False),
 }
 
 
