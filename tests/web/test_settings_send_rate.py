@@ -8,10 +8,13 @@ import re
 import time
 from datetime import UTC, datetime
 
+from app.domain.lifecycle import Status
+from app.domain.responses import Response
 from app.extensions import db
 from app.models import Provider
 from app.providers import rate
-from app.services import settings
+from app.services import settings, totals
+from tests.services.test_reports import build
 
 
 def _cell(page: str, testid: str) -> list[str]:
@@ -96,3 +99,20 @@ def test_an_unreachable_redis_shows_the_rate_as_unknown(app, auth, client, monke
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert page.count("unknown (Redis unreachable)") == 2
+
+
+def test_the_mailing_page_shows_the_same_rate_while_sending(app, auth, client, redis_conn):
+    _providers()
+    mailing = build([Response.SENT] * 2 + [Response.PLANNED] * 3, status=Status.SENDING,
+                    name="Spring")
+    totals.bump(mailing.id, {"recipients": 5, "eligible": 5})
+    db.session.commit()
+    auth.login()
+    live = client.get(f"/mailings/{mailing.id}/_live").get_data(as_text=True)
+    assert 'data-testid="slowed-to"' not in live  # at the configured rate: nothing to say
+    _, key, limit = rate.provider_settings()
+    rate.slow_down(redis_conn, key, limit, now=time.time() - 7)  # halved to 20, one step back
+    live = client.get(f"/mailings/{mailing.id}/_live").get_data(as_text=True)
+    shown = re.search(r'data-testid="slowed-to">([\d,.]+) messages/s', live)
+    assert shown and shown.group(1) == f"{rate.current_rate(redis_conn, key, limit):,.1f}"
+    assert shown.group(1) == "22.0"
