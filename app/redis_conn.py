@@ -8,8 +8,9 @@ from functools import lru_cache
 from redis import Redis
 from rq import Queue
 
-# In the priority order workers listen to them: periodic jobs (the tick) before send jobs.
-QUEUE_NAMES = ("periodic", "sending", "default")
+# In the priority order workers listen to them: periodic jobs (the tick) before send jobs, and
+# transactional emails (one message each, jobs/transactional.py) before the bulk send jobs.
+QUEUE_NAMES = ("periodic", "transactional", "sending", "default")
 
 
 def redis_url() -> str:

@@ -3,7 +3,8 @@
 Workers run jobs in their own process (RQ's SimpleWorker): no fork per batch, one app and one
 SMTP connection kept across batches. A ticker thread enqueues the periodic jobs (jobs/periodic.py)
 and marks the worker alive. Queues are taken in priority order: ``periodic`` first, so the tick
-runs between two batches however full the ``sending`` queue is, then ``sending``, then ``default``.
+runs between two batches however full the ``sending`` queue is, then ``transactional`` (one
+message each), then ``sending``, then ``default``.
 If Redis goes away the worker waits for it and starts again, so a Redis restart needs no
 worker restart.
 """

@@ -105,16 +105,22 @@ def is_inactive(facts: ContactFacts, *, now: datetime, inactivity: timedelta | N
 
 def check(facts: ContactFacts, *, email_type: int | None, now: datetime,
           inactivity: timedelta | None = DEFAULT_INACTIVITY,
-          duplicate: bool = False) -> Response | None:
-    """The not-sent response for this contact, highest-priority rule first; None if eligible."""
+          duplicate: bool = False, transactional: bool = False) -> Response | None:
+    """The not-sent response for this contact, highest-priority rule first; None if eligible.
+
+    A transactional email type (receipts, password resets) is stopped only by what says the
+    person or the address must not be mailed: do-not-email (set by a hard bounce, a complaint,
+    an unsubscribe from everything or staff) and an invalid address. Opting out of email types
+    and the inactivity hold do not apply to it.
+    """
     if duplicate:
         return Response.DUPLICATE
     if facts.do_not_email:
         return Response.DO_NOT_EMAIL
-    if email_type is not None and email_type in facts.opted_out_types:
+    if not transactional and email_type is not None and email_type in facts.opted_out_types:
         return Response.TYPE_UNSUBSCRIBED
     if not facts.valid or not is_valid_address(facts.address):
         return Response.INVALID_ADDRESS
-    if is_inactive(facts, now=now, inactivity=inactivity):
+    if not transactional and is_inactive(facts, now=now, inactivity=inactivity):
         return Response.INACTIVE
     return None

@@ -79,13 +79,15 @@ def _response_expr(mailing: Mailing, members: Any, now: datetime) -> Any:
     if mailing.prevent_duplicates:
         whens.append((members.c.rank > 1, Response.DUPLICATE.value))
     whens.append((Contact.do_not_email.is_(True), Response.DO_NOT_EMAIL.value))
-    if mailing.email_type_id is not None:
+    # A transactional type ignores type opt-outs and the inactivity hold (app.domain.eligibility).
+    transactional = bool(mailing.email_type and mailing.email_type.transactional)
+    if mailing.email_type_id is not None and not transactional:
         opted = exists().where(TypeOptOut.contact_id == Contact.id,
                                TypeOptOut.email_type_id == mailing.email_type_id)
         whens.append((opted, Response.TYPE_UNSUBSCRIBED.value))
     whens.append((Contact.valid.is_(False), Response.INVALID_ADDRESS.value))
     cutoff = _inactivity_cutoff(now)
-    if cutoff is not None:
+    if cutoff is not None and not transactional:
         last = func.coalesce(Contact.last_transaction_at, Contact.created_at)
         whens.append((last < cutoff, Response.INACTIVE.value))
     return case(*whens, else_=Response.PLANNED.value)

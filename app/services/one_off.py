@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -31,8 +32,6 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
                  from_address: str, from_name: str = "", reply_to: str = "",
                  html_body: str = "") -> Mailing:
     """Create the one-off mailing with its single recipient and start sending it."""
-    from app.services.freeze import freeze_version
-
     subject, from_address = subject.strip(), from_address.strip()
     if not subject:
         raise OneOffError("The email needs a subject.")
@@ -55,30 +54,14 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
         except TemplateProblem as exc:
             raise OneOffError(f"The message cannot be used: {exc}") from exc
     shown_subject = _rendered_subject(contact, subject, text_body, html_body)
-
-    now = utcnow()
-    mailing = Mailing(
+    mailing = start_single(
         # The name (what the contact's history lists) carries the subject as the contact
         # received it; the template itself is kept as the subject and frozen with the body.
-        name=f"One-off to {contact.email}: {shown_subject}"[:200], subject=subject,
-        from_name=from_name.strip(), from_address=from_address, reply_to=reply_to.strip(),
-        text_body=text_body, html_body=html_body, owner_id=owner_id, one_off=True,
-        prevent_duplicates=False, status=Status.DRAFT.value,
+        name=f"One-off to {contact.email}: {shown_subject}", contact_id=contact.id,
+        address=contact.email, subject=subject, from_name=from_name.strip(),
+        from_address=from_address, reply_to=reply_to.strip(), text_body=text_body,
+        html_body=html_body, owner_id=owner_id,
     )
-    db.session.add(mailing)
-    db.session.flush()
-    freeze_version(mailing)
-    db.session.add(Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
-                             response=Response.PLANNED.value, response_at=now))
-    totals.bump(mailing.id, {totals.response_key(Response.PLANNED): 1, "recipients": 1,
-                             "eligible": 1})
-    preparing = transition(Status.DRAFT, Action.SEND_NOW, now=now)
-    mailing.status = transition(preparing, Action.BEGIN_SENDING, now=now).value
-    head = db.session.execute(
-        select(func.min(Mailing.queued_at)).where(Mailing.status == Status.SENDING.value)
-    ).scalar_one_or_none()
-    mailing.started_at = now
-    mailing.queued_at = min(head - timedelta(seconds=1), now) if head is not None else now
     db.session.commit()
 
     from app.services import sending
@@ -86,6 +69,42 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
 
     sending.clear_stop_flag(mailing.id)
     kick_sending()
+    return mailing
+
+
+def start_single(*, name: str, contact_id: int | None, address: str,
+                 data: dict[str, Any] | None = None, **values: Any) -> Mailing:
+    """A sending mailing of one recipient at the head of the sending queue, its template frozen
+    (with `data`, the variables of this one message, if any). The caller commits, then has it
+    sent (`kick_sending`, or the transactional queue); until then nothing leaves.
+
+    Shared by staff one-off emails and transactional emails sent through the API: both are
+    listed in the contact's history, tracked like any mailing and handed off by the batch engine,
+    which checks eligibility once more right before hand-off.
+    """
+    from app.services.freeze import freeze_version
+
+    now = utcnow()
+    mailing = Mailing(name=name[:200], one_off=True, prevent_duplicates=False,
+                      status=Status.DRAFT.value, **values)
+    db.session.add(mailing)
+    db.session.flush()
+    version = freeze_version(mailing)
+    if data:
+        version.content = {**version.content, "data": data}
+    db.session.add(Recipient(mailing_id=mailing.id, contact_id=contact_id, address=address,
+                             response=Response.PLANNED.value, response_at=now))
+    totals.bump(mailing.id, {totals.response_key(Response.PLANNED): 1, "recipients": 1,
+                             "eligible": 1})
+    preparing = transition(Status.DRAFT, Action.SEND_NOW, now=now)
+    mailing.status = transition(preparing, Action.BEGIN_SENDING, now=now).value
+    head = db.session.execute(
+        select(func.min(Mailing.queued_at)).where(Mailing.status == Status.SENDING.value,
+                                                  Mailing.id != mailing.id)
+    ).scalar_one_or_none()
+    mailing.started_at = now
+    mailing.queued_at = min(head - timedelta(seconds=1), now) if head is not None else now
+    db.session.flush()
     return mailing
 
 
