@@ -48,11 +48,13 @@ LIMITS: dict[str, Bound] = {
     "DEFER_MAX_HOURS": Bound(float, 0, 24 * 30),  # how long a deferred recipient is retried
     "DEFER_UNIT_SECONDS": Bound(float, 0.01, 3_600),  # the backoff's minute (shorter in benches)
     "OUTAGE_MINUTES": Bound(float, 0.01, 24 * 60),  # every attempt refused this long: interrupt
+    "SMTP_CONNECTIONS": Bound(int, 1, 50),  # SMTP connections a worker sends one batch over
     "SMTP_PORT": _PORT,
     "CAPTURE_SMTP_PORT": _PORT,
     "BOUNCE_IMAP_PORT": _PORT,
 }
 MAX_UPLOAD_MB = Bound(int, 1, 10_000)
+CONVERSION_DAYS = Bound(int, 1, 90)  # a transaction this long after a click is a conversion
 PROVIDER_RATE = LIMITS["SMTP_RATE_PER_SECOND"]
 
 
@@ -123,6 +125,8 @@ class Config:
         # Off accepts any certificate: unsafe (the mail and the password can be intercepted).
         self.SMTP_TLS_VERIFY = _switch("SMTP_TLS_VERIFY", True)
         self.SMTP_RATE_PER_SECOND = _number("SMTP_RATE_PER_SECOND", "SMTP_RATE_PER_SECOND", 0.0)  # 0: unlimited
+        # Connections a worker opens to the relay of the environment (a provider has its own).
+        self.SMTP_CONNECTIONS = _number("SMTP_CONNECTIONS", "SMTP_CONNECTIONS", 4)
         self.CAPTURE_SMTP_PORT = _number("SENDBOARD_CAPTURE_PORT", "CAPTURE_SMTP_PORT", 2525)
         self.BOUNCE_DOMAIN = os.environ.get("SENDBOARD_BOUNCE_DOMAIN", "bounces.sendboard.local")
         # The organisation's zone: send windows are read in it, and contacts without a zone of
@@ -140,6 +144,8 @@ class Config:
         self.DEFER_MAX_HOURS = _number("SENDBOARD_DEFER_MAX_HOURS", "DEFER_MAX_HOURS", 24.0)
         self.DEFER_UNIT_SECONDS = _number("SENDBOARD_DEFER_UNIT_SECONDS", "DEFER_UNIT_SECONDS", 60.0)
         self.OUTAGE_MINUTES = _number("SENDBOARD_OUTAGE_MINUTES", "OUTAGE_MINUTES", 5.0)
+        # A transaction within CONVERSION_DAYS after a click on a mailing's link is its conversion.
+        self.CONVERSION_DAYS = _number("SENDBOARD_CONVERSION_DAYS", CONVERSION_DAYS, 7)
         # Provider webhooks and the bounce mailbox (see README, "Responses and tracking").
         self.SENDGRID_WEBHOOK_PUBLIC_KEY = os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY", "")
         self.SENDBOARD_WEBHOOK_BASIC_USER = os.environ.get("SENDBOARD_WEBHOOK_BASIC_USER", "")

@@ -15,7 +15,14 @@ from wtforms import (
     widgets,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    ValidationError,
+)
 
 from app.domain.eligibility import address_problem
 
@@ -74,8 +81,10 @@ class ScheduleForm(FlaskForm):
 
 class StepForm(FlaskForm):
     name = StringField("Step name", validators=[DataRequired(), Length(max=200)])
+    # InputRequired, not DataRequired: 0 (right after the parent) is a value, not a missing one.
     delay_days = IntegerField("Days after the previous step", default=3,
-                              validators=[DataRequired(), NumberRange(min=0, max=365)])
+                              validators=[InputRequired("Enter a number of days (0 or more)."),
+                                          NumberRange(min=0, max=365)])
     condition = SelectField("Send to", choices=CHAIN_CHOICES, default="non_openers")
 
 
@@ -85,6 +94,15 @@ class OneOffForm(FlaskForm):
                                                           Length(max=320)])
     subject = StringField("Subject", validators=[DataRequired(), Length(max=500)])
     text_body = TextAreaField("Message", validators=[DataRequired()])
+
+
+class ResendForm(FlaskForm):
+    """Send a Sent mailing again to part of its recipients: the subject may change."""
+
+    audience = SelectField("Send again to", choices=[
+        SelectChoice("non_openers", "People who did not open it"),
+        SelectChoice("deferred_soft", "Recipients deferred or soft-bounced")])
+    subject = StringField("Subject", validators=[DataRequired(), Length(max=500)])
 
 
 class ActionForm(FlaskForm):

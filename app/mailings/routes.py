@@ -24,12 +24,20 @@ from app import charts
 from app.auth.permissions import requires
 from app.domain import figures
 from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
+from app.domain.responses import Response as RecipientResponse
 from app.domain.schedule import ScheduleError, common_zones, local_display, to_utc
 from app.extensions import db
 from app.inputs import record_id, record_ids, search_text
-from app.mailings.forms import ActionForm, MailingForm, OneOffForm, ScheduleForm, StepForm
+from app.mailings.forms import (
+    ActionForm,
+    MailingForm,
+    OneOffForm,
+    ResendForm,
+    ScheduleForm,
+    StepForm,
+)
 from app.models import EmailType, Mailing, Recipient, utcnow
-from app.services import audit, chains, history, mailings, reports, totals
+from app.services import audit, chains, conversions, history, mailings, reports, totals
 from app.services import contacts as contact_service
 from app.services import responses as response_service
 from app.services import users as user_service
@@ -365,10 +373,26 @@ def detail(mailing_id: int) -> Any:
     if mailing.send_at:
         schedule_form.local_time.data = mailing.send_at.astimezone(
             _zone(mailing.send_at_zone)).replace(tzinfo=None)
+    parent = db.session.get(Mailing, mailing.chain_parent_id) if mailing.chain_parent_id else None
+    resend_form = ResendForm()
+    resend_form.subject.data = mailing.subject
+    resent_from = (db.session.get(Mailing, mailing.resend_of_id)
+                   if mailing.resend_of_id else None)
+    snapshot = None
+    if resent_from is not None and mailing.status == Status.DRAFT.value:
+        preview = mailings.resend_preview(mailing)
+        snapshot = {"size": sum(preview.values()),
+                    "eligible": preview.get(RecipientResponse.PLANNED.value, 0),
+                    "held": {k: v for k, v in preview.items()
+                             if k != RecipientResponse.PLANNED.value}}
     return render_template(
         "mailings/detail.html", **state, page=page,
-        steps=chains.steps_of(mailing), parent=db.session.get(Mailing, mailing.chain_parent_id)
-        if mailing.chain_parent_id else None,
+        steps=chains.steps_of(mailing), parent=parent,
+        step_plan=chains.plan(mailing, parent),
+        conversion=conversions.figures(mailing.id, state["counters"])
+        if mailing.started_at else None,
+        resend_form=resend_form, resent_from=resent_from, snapshot=snapshot,
+        resend_audiences=mailings.RESEND_AUDIENCES,
         schedule_form=schedule_form, step_form=StepForm(),
         owner=mailing.owner.name or mailing.owner.email if mailing.owner else "—",
         list_names=_list_names(mailing), history=audit.for_target("mailing", mailing.id),
@@ -481,7 +505,9 @@ def _act(mailing_id: int, do: Any, done: str) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
     else:
-        audit.record(AUDIT_ACTIONS[request.endpoint or ""], mailing, f"now {mailing.status}")
+        audit.record(AUDIT_ACTIONS[request.endpoint or ""], mailing, f"now {mailing.status}",
+                     commit=False)
+        db.session.commit()  # the unit of work: the service changed, the view commits
         flash(done, "success")
     return _back(mailing)
 
@@ -517,7 +543,17 @@ def unschedule(mailing_id: int) -> Any:
 @bp.route("/<int:mailing_id>/resume", methods=["POST"])
 @requires("mailings.resume")
 def resume(mailing_id: int) -> Any:
-    return _act(mailing_id, mailings.resume, "Sending resumed where it stopped.")
+    left: list[int] = []
+
+    def do(m: Mailing) -> None:
+        left.append(mailings.resume(m))
+
+    mailing = _mailing_or_404(mailing_id)
+    answer = _act(mailing_id, do, "Sending resumed where it stopped.")
+    if left:
+        flash(f"{left[0]:,} recipient{'s' if left[0] != 1 else ''} remain to be sent; nobody "
+              f"who already got {mailing.name} gets it twice.", "info")
+    return answer
 
 
 @bp.route("/<int:mailing_id>/send-now", methods=["POST"])
@@ -538,7 +574,8 @@ def copy(mailing_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
         return _back(mailing)
-    audit.record("mailing.copy", mailing, f"copied into mailing {clone.id}")
+    audit.record("mailing.copy", mailing, f"copied into mailing {clone.id}", commit=False)
+    db.session.commit()
     flash("Copied into a new draft.", "success")
     return redirect(url_for("mailings.edit", mailing_id=clone.id))
 
@@ -556,7 +593,8 @@ def delete(mailing_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
         return _back(mailing)
-    audit.record("mailing.delete", mailing_id, name, kind="mailing")
+    audit.record("mailing.delete", mailing_id, name, kind="mailing", commit=False)
+    db.session.commit()
     flash(f"Mailing {name} deleted.", "success")
     return redirect(url_for("mailings.index"))
 
@@ -578,7 +616,9 @@ def schedule(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"Not scheduled: {exc}", "error")
         return _back(mailing)
-    audit.record("mailing.schedule", mailing, local_display(resolved.utc, resolved.zone))
+    audit.record("mailing.schedule", mailing, local_display(resolved.utc, resolved.zone),
+                 commit=False)
+    db.session.commit()
     flash(f"Scheduled for {local_display(resolved.utc, resolved.zone)}.", "success")
     if resolved.note:
         flash(resolved.note, "info")
@@ -626,9 +666,50 @@ def add_step(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"Step not added: {exc}", "error")
         return _back(parent)
-    audit.record("mailing.step", parent, f"step mailing {step.id}")
-    flash("Follow-up step added as a draft; edit its content now.", "success")
+    audit.record("mailing.step", parent, f"step mailing {step.id}", commit=False)
+    db.session.commit()
+    plan = chains.plan(step, parent)
+    if step.status == Status.SCHEDULED.value and plan is not None:
+        flash(f"Follow-up step added and scheduled. {plan.text} Edit its content until then.",
+              "success")
+    elif plan is not None and plan.due:
+        flash(f"Follow-up step added as a draft. {plan.text}", "info")
+        return redirect(url_for("mailings.detail", mailing_id=step.id))
+    elif plan is not None and plan.problem:
+        flash(f"Follow-up step added as a draft. {plan.problem}", "error")
+    else:
+        flash("Follow-up step added as a draft; edit its content now. It "
+              f"{plan.text[0].lower() + plan.text[1:] if plan else 'waits for its parent.'}",
+              "success")
     return redirect(url_for("mailings.edit", mailing_id=step.id))
+
+
+@bp.route("/<int:mailing_id>/resend", methods=["POST"])
+@requires("mailings.copy")
+def resend(mailing_id: int) -> Any:
+    """One click from a Sent mailing: a linked draft to its non-openers, or to the recipients
+    deferred or soft-bounced, its audience a snapshot taken now."""
+    parent = _mailing_or_404(mailing_id)
+    form = ResendForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for error in errors:
+                flash(f"Not created: {error}", "error")
+        return _back(parent)
+    try:
+        again = mailings.resend(parent, form.audience.data or "", owner_id=current_user.id,
+                                subject=form.subject.data or "")
+    except MailingError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return _back(parent)
+    size = mailings.resend_size(again)
+    audit.record("mailing.copy", parent, f"sent again as draft {again.id} to {size:,} "
+                 f"{mailings.RESEND_AUDIENCES[again.resend_audience]}", commit=False)
+    db.session.commit()
+    flash(f"Draft created for {size:,} {mailings.RESEND_AUDIENCES[again.resend_audience]}. "
+          "Check it, then send it.", "success")
+    return redirect(url_for("mailings.detail", mailing_id=again.id))
 
 
 # ---------------------------------------------------------------- one-off email

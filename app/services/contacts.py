@@ -4,6 +4,9 @@ The import streams its file: rows are parsed one at a time and written in chunks
 upserts keyed on `email_key`, so a million-row file costs the same memory as a thousand-row one and
 re-importing a file updates contacts instead of duplicating them. The SQL is portable between
 SQLite and PostgreSQL (both support INSERT ... ON CONFLICT and RETURNING).
+
+Nothing here commits but the import's chunks: the caller (a view, a command, a job) commits once
+its call returned (docs/ARCHITECTURE.md, Layering).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from app.models import (
     TypeOptOut,
     utcnow,
 )
-from app.services import suppressions
+from app.services import conversions, suppressions
 
 CHUNK_SIZE = 1_000
 # A quoted field may hold line breaks, but one row may span at most this many physical lines: a
@@ -158,7 +161,8 @@ def import_csv(
     cells never erase what is already known; `last_transaction_at` only ever moves forward.
     Every row with every contact is added to `list_name` (created if missing). Each chunk is
     committed and, when given, `import_job`'s counters are updated, so progress is visible while
-    the import runs. Only the header line can fail the whole file (ImportFileError).
+    the import runs. Only the header line can fail the whole file (ImportFileError). The import
+    job's final state (done, or failed with the reason) is left for the caller to commit.
     """
     result = ImportResult()
     lists = _ListCache()
@@ -220,7 +224,6 @@ def import_csv(
         import_job.status = "done"
         import_job.finished_at = utcnow()
         _store_progress(import_job, result)
-    db.session.commit()
     return result
 
 
@@ -417,15 +420,15 @@ def _first_rows(chunk: dict[str, _Row], seen: _SeenAddresses,
 
 
 def _fail(import_job: ImportJob | None, result: ImportResult, exc: ImportFileError) -> NoReturn:
-    """Record a whole-file failure on the import job (chunks already written stay), then raise."""
-    db.session.rollback()
+    """Record a whole-file failure on the import job (chunks already written stay), then raise;
+    the caller commits the failure."""
+    db.session.rollback()  # the chunk being read, if any, is not written
     if import_job is not None:
         if len(result.errors) < MAX_STORED_ERRORS:
             result.errors.append(RowError(exc.line, str(exc)))
         import_job.status = "failed"
         import_job.finished_at = utcnow()
         _store_progress(import_job, result)
-        db.session.commit()
     raise exc
 
 
@@ -557,7 +560,10 @@ def _write_chunk(
     result: ImportResult,
     import_job: ImportJob | None,
 ) -> None:
-    """Upsert one chunk of contacts, their memberships and transactions, and commit."""
+    """Upsert one chunk of contacts, their memberships and transactions, and commit.
+
+    The import commits chunk by chunk (the one place in this module that commits): a large file
+    keeps the session's memory flat, and the import page shows the rows written so far."""
     rows = list(rows)
     erased = suppressions.erased_keys(r.key for r in rows)  # erased addresses never come back
     for row in (r for r in rows if r.key in erased):
@@ -692,7 +698,7 @@ def create_import_job(filename: str, user_id: int | None = None) -> ImportJob:
     """A running import, shown on the import status page while the worker fills it in."""
     job = ImportJob(filename=filename[:255], status="running", errors=[], user_id=user_id)
     db.session.add(job)
-    db.session.commit()
+    db.session.flush()
     return job
 
 
@@ -706,7 +712,6 @@ def fail_import_job(import_job: ImportJob, reason: str) -> None:
     import_job.finished_at = utcnow()
     import_job.errors = [*(import_job.errors or [])[: MAX_STORED_ERRORS - 1],
                          {"line": 0, "reason": reason}]
-    db.session.commit()
 
 
 # --------------------------------------------------------------------------------------------
@@ -758,7 +763,7 @@ def record_transaction(
         .values(last_transaction_at=occurred_at, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
+    conversions.attribute(transaction)  # credited to the mailing clicked last before it, if any
     db.session.refresh(contact)
     return transaction
 
@@ -874,14 +879,12 @@ def set_do_not_email(contact: Contact, reason: str) -> None:
     """Mark the contact do-not-email: no mailing will be sent to it until cleared."""
     contact.do_not_email = True
     contact.do_not_email_reason = (reason.strip() or "set by staff")[:100]
-    db.session.commit()
 
 
 def clear_do_not_email(contact: Contact) -> None:
     """Allow mailings to the contact again (its address validity is unchanged)."""
     contact.do_not_email = False
     contact.do_not_email_reason = ""
-    db.session.commit()
 
 
 def opt_out_type(contact_id: int, email_type_id: int) -> None:
@@ -890,7 +893,6 @@ def opt_out_type(contact_id: int, email_type_id: int) -> None:
         contact_id=contact_id, email_type_id=email_type_id, created_at=utcnow()
     )
     db.session.execute(stmt.on_conflict_do_nothing())
-    db.session.commit()
 
 
 def opt_in_type(contact_id: int, email_type_id: int) -> None:
@@ -900,7 +902,6 @@ def opt_in_type(contact_id: int, email_type_id: int) -> None:
             TypeOptOut.contact_id == contact_id, TypeOptOut.email_type_id == email_type_id
         )
     )
-    db.session.commit()
 
 
 def type_opt_outs(contact_id: int) -> set[int]:
@@ -949,7 +950,7 @@ def create_list(name: str, description: str = "") -> ContactList:
     name = checked_list_name(name)
     contact_list = ContactList(name=name, description=description.strip())
     db.session.add(contact_list)
-    db.session.commit()
+    db.session.flush()
     return contact_list
 
 
@@ -993,4 +994,3 @@ def add_to_list(list_id: int, contact_ids: Iterable[int]) -> None:
     ]
     if values:
         db.session.execute(_insert(ListMember).on_conflict_do_nothing(), values)
-    db.session.commit()

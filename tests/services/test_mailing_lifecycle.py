@@ -53,6 +53,7 @@ def test_scheduler_tick_starts_a_due_mailing(app, redis_conn, smtp):  # noqa: F8
     mailing = make_mailing([make_audience(3)])
     mailings.schedule(mailing, (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None),
                       "UTC")
+    db.session.commit()  # services leave the commit to their caller
     tick()
     assert mailing.status == Status.SCHEDULED.value
     mailing.send_at = datetime.now(UTC) - timedelta(seconds=1)  # the time has come
@@ -103,7 +104,7 @@ def test_chain_step_goes_to_openers_after_its_delay(app, redis_conn, smtp):  # n
     parent = make_mailing([make_audience(4)])
     step = chains.add_step(parent, name="Follow-up", delay_days=3, condition="openers",
                            owner_id=None, subject="Again", from_address="news@shop.example",
-                           text_body="Thanks for reading")
+                           text_body="Thanks for reading. Unsubscribe: {{ unsubscribe_url }}")
     mailings.send_now(parent)
     run_worker(redis_conn)
     db.session.refresh(step)
