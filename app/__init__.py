@@ -171,13 +171,15 @@ def _register_blueprints(app: Flask) -> None:
     from app.auth.routes import bp as auth
     from app.capture.routes import bp as capture
     from app.contacts.routes import bp as contacts
+    from app.integrations.routes import bp as integrations
     from app.mailings.routes import bp as mailings
     from app.main.routes import bp as main
     from app.settings.routes import bp as settings
     from app.tracking.routes import bp as tracking
     from app.webhooks.routes import bp as webhooks
 
-    for blueprint in (auth, main, contacts, mailings, tracking, webhooks, settings, capture):
+    for blueprint in (auth, main, contacts, mailings, tracking, webhooks, settings, capture,
+                      integrations):
         app.register_blueprint(blueprint)
     from app.api.routes import register_api
 

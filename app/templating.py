@@ -26,12 +26,13 @@ NAV = [
     ("contacts.index", "Contacts"),
     ("capture.inbox", "Captured mail"),
     ("settings.index", "Settings"),
+    ("integrations.index", "Integrations"),
     ("auth.users", "Users"),
     ("auth.audit_log", "Audit log"),
 ]
 # What a role must be allowed to see an entry (app.domain.roles); others need "read".
 NAV_ACTIONS = {"settings.index": "settings.read", "auth.users": "users.manage",
-               "auth.audit_log": "audit.read"}
+               "auth.audit_log": "audit.read", "integrations.index": "webhooks.manage"}
 
 
 # ---------------------------------------------------------------- filters

@@ -127,7 +127,8 @@ def create_endpoint(*, name: str, url: str, event_kinds: list[str] | None = None
     reason, _ = check_destination(url.strip(), resolver)
     if reason:
         raise EndpointError(reason)
-    endpoint = WebhookEndpoint(name=name.strip()[:100], url=url.strip(), secret=_secret(secret),
+    endpoint = WebhookEndpoint(name=name.replace("\x00", "").strip()[:100], url=url.strip(),
+                               secret=_secret(secret),
                                event_kinds=_kinds(event_kinds), active=True,
                                cursor_event_id=last_event_id(),
                                created_by_id=user.id if user is not None else None)
@@ -147,7 +148,7 @@ def update_endpoint(endpoint: WebhookEndpoint, *, name: str, url: str,
         reason, _ = check_destination(url, resolver)
         if reason:
             raise EndpointError(reason)
-    endpoint.name, endpoint.url = name.strip()[:100], url
+    endpoint.name, endpoint.url = name.replace("\x00", "").strip()[:100], url
     endpoint.event_kinds = _kinds(event_kinds)
     endpoint.active = active
     audit.record("webhook.edit", endpoint.id, f"{url[:200]} active={active}", kind="webhook",

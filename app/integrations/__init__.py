@@ -1,0 +1,1 @@
+"""Integrations: outbound webhook endpoints, their delivery log and secrets (admins only)."""
