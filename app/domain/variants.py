@@ -49,7 +49,7 @@ def check_setup(variant_count: int, share: int, wait_minutes: int, metric: str) 
         raise VariantError("the winner is chosen by open rate or click rate")
 
 
-def test_size(eligible: int, share: int) -> int:
+def count_tested(eligible: int, share: int) -> int:
     """How many of `eligible` recipients test at `share` percent (rounded down)."""
     return max(eligible, 0) * max(min(share, 100), 0) // 100
 
@@ -74,7 +74,7 @@ def split(keys: Iterable[int], *, seed: str, share: int,
     if variant_count < 1:
         raise VariantError("a split needs at least one variant")
     ordered = sorted(set(keys), key=lambda k: (_order_key(seed, k), k))
-    sizes = group_sizes(test_size(len(ordered), share), variant_count)
+    sizes = group_sizes(count_tested(len(ordered), share), variant_count)
     groups: list[list[int]] = []
     at = 0
     for size in sizes:

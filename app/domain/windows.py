@@ -85,7 +85,7 @@ def parse_hhmm(value: str, *, end: bool = False) -> int:
     """Minutes after midnight of 'HH:MM' (24:00 allowed as an end); WindowError otherwise."""
     text = value.strip()
     parts = text.split(":")
-    if len(parts) != 2 or not all(p.isdigit() and 1 <= len(p) <= 2 for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and 1 <= len(p) <= 2 for p in parts):
         raise WindowError(f"{text[:20]!r} is not a time of day (HH:MM)")
     hours, minutes = int(parts[0]), int(parts[1])
     if minutes > 59 or hours > 24 or (hours == 24 and (minutes or not end)):
