@@ -56,6 +56,7 @@ PERIODIC: list[Periodic] = [
     Periodic("deferred-due", "jobs.sending.deferred_due", every=15),
     Periodic("response-time-rules", "jobs.responses.time_rules", every=300),
     Periodic("process-bounces", "jobs.responses.process_bounces", every=30),
+    Periodic("ab-decide", "jobs.ab_tests.decide_due", every=30),
     Periodic("webhooks-out", "jobs.outbound.tick", every=2),
 ]
 

@@ -9,6 +9,7 @@ from sqlalchemy import delete
 
 from app.extensions import db
 from app.models import Mailing, MailingVersion, TrackedLink
+from app.services import ab_tests
 from app.services.rendering import collect_links, freeze, with_utm
 
 
@@ -28,6 +29,7 @@ def freeze_version(mailing: Mailing) -> MailingVersion:
     content = freeze(
         mailing, link_ids=link_ids, base_url=cfg["BASE_URL"], bounce_domain=cfg["BOUNCE_DOMAIN"],
         email_type_name=mailing.email_type.name if mailing.email_type else "",
+        variants=ab_tests.for_freeze(mailing),
     )
     version = MailingVersion(mailing_id=mailing.id, content=content)
     db.session.add(version)

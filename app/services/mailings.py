@@ -295,6 +295,10 @@ def prepare(mailing_id: int) -> dict[str, int] | None:
     else:
         counts = audience.materialise(mailing)
     now = utcnow()
+    from app.services import ab_tests, windows
+
+    ab_tests.assign(mailing)  # every Planned recipient in one variant or held, in this transaction
+    windows.assign(mailing, now)  # local delivery: each one's release time by its contact's zone
     mailing.status = transition(Status.PREPARING, Action.BEGIN_SENDING, now=now).value
     mailing.started_at = now
     mailing.queued_at = now

@@ -613,9 +613,15 @@ def _qp(text: str) -> bytes:
 
 
 def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_domain: str,
-           email_type_name: str = "") -> dict[str, Any]:
-    """The content of a MailingVersion: everything needed to build any recipient's message."""
+           email_type_name: str = "",
+           variants: list[tuple[int, str, str]] | None = None) -> dict[str, Any]:
+    """The content of a MailingVersion: everything needed to build any recipient's message.
+
+    `variants` (id, subject, from-name) are an A/B test's: a recipient whose merge data names
+    one (`variant`) gets its subject and from-name."""
     check_template(mailing.subject, "Subject")
+    for _, variant_subject, _ in variants or []:
+        check_template(variant_subject, "Variant subject")
     check_template(mailing.html_body, "HTML body")
     check_template(mailing.text_body, "Text body")
     html = rewrite_links(mailing.html_body, link_ids, base_url) if mailing.html_body else ""
@@ -633,6 +639,9 @@ def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_doma
         "domain": mailing.from_address.rpartition("@")[2] or "sendboard.local",
         "mailing_id": mailing.id,
         "email_type": email_type_name,
+        **({"variants": {str(vid): {"subject": subject,
+                                    "from": _format_address(name, mailing.from_address)}
+                         for vid, subject, name in variants}} if variants else {}),
     }
 
 
@@ -656,13 +665,15 @@ class MessageBuilder:
             self.subject_t = _TEXT_ENV.from_string(content["subject"])
             self.html_t = _HTML_ENV.from_string(content["html"]) if content["html"] else None
             self.text_t = _TEXT_ENV.from_string(content["text"]) if content["text"] else None
+            self.variants = {key: (_TEXT_ENV.from_string(v["subject"]), str(v["from"]))
+                             for key, v in (content.get("variants") or {}).items()}
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"line {exc.lineno}: {exc.message}") from exc
         base = content["base_url"]
         self.unsubscribe_url = f"{base}/u/{TOKEN_SLOT}"
         self.preferences_url = f"{base}/u/{TOKEN_SLOT}/preferences"
         self.boundary = content["boundary"]
-        head = [f"From: {content['from']}"]
+        head: list[str] = []  # after From, which an A/B variant may change
         if content.get("reply_to"):
             head.append(f"Reply-To: {_format_address('', content['reply_to'])}")
         head.append("MIME-Version: 1.0")
@@ -693,8 +704,11 @@ class MessageBuilder:
               sent_at: datetime) -> Built:
         """The exact bytes for one recipient; raises TemplateProblem if rendering fails."""
         ctx = self.context(merge)
+        subject_t, sender = self.subject_t, self.content["from"]
+        if self.variants and merge.get("variant") is not None:
+            subject_t, sender = self.variants.get(str(merge["variant"]), (subject_t, sender))
         try:
-            subject = self.subject_t.render(ctx).replace(TOKEN_SLOT, token)
+            subject = subject_t.render(ctx).replace(TOKEN_SLOT, token)
             html = self.html_t.render(ctx).replace(TOKEN_SLOT, token) if self.html_t else ""
             text = self.text_t.render(ctx).replace(TOKEN_SLOT, token) if self.text_t else ""
         except Exception as exc:  # a template is user code: whatever it raises is its problem
@@ -704,7 +718,7 @@ class MessageBuilder:
         envelope_from = f"bounce+{token}@{self.content['bounce_domain']}"
         rid = json.dumps({"sb_rid": token})
         headers = (
-            f"{self.fixed_head}\r\n"
+            f"From: {sender}\r\n{self.fixed_head}\r\n"
             f"To: {_format_address(merge.get('name', ''), address)}\r\n"
             f"Subject: {_encode_header(subject)}\r\n"
             f"Date: {email.utils.format_datetime(sent_at)}\r\n"
@@ -776,9 +790,14 @@ def new_message_id(recipient_id: int, domain: str) -> str:
     return f"r{recipient_id}.{secrets.token_hex(6)}@{domain}"
 
 
-def merge_data(contact_name: str, address: str, fields: dict[str, Any] | None) -> dict[str, Any]:
-    """The variables one recipient is rendered with, stored so the message can be rebuilt."""
-    return {"name": contact_name or "", "email": address, "fields": fields or {}}
+def merge_data(contact_name: str, address: str, fields: dict[str, Any] | None,
+               variant: int | None = None) -> dict[str, Any]:
+    """The variables one recipient is rendered with, stored so the message can be rebuilt;
+    `variant` is the recipient's A/B variant, whose subject and from-name it gets."""
+    merge: dict[str, Any] = {"name": contact_name or "", "email": address, "fields": fields or {}}
+    if variant is not None:
+        merge["variant"] = variant
+    return merge
 
 
 def preview(mailing: Any, merge: dict[str, Any], base_url: str) -> dict[str, str]:

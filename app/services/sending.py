@@ -56,7 +56,7 @@ from app.models import (
 )
 from app.providers.rate import RateLimiter, provider_settings
 from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
-from app.services import settings, totals
+from app.services import settings, totals, windows
 from app.services.ledger import (
     ALIVE_TTL,
     Ledger,
@@ -181,6 +181,8 @@ def claim_batch(redis: Redis, worker: str) -> Claim | None:
         if mailing.send_until is not None and now >= mailing.send_until:
             expire(mailing_id)
             continue
+        if not windows.open_now(mailing, now):
+            continue  # outside its send window: nothing claimed; the tick comes back
         left = quota_remaining(now)
         if left == 0:
             quota = int(settings.get("monthly_quota"))
@@ -228,7 +230,7 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
         pick = (
             select(RT.c.id)
             .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.PLANNED.value,
-                   RT.c.batch_id.is_(None))
+                   RT.c.batch_id.is_(None), windows.released(utcnow()))
             .order_by(RT.c.id)
             .limit(size - claimed)
         )
@@ -274,6 +276,7 @@ class _Row:
     response: Response = Response.PLANNED
     attempts: int = 0
     first_deferred_at: datetime | None = None
+    variant_id: int | None = None  # an A/B test's variant: its subject and from-name
 
 
 def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
@@ -284,7 +287,8 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
     )
     columns = [RT.c.id, RT.c.address, RT.c.contact_id, Contact.name, Contact.fields,
                Contact.do_not_email, Contact.valid, Contact.last_transaction_at,
-               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at]
+               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at,
+               RT.c.variant_id]
     if opted_out is not None:
         columns.append(opted_out.label("opted_out"))
     stmt = (
@@ -304,7 +308,8 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
                 last_transaction=r.last_transaction_at, created=r.created_at,
             )
         rows.append(_Row(r.id, r.address, r.contact_id, r.name or "", r.fields, facts,
-                         Response(r.response), r.attempts or 0, r.first_deferred_at))
+                         Response(r.response), r.attempts or 0, r.first_deferred_at,
+                         r.variant_id))
     return rows
 
 
@@ -335,6 +340,7 @@ def send_claim(redis: Redis, claim: Claim,
     ).scalar_one()
     rows = _load_rows(claim.batch_id, mailing.email_type_id)
     send_until = mailing.send_until
+    window_closes = windows.closes_at(mailing, utcnow())  # the rest waits for the next opening
     email_type_id = mailing.email_type_id
     version_id, content = version.id, version.content
     db.session.commit()  # end the read transaction: no database lock is held while sending
@@ -387,6 +393,9 @@ def send_claim(redis: Redis, claim: Claim,
                         outcome.stop = "yield"
                         break
                 now = utcnow()
+                if window_closes is not None and now >= window_closes:
+                    outcome.stop = "yield"
+                    break
                 if send_until is not None and now >= send_until:
                     outcome.stop = "expired"
                     break
@@ -402,7 +411,7 @@ def send_claim(redis: Redis, claim: Claim,
                 token = recipient_token(row.id, secret)
                 message_id = new_message_id(row.id, domain)
                 sent_at = now.replace(microsecond=0)
-                merge = merge_data(row.name, row.address, row.fields)
+                merge = merge_data(row.name, row.address, row.fields, row.variant_id)
                 try:
                     built = builder.build(merge=merge, address=row.address, token=token,
                                           message_id=message_id, sent_at=sent_at)
