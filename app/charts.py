@@ -138,3 +138,24 @@ def to_json(figure: Any) -> str:
     text = json.dumps(figure, separators=(",", ":"), default=str)
     # No "</script>" or HTML comment can end the script element early.
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def rates_figure_dict(names: Sequence[str], open_rates: Sequence[float],
+                      click_rates: Sequence[float],
+                      bounce_rates: Sequence[float]) -> dict[str, Any]:
+    """Open, click and bounce rates (people per message sent) of the last mailings, as grouped
+    bars, one group per mailing, oldest on the left."""
+
+    def trace(values: Sequence[float], name: str, colour: str) -> dict[str, Any]:
+        return {"type": "bar", "name": name, "x": list(names), "y": [100 * v for v in values],
+                "marker": {"color": colour},
+                "hovertemplate": "%{x}: %{y:.1f} %<extra>" + name + "</extra>"}
+
+    return {
+        "data": [trace(open_rates, "Open rate", "#1a7f4b"),
+                 trace(click_rates, "Click rate", "#2f5bea"),
+                 trace(bounce_rates, "Bounce rate", "#c0362c")],
+        "layout": {**_LAYOUT, "title": {"text": "Last mailings: rates per message sent (%)"},
+                   "barmode": "group", "yaxis": {"rangemode": "tozero", "ticksuffix": " %"},
+                   "xaxis": {"automargin": True}, "legend": {"orientation": "h"}},
+    }

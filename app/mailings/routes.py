@@ -71,7 +71,7 @@ def _status_label(status: str) -> str:
 def index() -> Any:
     older = request.args.get("older", type=record_id)
     return render_template("mailings/index.html", overview=reports.overview(older), older=older,
-                           action_form=ActionForm())
+                           interrupted=reports.interrupted_rows(), action_form=ActionForm())
 
 
 @bp.route("/_current")
@@ -492,6 +492,8 @@ def _back(mailing: Mailing) -> Any:
     target = request.form.get("next", "")
     if target == "index":
         return redirect(url_for("mailings.index"))
+    if target == "home":
+        return redirect(url_for("main.home"))
     return redirect(url_for("mailings.detail", mailing_id=mailing.id))
 
 
@@ -748,6 +750,3 @@ def _one_off_refused(contact_id: int, form: OneOffForm, errors: list[str]) -> An
     from app.contacts.routes import detail_page
 
     return detail_page(contact_id, one_off_form=form, one_off_errors=errors), 422
-
-
-from app.mailings import ab_routes as _ab_routes  # noqa: E402,F401 - A/B test and window routes

@@ -762,3 +762,142 @@ def send_test(mailing: Mailing, address: str, name: str = "") -> bytes:
     if result.outcome is not Outcome.ACCEPTED:
         raise TestSendError(f"the server refused it: {result.code} {result.text}")
     return built.data
+
+
+# ---------------------------------------------------------------- the home page
+
+HOME_SCHEDULED = 5  # scheduled mailings listed on the home page
+HOME_RECENT = 10  # sent mailings in the home page's rates chart
+
+
+@dataclass
+class InterruptedRow:
+    mailing: Mailing
+    owner: str
+    cause: str  # the cause in a few words (app.domain.interruptions)
+    remaining: int  # recipients still Planned or Deferred
+
+
+def interrupted_rows() -> list[InterruptedRow]:
+    """Interrupted mailings, oldest interruption first, with their cause and what remains."""
+    from sqlalchemy import func
+
+    from app.domain import interruptions
+
+    rows = list(db.session.execute(
+        select(Mailing).where(Mailing.status == Status.INTERRUPTED.value,
+                              Mailing.one_off.is_(False))
+        .order_by(Mailing.interrupted_at, Mailing.id)
+    ).scalars())
+    if not rows:
+        return []
+    left: dict[int, int] = {mid: int(n) for mid, n in db.session.execute(
+        select(Recipient.mailing_id, func.count())
+        .where(Recipient.mailing_id.in_([m.id for m in rows]),
+               Recipient.response.in_([Response.PLANNED.value, Response.DEFERRED.value]))
+        .group_by(Recipient.mailing_id)
+    )}
+    owners = _owner_names({m.owner_id for m in rows if m.owner_id is not None})
+    return [InterruptedRow(m, owners.get(m.owner_id or 0, "—"),
+                           interruptions.CAUSE_LABELS[interruptions.cause_of(m.status_reason)],
+                           int(left.get(m.id, 0)))
+            for m in rows]
+
+
+@dataclass(frozen=True)
+class QuotaFigures:
+    month: str
+    used: int
+    quota: int | None  # None: no monthly quota
+
+    @property
+    def left(self) -> int | None:
+        return None if self.quota is None else max(self.quota - self.used, 0)
+
+    @property
+    def share(self) -> float:
+        return min(self.used / self.quota, 1.0) if self.quota else 0.0
+
+
+def quota_figures(now: datetime | None = None) -> QuotaFigures:
+    """Messages handed off this month against the monthly quota (the figure the sending engine
+    checks before every batch)."""
+    from app.models import QuotaUsage
+    from app.services import settings
+
+    month = (now or utcnow()).strftime("%Y-%m")
+    row = db.session.get(QuotaUsage, month)
+    return QuotaFigures(month, int(row.used) if row else 0,
+                        int(settings.get("monthly_quota")) or None)
+
+
+@dataclass(frozen=True)
+class ContactFigures:
+    total: int
+    eligible: int
+    held: dict[Response, int]  # held back, each contact once, by the first rule that holds it
+
+
+def contact_figures(now: datetime | None = None) -> ContactFigures:
+    """Every contact judged by the eligibility rules a mailing's audience is built with
+    (app.services.audience, in their priority order: do not email, invalid address, inactive),
+    for a mailing of no particular email type: the same numbers the contacts page's filters and
+    a mailing to everyone arrive at."""
+    from sqlalchemy import func, literal
+
+    from app.models import Contact
+    from app.services import audience
+
+    everyone = select(Contact.id.label("contact_id"), literal(1).label("rank")).subquery("members")
+    stand_in = Mailing(prevent_duplicates=False, email_type_id=None)
+    response = audience._response_expr(stand_in, everyone, now or utcnow()).label("response")
+    inner = (select(response)
+             .select_from(everyone.join(Contact, Contact.id == everyone.c.contact_id)).subquery())
+    counts = {Response(r): int(n) for r, n in db.session.execute(
+        select(inner.c.response, func.count()).group_by(inner.c.response))}
+    eligible = counts.pop(Response.PLANNED, 0)
+    return ContactFigures(total=eligible + sum(counts.values()), eligible=eligible,
+                          held={r: n for r, n in counts.items() if n})
+
+
+@dataclass(frozen=True)
+class RecentRates:
+    mailing: Mailing
+    totals: EmailTotals
+
+    @property
+    def bounce_rate(self) -> float:
+        """Soft and hard bounces per message sent."""
+        return self.totals.bounced / self.totals.sent if self.totals.sent else 0.0
+
+
+def recent_rates(limit: int = HOME_RECENT) -> list[RecentRates]:
+    """The last sent mailings (oldest first, for a left-to-right chart) with their figures."""
+    sent = list(db.session.execute(
+        select(Mailing).where(Mailing.status == Status.SENT.value, Mailing.one_off.is_(False))
+        .order_by(Mailing.finished_at.desc(), Mailing.id.desc()).limit(limit)
+    ).scalars())
+    sent.reverse()
+    counters = counters_for([m.id for m in sent])
+    return [RecentRates(m, email_totals(counters[m.id])) for m in sent]
+
+
+@dataclass
+class HomeFigures:
+    sending: list[MailingRow]
+    interrupted: list[InterruptedRow]
+    scheduled: list[MailingRow]
+    quota: QuotaFigures
+    contacts: ContactFigures
+    recent: list[RecentRates]
+
+
+def home_figures(now: datetime | None = None) -> HomeFigures:
+    now = now or utcnow()
+    scheduled = list(db.session.execute(
+        select(Mailing).where(Mailing.status == Status.SCHEDULED.value, Mailing.one_off.is_(False))
+        .order_by(Mailing.send_at, Mailing.id).limit(HOME_SCHEDULED)
+    ).scalars())
+    return HomeFigures(sending=current_rows(now), interrupted=interrupted_rows(),
+                       scheduled=_rows(scheduled, now), quota=quota_figures(now),
+                       contacts=contact_figures(now), recent=recent_rates())
