@@ -62,6 +62,8 @@ def register_api(app: Flask) -> None:
     """Register the API blueprint (with every endpoint module) and the staff docs page."""
     load_endpoints()
     app.register_blueprint(bp)
+    from app.api.admin import bp as admin_bp
     from app.api.docs import bp as docs_bp
 
     app.register_blueprint(docs_bp)
+    app.register_blueprint(admin_bp)

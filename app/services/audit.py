@@ -22,6 +22,9 @@ ACTIONS = (
     "settings.save", "provider.add", "provider.edit", "provider.default", "email_type.add",
     "dkim.generate", "dkim.upload", "dkim.delete",
     "user.create", "user.edit", "user.password", "user.deactivate", "user.reactivate",
+    "api_token.create", "api_token.revoke", "contact.api_create", "contact.api_update",
+    "contact.api_bulk", "contact.api_delete", "contact.erase", "list.members_add",
+    "list.members_remove",
 )
 VERBS = {
     "mailing.create": "Created", "mailing.edit": "Edited", "mailing.owner": "Owner changed",
@@ -38,7 +41,7 @@ def verb(action: str) -> str:
 
 
 TARGET_KINDS = ("mailing", "contact", "list", "segment", "import", "settings", "provider",
-                "email_type", "dkim_key", "user")
+                "email_type", "dkim_key", "user", "api_token")
 
 
 def _actor() -> tuple[int | None, str, str]:

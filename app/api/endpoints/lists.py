@@ -95,7 +95,7 @@ def list_lists(query: ListsQuery) -> Any:
         if plain:
             counts.update(db.session.execute(
                 select(ListMember.list_id, func.count()).where(ListMember.list_id.in_(plain))
-                .group_by(ListMember.list_id)).tuples().all())
+                .group_by(ListMember.list_id)).all())
         counts.update(segments_service.counts([r for r in rows if r.rule is not None]))
 
     return paginate(stmt, ContactList.id, query, lambda r: _list_out(r, counts.get(r.id, 0)),
