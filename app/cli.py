@@ -20,6 +20,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--admin", is_flag=True, help="Give the user the admin role.")
     def create_user_command(email: str, password: str, name: str, admin: bool) -> None:
         """Create a staff user (or an admin with --admin)."""
+        from app.extensions import db
         from app.services.users import UserError, create_user
 
         try:
@@ -28,6 +29,7 @@ def register_cli(app: Flask) -> None:
             )
         except UserError as exc:
             raise click.ClickException(str(exc)) from exc
+        db.session.commit()
         click.echo(f"created {user.role} {user.email}")
 
     for register in (runtime_commands, contact_commands, response_commands):

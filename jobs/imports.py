@@ -15,9 +15,10 @@ log = logging.getLogger("sendboard.imports")
 def import_contacts(import_id: int, path: str, list_name: str | None) -> None:
     """Import the uploaded file into contacts, recording progress on ImportJob `import_id`.
 
-    Runs in the worker's app context, or builds the app when there is none. The upload is deleted
-    when the job ends, whether the import succeeded or not: the refused rows are kept on the
-    import job with their line numbers, so the file is not needed any more.
+    Runs in the worker's app context, or builds the app when there is none. The import commits
+    its chunks as it goes; this job commits the import's final state, done or failed. The upload
+    is deleted when the job ends, whether the import succeeded or not: the refused rows are kept
+    on the import job with their line numbers, so the file is not needed any more.
     """
     from app.extensions import db
     from app.services import contacts
@@ -33,16 +34,20 @@ def import_contacts(import_id: int, path: str, list_name: str | None) -> None:
                 stream, list_name=list_name, source="csv", import_job=import_job
             )
     except contacts.ImportFileError as exc:
-        # Already recorded on the import job; a bad file is the user's to fix, not a job to retry.
+        # Recorded on the import job; a bad file is the user's to fix, not a job to retry.
+        db.session.commit()
         log.info("import %s refused: %s", import_id, exc)
     except FileNotFoundError:
         contacts.fail_import_job(import_job, "the uploaded file is missing")
+        db.session.commit()
     except Exception:
         log.exception("import %s failed", import_id)
         db.session.rollback()
         contacts.fail_import_job(import_job, "the import stopped on an internal error")
+        db.session.commit()
         raise
     else:
+        db.session.commit()
         log.info(
             "import %s done: %s created, %s updated, %s rejected",
             import_id,

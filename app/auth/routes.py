@@ -9,6 +9,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth.forms import ActiveForm, EditUserForm, LoginForm, PasswordForm, UserForm
 from app.auth.permissions import requires
+from app.extensions import db
 from app.models import utcnow
 from app.services import audit, throttle
 from app.services import users as user_service
@@ -43,20 +44,23 @@ def login() -> Any:
         if until is not None:
             minutes = max(1, -(-int((until - utcnow()).total_seconds()) // 60))
             audit.record("login.failed", detail="refused: too many failed sign-ins",
-                         email=email)
+                         email=email, commit=False)
+            db.session.commit()
             flash(f"Too many failed sign-ins. Try again in {minutes} minute"
                   f"{'s' if minutes > 1 else ''}.", "error")
             return render_template("auth/login.html", form=form), 429
         user = user_service.authenticate(email, form.password.data or "")
         if user is None:
             throttle.fail(keys)
-            audit.record("login.failed", email=email)
+            audit.record("login.failed", email=email, commit=False)
+            db.session.commit()
             flash(FAILED, "error")
             status = 200
         else:
             throttle.succeed(keys[0])
             login_user(user, remember=bool(form.remember.data))
-            audit.record("login", user, user=user)
+            audit.record("login", user, user=user, commit=False)
+            db.session.commit()
             return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form), status
 
@@ -67,6 +71,7 @@ def logout() -> Any:
     user = current_user._get_current_object()
     audit.record("logout", user, commit=False)
     user_service.end_sessions(user)  # every copy of this session's cookies stops working
+    db.session.commit()
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
@@ -85,9 +90,11 @@ def users() -> Any:
                 role=form.role.data or "editor",
             )
         except user_service.UserError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("user.create", user, f"{user.email} as {user.role}")
+            audit.record("user.create", user, f"{user.email} as {user.role}", commit=False)
+            db.session.commit()
             flash(f"User {form.email.data} created.", "success")
             return redirect(url_for("auth.users"))
     return render_template("auth/users.html", form=form, users=user_service.list_users(),
@@ -113,10 +120,12 @@ def edit_user(user_id: int) -> Any:
             changed = user_service.update_user(user, name=form.name.data or "",
                                                role=form.role.data or "")
         except user_service.UserError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
             if changed:
-                audit.record("user.edit", user, ", ".join(changed))
+                audit.record("user.edit", user, ", ".join(changed), commit=False)
+            db.session.commit()
             flash(f"User {user.email} saved.", "success")
             return redirect(url_for("auth.edit_user", user_id=user.id))
     return render_template("auth/user.html", user=user, form=form,
@@ -135,7 +144,9 @@ def reset_password(user_id: int) -> Any:
         return redirect(url_for("auth.edit_user", user_id=user.id))
     given = form.password.data or None
     password = user_service.set_password(user, given)
-    audit.record("user.password", user, "set by an admin" if given else "generated")
+    audit.record("user.password", user, "set by an admin" if given else "generated",
+                 commit=False)
+    db.session.commit()
     if given:
         flash(f"Password of {user.email} changed; their sessions have ended.", "success")
         return redirect(url_for("auth.edit_user", user_id=user.id))
@@ -155,9 +166,11 @@ def set_active(user_id: int) -> Any:
     try:
         user_service.set_active(user, active)
     except user_service.UserError as exc:
+        db.session.rollback()
         flash(str(exc), "error")
     else:
-        audit.record("user.reactivate" if active else "user.deactivate", user)
+        audit.record("user.reactivate" if active else "user.deactivate", user, commit=False)
+        db.session.commit()
         flash(f"User {user.email} {'reactivated' if active else 'deactivated; their sessions have ended'}.",
               "success")
     return redirect(request.referrer if request.form.get("next") == "list"

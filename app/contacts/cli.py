@@ -1,4 +1,6 @@
-"""Contact commands: `sendboard import-contacts`, `record-transaction`, `create-list`."""
+"""Contact commands: `sendboard import-contacts`, `record-transaction`, `create-list`.
+
+Each command commits once its service call returned (docs/ARCHITECTURE.md, Layering)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from datetime import UTC, datetime
 
 import click
 from flask import Flask
+
+from app.extensions import db
 
 
 def register(app: Flask) -> None:
@@ -21,6 +25,7 @@ def register(app: Flask) -> None:
                 result = contacts.import_csv(stream, list_name=list_name, source="csv")
         except contacts.ImportFileError as exc:
             raise click.ClickException(f"line {exc.line}: {exc}") from exc
+        db.session.commit()
         click.echo(
             f"created {result.created}, updated {result.updated}, rejected {result.rejected}"
         )
@@ -53,6 +58,7 @@ def register(app: Flask) -> None:
         except contacts.ContactError as exc:
             # No such contact, or a date more than a day ahead (the rule CSV imports follow).
             raise click.ClickException(str(exc)) from exc
+        db.session.commit()
         click.echo(f"recorded transaction {transaction.id} for {email} at {when.isoformat()}")
 
     @app.cli.command("create-list")
@@ -66,4 +72,5 @@ def register(app: Flask) -> None:
             created = contacts.create_list(name, description)
         except contacts.ContactError as exc:
             raise click.ClickException(str(exc)) from exc
+        db.session.commit()
         click.echo(f"created list {created.name} ({created.id})")

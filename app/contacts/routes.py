@@ -138,7 +138,8 @@ def add_transaction(contact_id: int) -> Any:
             db.session.rollback()
             flash(f"Transaction not recorded: {form.occurred_at.label.text}: {exc}.", "error")
         else:
-            audit.record("contact.transaction", contact, form.reference.data or "")
+            audit.record("contact.transaction", contact, form.reference.data or "", commit=False)
+            db.session.commit()
             flash("Transaction recorded.", "success")
     else:
         for name, field_errors in form.errors.items():
@@ -154,7 +155,8 @@ def do_not_email(contact_id: int) -> Any:
     form = DoNotEmailForm()
     if form.validate_on_submit():
         service.set_do_not_email(contact, form.reason.data or "")
-        audit.record("contact.do_not_email", contact, form.reason.data or "")
+        audit.record("contact.do_not_email", contact, form.reason.data or "", commit=False)
+        db.session.commit()
         flash("The contact will not be emailed.", "success")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
@@ -165,7 +167,8 @@ def allow_email(contact_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     if ActionForm().validate_on_submit():
         service.clear_do_not_email(contact)
-        audit.record("contact.allow_email", contact)
+        audit.record("contact.allow_email", contact, commit=False)
+        db.session.commit()
         flash("The contact can be emailed again.", "success")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
@@ -182,7 +185,9 @@ def toggle_type(contact_id: int, email_type_id: int) -> Any:
         else:
             service.opt_out_type(contact.id, email_type_id)
         audit.record("contact.email_type", contact,
-                     f"{request.form.get('action') or 'opt_out'} type {email_type_id}")
+                     f"{request.form.get('action') or 'opt_out'} type {email_type_id}",
+                     commit=False)
+        db.session.commit()
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
 
@@ -194,9 +199,11 @@ def lists() -> Any:
         try:
             created = service.create_list(form.name.data or "", form.description.data or "")
         except service.ContactError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("list.create", created, created.name)
+            audit.record("list.create", created, created.name, commit=False)
+            db.session.commit()
             flash(f"List {created.name} created.", "success")
             return redirect(url_for("contacts.lists"))
     every = service.lists_with_counts()
@@ -228,7 +235,8 @@ def _save_segment(form: SegmentForm, segment: Any = None) -> str | None:
     except (SegmentError, service.ContactError) as exc:
         db.session.rollback()
         return str(exc)
-    audit.record("segment.save", segment.id, segment.name, kind="segment")
+    audit.record("segment.save", segment.id, segment.name, kind="segment", commit=False)
+    db.session.commit()
     flash(f"Segment {segment.name} saved: {segment_service.count(rule):,} contacts match now.",
           "success")
     return None
@@ -288,7 +296,8 @@ def upload() -> Any:
         storage.save(path)  # streams to disk; the upload is never held in memory whole
         filename = secure_filename(storage.filename or "") or "upload.csv"
         import_job = service.create_import_job(filename, user_id=current_user.id)
-        audit.record("contact.import", import_job, filename)
+        audit.record("contact.import", import_job, filename, commit=False)
+        db.session.commit()  # before the worker looks for the import
         _start_import(import_job.id, str(path), (form.list_name.data or "").strip() or None)
         return redirect(url_for("contacts.import_status", import_id=import_job.id))
     return render_template("contacts/upload.html", form=form)
@@ -327,3 +336,6 @@ def import_progress(import_id: int) -> Any:
         abort(404)
     html = render_template("contacts/_import_progress.html", job=import_job)
     return html, (200 if import_job.status == "running" else STOP_POLLING)
+
+
+from app.contacts import zone_routes as _zone_routes  # noqa: E402,F401 - a contact's time zone

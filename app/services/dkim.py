@@ -94,7 +94,7 @@ def _store(domain: str, selector: str, key: rsa.RSAPrivateKey, origin: str) -> D
     row = DkimKey(domain=domain, selector=selector, private_key_pem=pem,
                   public_key=base64.b64encode(public).decode("ascii"), bits=key.key_size, origin=origin)
     db.session.add(row)
-    db.session.commit()
+    db.session.flush()
     return row
 
 
@@ -152,7 +152,6 @@ def delete(key_id: int) -> str | None:
         return None
     domain = row.domain
     db.session.delete(row)
-    db.session.commit()
     return domain
 
 

@@ -120,7 +120,7 @@ def create_segment(name: str, rule: Rule, description: str = "") -> ContactList:
     _check(rule)
     segment = ContactList(name=clean, description=description.strip(), rule=rule.to_json())
     db.session.add(segment)
-    db.session.commit()
+    db.session.flush()
     return segment
 
 
@@ -133,7 +133,6 @@ def update_segment(segment: ContactList, *, name: str, rule: Rule, description: 
     _check(rule, segment.id)
     segment.description = description.strip()
     segment.rule = rule.to_json()
-    db.session.commit()
 
 
 def description(segment: ContactList) -> str:

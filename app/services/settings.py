@@ -106,7 +106,6 @@ def set(key: str, raw: Any) -> Any:  # noqa: A001 - the natural name for the use
         raise SettingError(f"unknown setting {key!r}")
     value = spec.parse(raw)
     _store(key, value)
-    db.session.commit()
     return value
 
 
@@ -117,7 +116,6 @@ def set_many(raw: dict[str, Any]) -> dict[str, int | float]:
         raise SettingError(" ".join(errors.values()))
     for key, value in values.items():
         _store(key, value)
-    db.session.commit()
     return values
 
 

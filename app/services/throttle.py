@@ -60,6 +60,9 @@ def fail(key_list: list[str], now: datetime | None = None) -> None:
                 row.locked_until = now + _lock_length(row.lockouts)
                 row.lockouts += 1
                 row.failures, row.window_start = 0, now
+            # The throttle commits its own counters (the one exception to the caller committing,
+            # docs/ARCHITECTURE.md): a failed sign-in counts even though the request changes
+            # nothing else, and a row another worker created first is only seen by committing.
             try:
                 db.session.commit()
                 break
@@ -71,4 +74,3 @@ def succeed(email_key: str) -> None:
     row = db.session.get(LoginThrottle, email_key)
     if row is not None:
         db.session.delete(row)
-        db.session.commit()

@@ -46,7 +46,7 @@ def create_user(*, email: str, password: str, name: str = "", role: str = "edito
     user.set_password(password)
     user.new_session_stamp()
     db.session.add(user)
-    db.session.commit()
+    db.session.flush()
     return user
 
 
@@ -107,7 +107,6 @@ def update_user(user: User, *, name: str, role: str) -> list[str]:
     if name != user.name:
         changed.append("name")
         user.name = name
-    db.session.commit()
     return changed
 
 
@@ -118,7 +117,6 @@ def set_password(user: User, password: str | None = None) -> str:
     _check_password(password)
     user.set_password(password)
     user.new_session_stamp()
-    db.session.commit()
     return password
 
 
@@ -128,10 +126,8 @@ def set_active(user: User, active: bool) -> None:
         _keep_an_admin(user)
     user.active = active
     user.new_session_stamp()
-    db.session.commit()
 
 
 def end_sessions(user: User) -> None:
     """Sign the user out everywhere: on sign-out, every copy of the session cookie stops working."""
     user.new_session_stamp()
-    db.session.commit()

@@ -125,7 +125,9 @@ def save() -> Any:
             flash(message, "error")
         return _render(entered=entered, errors=errors), 422
     settings_service.set_many(entered)
-    audit.record("settings.save", None, ", ".join(sorted(entered))[:500], kind="settings")
+    audit.record("settings.save", None, ", ".join(sorted(entered))[:500], kind="settings",
+                 commit=False)
+    db.session.commit()
     flash("Settings saved.", "success")
     return redirect(url_for("settings.index"))
 
@@ -150,15 +152,16 @@ def _apply_provider(provider: Provider, form: ProviderForm) -> None:
 
 def _save_provider(provider: Provider, form: ProviderForm, done: str) -> Any:
     _apply_provider(provider, form)
+    db.session.add(provider)
     try:
-        db.session.add(provider)
-        db.session.commit()
+        db.session.flush()  # a name another provider has fails here
     except IntegrityError:
         db.session.rollback()
         flash(f"A provider named {form.name.data} exists already.", "error")
         return None
     audit.record("provider.add" if request.endpoint == "settings.add_provider"
-                 else "provider.edit", provider, provider.name)
+                 else "provider.edit", provider, provider.name, commit=False)
+    db.session.commit()
     flash(done, "success")
     return redirect(url_for("settings.index") + "#providers")
 
@@ -204,7 +207,8 @@ def make_default(provider_id: int) -> Any:
     if ActionForm().validate_on_submit():
         db.session.execute(update(Provider).values(is_default=False))
         provider.is_default = True
-        audit.record("provider.default", provider, provider.name)
+        audit.record("provider.default", provider, provider.name, commit=False)
+        db.session.commit()
         flash(f"Mail is now sent through {provider.name}.", "success")
     return redirect(url_for("settings.index") + "#providers")
 
@@ -217,12 +221,14 @@ def add_email_type() -> Any:
         db.session.add(EmailType(name=(form.name.data or "").strip(),
                                  description=form.description.data or ""))
         try:
-            db.session.commit()
+            db.session.flush()  # a name another type has fails here
         except IntegrityError:
             db.session.rollback()
             flash(f"The email type {form.name.data} exists already.", "error")
         else:
-            audit.record("email_type.add", None, form.name.data or "", kind="email_type")
+            audit.record("email_type.add", None, form.name.data or "", kind="email_type",
+                         commit=False)
+            db.session.commit()
             flash(f"Email type {form.name.data} added.", "success")
             return redirect(url_for("settings.index") + "#email-types")
     else:
@@ -235,7 +241,8 @@ def add_email_type() -> Any:
 def _dkim_done(key: Any, verb: str) -> Any:
     record = dkim_service.record_for(key)
     audit.record(f"dkim.{'generate' if verb == 'generated' else 'upload'}", key,
-                 f"{key.selector}._domainkey.{key.domain}")
+                 f"{key.selector}._domainkey.{key.domain}", commit=False)
+    db.session.commit()
     flash(f"DKIM key for {key.domain} {verb}. Publish the TXT record {record.name} shown below; "
           "mail from the domain is signed from the next batch on.", "success")
     return redirect(url_for("settings.index") + "#dkim")
@@ -255,6 +262,7 @@ def generate_dkim() -> Any:
     try:
         key = dkim_service.generate(form.domain.data or "", form.selector.data or "")
     except dkim_service.DkimError as exc:
+        db.session.rollback()
         return _dkim_refused(form, str(exc))
     return _dkim_done(key, "generated")
 
@@ -272,6 +280,7 @@ def upload_dkim() -> Any:
     try:
         key = dkim_service.upload(form.domain.data or "", form.selector.data or "", pem)
     except dkim_service.DkimError as exc:
+        db.session.rollback()
         return _dkim_refused(form, str(exc))
     return _dkim_done(key, "uploaded")
 
@@ -284,7 +293,8 @@ def delete_dkim(key_id: int) -> Any:
     domain = dkim_service.delete(key_id)
     if domain is None:
         abort(404)
-    audit.record("dkim.delete", key_id, domain, kind="dkim_key")
+    audit.record("dkim.delete", key_id, domain, kind="dkim_key", commit=False)
+    db.session.commit()
     flash(f"DKIM key for {domain} deleted: its mail goes out unsigned from the next batch on. "
           "Remove the TXT record once no mail signed with it is still on its way.", "success")
     return redirect(url_for("settings.index") + "#dkim")
