@@ -9,6 +9,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -22,7 +23,7 @@ bp = Blueprint("api_tokens", __name__, url_prefix="/settings/api-tokens")
 
 class TokenForm(FlaskForm):
     name = StringField("Name", validators=[InputRequired(), Length(max=api_tokens.MAX_NAME)])
-    scopes = SelectMultipleField("Scopes", choices=[(k, f"{k}: {v}") for k, v in SCOPES.items()],
+    scopes = SelectMultipleField("Scopes", choices=[SelectChoice(k, f"{k}: {v}") for k, v in SCOPES.items()],
                                  option_widget=CheckboxInput(), widget=ListWidget(prefix_label=False))
     rate_per_minute = IntegerField("Calls a minute", default=api_tokens.DEFAULT_RATE, validators=[
         InputRequired(), NumberRange(api_tokens.MIN_RATE, api_tokens.MAX_RATE)])

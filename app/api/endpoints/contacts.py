@@ -69,30 +69,30 @@ class UpsertOut(BaseModel):
 ContactItem = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/ContactIn"})]
 
 
-class BulkIn(BaseModel):
+class ContactsBulkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     contacts: list[ContactItem] = Field(min_length=1, max_length=MAX_BULK)
 
 
-class ItemError(BaseModel):
+class FieldError(BaseModel):
     field: str
     detail: str
 
 
-class BulkItemOut(BaseModel):
+class ContactResult(BaseModel):
     index: int
     email: str
     status: Literal["created", "updated", "refused"]
     id: int | None
-    errors: list[ItemError]
+    errors: list[FieldError]
 
 
-class BulkOut(BaseModel):
+class ContactsBulkOut(BaseModel):
     created: int
     updated: int
     refused: int
-    results: list[BulkItemOut]
+    results: list[ContactResult]
 
 
 class ContactPatch(BaseModel):
@@ -238,37 +238,37 @@ def upsert_contact(body: ContactIn) -> Any:
         201 if outcome.status == "created" else 200)
 
 
-@endpoint("POST", "/contacts/bulk", scope="contacts:write", body=BulkIn, response=BulkOut,
+@endpoint("POST", "/contacts/bulk", scope="contacts:write", body=ContactsBulkIn, response=ContactsBulkOut,
           tag="Contacts", summary="Create or update up to 10,000 contacts, with a result per item",
           description="Each item is a ContactIn. Items that fail validation, repeat an earlier "
                       "item's address or name an erased address are refused alone; the others "
                       "are written.")
-def bulk_upsert(body: BulkIn) -> Any:
+def bulk_upsert(body: ContactsBulkIn) -> Any:
     changes: list[service.ContactChange] = []
     positions: list[int] = []
-    results: list[BulkItemOut | None] = [None] * len(body.contacts)
+    results: list[ContactResult | None] = [None] * len(body.contacts)
     for i, raw in enumerate(body.contacts):
         try:
             item = _ITEM.validate_python(raw)
         except ValidationError as exc:
             email = raw.get("email") if isinstance(raw, dict) else None
-            results[i] = BulkItemOut(index=i, email=email if isinstance(email, str) else "",
+            results[i] = ContactResult(index=i, email=email if isinstance(email, str) else "",
                                      status="refused", id=None,
-                                     errors=[ItemError(**e) for e in validation_errors(
+                                     errors=[FieldError(**e) for e in validation_errors(
                                          exc.errors(include_url=False, include_input=False))])
             continue
         changes.append(_change(item))
         positions.append(i)
     for outcome in service.upsert_contacts(changes):
         i = positions[outcome.index]
-        results[i] = BulkItemOut(index=i, email=outcome.email, status=outcome.status,  # type: ignore[arg-type]
+        results[i] = ContactResult(index=i, email=outcome.email, status=outcome.status,  # type: ignore[arg-type]
                                  id=outcome.contact_id,
-                                 errors=[ItemError(**e) for e in outcome.errors])
+                                 errors=[FieldError(**e) for e in outcome.errors])
     done = [r for r in results if r is not None]
     counts = {s: sum(1 for r in done if r.status == s) for s in ("created", "updated", "refused")}
     audit("contact.api_bulk", None, f"{counts['created']} created, {counts['updated']} updated, "
                                     f"{counts['refused']} refused", kind="contact")
-    return BulkOut(results=done, **counts)
+    return ContactsBulkOut(results=done, **counts)
 
 
 @endpoint("PATCH", "/contacts/<int:contact_id>", scope="contacts:write", body=ContactPatch,

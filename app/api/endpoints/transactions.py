@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from sqlalchemy.exc import IntegrityError
 
 from app.api.auth import audit
+from app.api.endpoints.contacts import FieldError
 from app.api.problems import ApiProblem, invalid, validation_errors
 from app.api.registry import endpoint
 from app.api.types import Email, Id, Text, Time
@@ -62,29 +63,24 @@ class RecordedOut(BaseModel):
 TransactionItem = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/TransactionIn"})]
 
 
-class BulkIn(BaseModel):
+class TransactionsBulkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     transactions: list[TransactionItem] = Field(min_length=1, max_length=MAX_BULK)
 
 
-class ItemError(BaseModel):
-    field: str
-    detail: str
-
-
-class BulkItemOut(BaseModel):
+class TransactionResult(BaseModel):
     index: int
     status: Literal["recorded", "duplicate", "refused"]
     transaction: TransactionOut | None
-    errors: list[ItemError]
+    errors: list[FieldError]
 
 
-class BulkOut(BaseModel):
+class TransactionsBulkOut(BaseModel):
     recorded: int
     duplicates: int
     refused: int
-    results: list[BulkItemOut]
+    results: list[TransactionResult]
 
 
 _ITEM = TypeAdapter(TransactionIn)
@@ -125,28 +121,29 @@ def record_transaction(body: TransactionIn) -> Any:
         201 if outcome.status == "recorded" else 200)
 
 
-@endpoint("POST", "/transactions/bulk", scope="transactions:write", body=BulkIn, response=BulkOut,
-          tag="Transactions", summary="Record up to 10,000 transactions, with a result per item",
+@endpoint("POST", "/transactions/bulk", scope="transactions:write", body=TransactionsBulkIn,
+          response=TransactionsBulkOut, tag="Transactions",
+          summary="Record up to 10,000 transactions, with a result per item",
           description="Each item is a TransactionIn; an item that fails is refused alone.")
-def record_transactions(body: BulkIn) -> Any:
+def record_transactions(body: TransactionsBulkIn) -> Any:
     inputs: list[service.TransactionInput] = []
     positions: list[int] = []
-    results: list[BulkItemOut | None] = [None] * len(body.transactions)
+    results: list[TransactionResult | None] = [None] * len(body.transactions)
     for i, raw in enumerate(body.transactions):
         try:
             item = _ITEM.validate_python(raw)
         except ValidationError as exc:
-            results[i] = BulkItemOut(index=i, status="refused", transaction=None, errors=[
-                ItemError(**e) for e in validation_errors(exc.errors(include_url=False, include_input=False))])
+            results[i] = TransactionResult(index=i, status="refused", transaction=None, errors=[
+                FieldError(**e) for e in validation_errors(exc.errors(include_url=False, include_input=False))])
             continue
         inputs.append(_input(item))
         positions.append(i)
     for outcome in _record(inputs) if inputs else []:
         i = positions[outcome.index]
-        results[i] = BulkItemOut(
+        results[i] = TransactionResult(
             index=i, status=outcome.status,  # type: ignore[arg-type]
             transaction=TransactionOut(**outcome.transaction) if outcome.transaction else None,
-            errors=[ItemError(**e) for e in outcome.errors])
+            errors=[FieldError(**e) for e in outcome.errors])
     done = [r for r in results if r is not None]
     counts = {"recorded": sum(r.status == "recorded" for r in done),
               "duplicates": sum(r.status == "duplicate" for r in done),
@@ -154,4 +151,4 @@ def record_transactions(body: BulkIn) -> Any:
     if counts["recorded"]:
         audit("contact.transaction", None, f"{counts['recorded']} transactions recorded through the API",
               kind="contact")
-    return BulkOut(results=done, **counts)
+    return TransactionsBulkOut(results=done, **counts)
