@@ -686,6 +686,21 @@ def add_step(mailing_id: int) -> Any:
     return redirect(url_for("mailings.edit", mailing_id=step.id))
 
 
+@bp.route("/<int:mailing_id>/conversions", methods=["POST"])
+@requires("mailings.edit")
+def backfill_conversions(mailing_id: int) -> Any:
+    """Credit transactions recorded without attribution (CSV imports) to this mailing's
+    clicks, each to the last click before it."""
+    mailing = _mailing_or_404(mailing_id)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    gained = conversions.backfill(mailing.id)
+    db.session.commit()
+    flash(f"{gained:,} more conversion{'s' if gained != 1 else ''} credited to this mailing.",
+          "success")
+    return _back(mailing)
+
+
 @bp.route("/<int:mailing_id>/resend", methods=["POST"])
 @requires("mailings.copy")
 def resend(mailing_id: int) -> Any:
