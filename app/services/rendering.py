@@ -728,6 +728,8 @@ class MessageBuilder:
             f"X-Sendboard-Rid: {token}\r\n"
             f"X-SMTPAPI: {{\"unique_args\": {rid}}}\r\n"
             f"X-Mailgun-Variables: {rid}\r\n"
+            f"X-PM-Metadata-sb_rid: {token}\r\n"
+            f"X-Mailin-custom: {token}\r\n"
         )
         if html and text:
             body = (

@@ -72,10 +72,11 @@ def _ascii(value: Any, limit: int = MAX_SIGNATURE_CHARS) -> bytes | None:
 
 
 @never_raises
-def check_basic_auth() -> str | None:
-    """HTTP basic auth against SENDBOARD_WEBHOOK_BASIC_USER / _PASSWORD."""
-    user = setting("SENDBOARD_WEBHOOK_BASIC_USER")
-    password = setting("SENDBOARD_WEBHOOK_BASIC_PASSWORD")
+def check_basic_auth(user_setting: str = "SENDBOARD_WEBHOOK_BASIC_USER",
+                     password_setting: str = "SENDBOARD_WEBHOOK_BASIC_PASSWORD") -> str | None:
+    """HTTP basic auth against SENDBOARD_WEBHOOK_BASIC_USER / _PASSWORD (or the named pair)."""
+    user = setting(user_setting)
+    password = setting(password_setting)
     if not user or not password:
         return "basic auth is not configured"
     given = request.authorization
@@ -86,6 +87,34 @@ def check_basic_auth() -> str | None:
     ok_user = hmac.compare_digest(given_user, user.encode("utf-8", "surrogatepass"))
     ok_pass = hmac.compare_digest(given_password, password.encode("utf-8", "surrogatepass"))
     return None if ok_user and ok_pass else "wrong credentials"
+
+
+@never_raises
+def check_postmark() -> str | None:
+    """Postmark sends the basic auth credentials set on its webhook: POSTMARK_WEBHOOK_USER /
+    _PASSWORD, or the shared SENDBOARD_WEBHOOK_BASIC_USER / _PASSWORD when those are not set."""
+    if setting("POSTMARK_WEBHOOK_USER") or setting("POSTMARK_WEBHOOK_PASSWORD"):
+        return check_basic_auth("POSTMARK_WEBHOOK_USER", "POSTMARK_WEBHOOK_PASSWORD")
+    return check_basic_auth()
+
+
+@never_raises
+def check_brevo() -> str | None:
+    """BREVO_WEBHOOK_TOKEN, sent by Brevo as ``Authorization: Bearer <token>`` (its webhook's
+    bearer authentication), or as a ``token`` query parameter of the webhook URL."""
+    expected = setting("BREVO_WEBHOOK_TOKEN")
+    if not expected:
+        return "brevo token is not configured"
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not given:
+        given = request.args.get("token", "")
+    raw = _ascii(given, 512)
+    if raw is None:
+        return "missing token"
+    if not hmac.compare_digest(raw, expected.encode("utf-8", "surrogatepass")):
+        return "wrong token"
+    return None
 
 
 _UNIX_TIME = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,9})?$")

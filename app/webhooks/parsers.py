@@ -20,9 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.domain.bounces import Reason, Verdict, classify
+from app.domain.bounces import REFUSAL_REASONS, Reason, Verdict, classify
 from app.domain.responses import Response
 from app.services.responses import (
+    AUTO_REPLY,
     CLICK,
     DEFERRED,
     KINDS,
@@ -406,4 +407,250 @@ def generic(payload: Any, read_token: TokenReader) -> list[Event]:
         out.append(_event(where, kind=kind, source="generic", occurred_at=when,
                           provider_event_id=event_id, machine=machine,
                           detail=detail or None, **target))
+    return out
+
+
+# ---------------------------------------------------------------- Postmark
+
+# Postmark's bounce types (its "Type" name and "TypeCode") and what each is here. Types that are
+# not about our message reaching the recipient (a subscribe request, an open-relay test, an
+# inbound processing error) are skipped.
+_PM_BOUNCE_TYPES: dict[str, str | None] = {
+    "HardBounce": Response.HARD_BOUNCE.value,          # 1: unknown user, mailbox not found
+    "Transient": Response.SOFT_BOUNCE.value,           # 2: delayed, temporarily undeliverable
+    "Unsubscribe": Response.UNSUBSCRIBED.value,        # 16: an unsubscribe or remove request
+    "Subscribe": None,                                 # 32: a subscribe request by mail
+    "AutoResponder": AUTO_REPLY,                       # 64: out of office, vacation
+    "AddressChange": AUTO_REPLY,                       # 128: "I have a new address"
+    "DnsError": Response.SOFT_BOUNCE.value,            # 256: a temporary DNS error
+    "SpamNotification": Response.BLOCKED.value,        # 512: blocked or classified as spam
+    "OpenRelayTest": None,                             # 1024: a test of an open relay
+    "Unknown": "classify",                             # 2048: read the details
+    "SoftBounce": Response.SOFT_BOUNCE.value,          # 4096: mailbox full, account disabled
+    "VirusNotification": Response.BLOCKED.value,       # 8192: refused as infected
+    "ChallengeVerification": AUTO_REPLY,               # 16384: a challenge-response filter
+    "BadEmailAddress": Response.HARD_BOUNCE.value,     # 100000: not a valid address
+    "SpamComplaint": Response.SPAM.value,              # 100001
+    "ManuallyDeactivated": Response.DROPPED.value,     # 100002: deactivated in Postmark
+    "Unconfirmed": Response.DROPPED.value,             # 100003: sender signature unconfirmed
+    "Blocked": Response.BLOCKED.value,                 # 100006: an ISP block (content, lists)
+    "SMTPApiError": Response.DELIVERY_ERROR.value,     # 100007: Postmark refused the message
+    "InboundError": None,                              # 100008: about inbound processing
+    "DMARCPolicy": Response.BLOCKED.value,             # 100009: refused by DMARC policy
+    "TemplateRenderingFailed": Response.DELIVERY_ERROR.value,  # 100010
+}
+PM_TYPE_CODES: dict[int, str] = {
+    1: "HardBounce", 2: "Transient", 16: "Unsubscribe", 32: "Subscribe", 64: "AutoResponder",
+    128: "AddressChange", 256: "DnsError", 512: "SpamNotification", 1024: "OpenRelayTest",
+    2048: "Unknown", 4096: "SoftBounce", 8192: "VirusNotification",
+    16384: "ChallengeVerification", 100000: "BadEmailAddress", 100001: "SpamComplaint",
+    100002: "ManuallyDeactivated", 100003: "Unconfirmed", 100006: "Blocked",
+    100007: "SMTPApiError", 100008: "InboundError", 100009: "DMARCPolicy",
+    100010: "TemplateRenderingFailed",
+}
+_RID_IN_SOURCE = re.compile(r"^X-Sendboard-Rid:[ \t]*([A-Za-z0-9_.\-]{1,200})", re.M | re.I)
+
+
+def postmark_bounce_kind(bounce_type: str, details: str) -> tuple[str | None, Verdict]:
+    """The event kind of a Postmark bounce type (None: skipped), and the reply's verdict.
+
+    Unknown bounces are read from the reply. A hard or soft bounce whose reply is a refusal of
+    the sender, the content or the sending IP is Blocked (`refused`); otherwise Postmark's word
+    stands.
+    """
+    verdict = classify("", details, action="failed")
+    kind = _PM_BOUNCE_TYPES.get(bounce_type, "classify")
+    if kind == "classify":
+        kind = _bounce_kind(verdict)
+    elif kind in (Response.HARD_BOUNCE.value, Response.SOFT_BOUNCE.value):
+        kind = refused(kind, verdict)
+    return kind, verdict
+
+
+def refused(kind: str, verdict: Verdict) -> str:
+    """Blocked when a provider's bounce is, by its reply, a refusal of the sender, the content or
+    the sending IP (the address may well be good); else the provider's own kind."""
+    return Response.BLOCKED.value if verdict.reason in REFUSAL_REASONS else kind
+
+
+def _pm_target(item: dict[str, Any], read_token: TokenReader) -> dict[str, Any]:
+    """Our token from the message's metadata (sent as X-PM-Metadata-sb_rid) or, for a bounce
+    with its dump, our X-Sendboard-Rid header; else Postmark's MessageID (unmatched unless it
+    is ours)."""
+    metadata = item.get("Metadata") if isinstance(item.get("Metadata"), dict) else {}
+    token = metadata.get("sb_rid")
+    if not (isinstance(token, str) and token):
+        content = item.get("Content")
+        found = _RID_IN_SOURCE.search(content[:200_000]) if isinstance(content, str) else None
+        token = found.group(1) if found else None
+    return _recipient(token, item.get("MessageID"), read_token)
+
+
+def _pm_event_id(prefix: str, item: dict[str, Any], time_key: str) -> str:
+    """An id for a record Postmark gives none: a resent webhook repeats it, so it is ignored."""
+    who = _str(item.get("MessageID"), 100) or _str(item.get("Recipient") or item.get("Email"), 120)
+    return f"{prefix}:{who}:{_str(item.get(time_key), 40)}"
+
+
+def postmark(payload: Any, read_token: TokenReader) -> list[Event]:
+    """One Postmark webhook record (or a list of them): Delivery, Bounce, SpamComplaint, Open,
+    Click, SubscriptionChange."""
+    items = payload if isinstance(payload, list) else [payload]
+    out = []
+    for i, item in enumerate(_list_of_dicts(items, "postmark")):
+        where = f"record {i}"
+        record = item.get("RecordType")
+        if not isinstance(record, str):
+            raise PayloadError(f"{where}: missing RecordType")
+        detail: dict[str, Any] = {}
+        machine = False
+        if record == "Delivery":
+            when = _time(item.get("DeliveredAt"), where)
+            kind: str | None = Response.DELIVERED.value
+            detail = {"diagnostic": _str(item.get("Details"), 500)}
+            event_id = _pm_event_id("delivery", item, "DeliveredAt")
+        elif record in ("Bounce", "SpamComplaint"):
+            when = _time(item.get("BouncedAt"), where)
+            bounce_type = _str(item.get("Type"), 40)
+            code = _small_int(item.get("TypeCode"))
+            if not bounce_type and code is not None:
+                bounce_type = PM_TYPE_CODES.get(code, "")
+            if record == "SpamComplaint":
+                bounce_type = "SpamComplaint"
+            # Details holds the receiving server's reply; Description only explains the type.
+            details = _str(item.get("Details"))
+            kind, verdict = postmark_bounce_kind(bounce_type, details)
+            detail = {"type": bounce_type, "diagnostic": details, **_verdict_detail(verdict)}
+            bounce_id = _str(item.get("ID"), 40)
+            event_id = (f"bounce:{bounce_id}" if bounce_id
+                        else _pm_event_id("bounce", item, "BouncedAt"))
+        elif record in ("Open", "Click"):
+            when = _time(item.get("ReceivedAt"), where)
+            agent = _str(item.get("UserAgent"), 300)
+            from app.tracking.heuristics import is_machine_open
+
+            machine = is_machine_open(agent, when) if record == "Open" else False
+            kind = OPEN if record == "Open" else CLICK
+            detail = {"user_agent": agent}
+            if record == "Click":
+                detail["url"] = _str(item.get("OriginalLink"), 500)
+            event_id = _pm_event_id(record.lower(), item, "ReceivedAt")
+        elif record == "SubscriptionChange":
+            when = _time(item.get("ChangedAt"), where)
+            # Only a recipient's own unsubscribe (Postmark's unsubscribe link) is a response;
+            # suppressions after a bounce or a complaint come as those records, and an
+            # account's manual suppressions and reactivations are not the recipient's word.
+            suppress = item.get("SuppressSending") is True
+            reason = _str(item.get("SuppressionReason"), 40)
+            origin = _str(item.get("Origin"), 40)
+            if not (suppress and reason == "ManualSuppression" and origin == "Recipient"):
+                continue
+            kind = Response.UNSUBSCRIBED.value
+            detail = {"scope": "all", "reason": reason, "origin": origin}
+            event_id = _pm_event_id("subscription", item, "ChangedAt")
+        else:
+            continue  # a record type added after this code was written
+        if kind is None:
+            continue
+        out.append(_event(where, kind=kind, source="postmark", occurred_at=when,
+                          provider_event_id=event_id[:255], machine=machine,
+                          detail=detail or None, **_pm_target(item, read_token)))
+    return out
+
+
+# ---------------------------------------------------------------- Brevo
+
+_BREVO_KINDS = {
+    "request": Response.SENT.value,
+    "sent": Response.SENT.value,
+    "delivered": Response.DELIVERED.value,
+    "deferred": DEFERRED,
+    "soft_bounce": Response.SOFT_BOUNCE.value,
+    "hard_bounce": Response.HARD_BOUNCE.value,
+    "invalid_email": Response.HARD_BOUNCE.value,
+    # Brevo did not send: the address is on its block list (unsubscribed, complained before).
+    "blocked": Response.DROPPED.value,
+    "error": Response.DELIVERY_ERROR.value,
+    "spam": Response.SPAM.value,
+    "complaint": Response.SPAM.value,
+    "opened": OPEN,
+    "unique_opened": OPEN,
+    "proxy_open": OPEN,
+    "unique_proxy_open": OPEN,
+    "click": CLICK,
+    "clicked": CLICK,
+    "unsubscribed": Response.UNSUBSCRIBED.value,
+}
+_CAMEL = re.compile(r"(?<=[a-z])([A-Z])")
+
+
+def _brevo_name(value: str) -> str:
+    """Brevo's event name in one spelling: "hardBounce" and "hard_bounce" alike."""
+    return _CAMEL.sub(r"_\1", value[:40]).lower()
+
+
+def _brevo_token(custom: Any) -> Any:
+    """Our token from X-Mailin-custom: the token itself, or JSON with "sb_rid"."""
+    if not isinstance(custom, str) or not custom:
+        return None
+    text = custom.strip()
+    if text.startswith("{") and len(text) < 2000:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return None
+        return value.get("sb_rid") if isinstance(value, dict) else None
+    return text
+
+
+def _brevo_time(item: dict[str, Any], where: str) -> datetime:
+    """ts_epoch (milliseconds, UTC), else ts_event or ts (seconds, UTC); never `date`, which is
+    in the account's time zone without saying which."""
+    epoch = item.get("ts_epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 10**11:
+        return _time(epoch / 1000, where)
+    for key in ("ts_event", "ts"):
+        if item.get(key) is not None:
+            return _time(item[key], where)
+    return _time(epoch, where)
+
+
+def brevo(payload: Any, read_token: TokenReader) -> list[Event]:
+    """Brevo transactional webhooks: one event object per request (or a list of them)."""
+    items = payload if isinstance(payload, list) else [payload]
+    out = []
+    for i, item in enumerate(_list_of_dicts(items, "brevo")):
+        where = f"event {i}"
+        raw_name = item.get("event")
+        if not isinstance(raw_name, str):
+            raise PayloadError(f"{where}: missing event")
+        name = _brevo_name(raw_name)
+        when = _brevo_time(item, where)
+        kind = _BREVO_KINDS.get(name)
+        if kind is None:
+            continue  # a type added after this code was written
+        detail: dict[str, Any] = {}
+        machine = name in ("proxy_open", "unique_proxy_open")
+        reason = _str(item.get("reason"))
+        if name in ("soft_bounce", "hard_bounce"):
+            verdict = classify("", reason, action="failed")
+            kind = refused(kind, verdict)
+            detail = {"diagnostic": reason, **_verdict_detail(verdict)}
+        elif reason:
+            detail = {"reason": reason}
+        if kind == CLICK:
+            detail["url"] = _str(item.get("link") or item.get("URL"), 500)
+        message_id = item.get("message-id", item.get("messageId"))
+        stamp = _str(item.get("ts_epoch") or item.get("ts_event") or item.get("ts"), 20)
+        # Brevo's "id" is the webhook's, not the event's. An open counts once per message and
+        # moment whether it came as "opened" or "unique_opened".
+        family = "open" if kind == OPEN else name
+        event_id = f"{family}:{_str(message_id, 150) or _str(item.get('email'), 100)}:{stamp}"
+        if kind == CLICK:
+            event_id += ":" + _str(item.get("link"), 40)
+        out.append(_event(where, kind=kind, source="brevo", occurred_at=when,
+                          provider_event_id=event_id[:255], machine=machine,
+                          detail=detail or None,
+                          **_recipient(_brevo_token(item.get("X-Mailin-custom")), message_id,
+                                       read_token)))
     return out

@@ -1,4 +1,4 @@
-"""Provider event webhooks: /webhooks/sendgrid, /mailgun, /ses and /generic.
+"""Provider event webhooks: /webhooks/sendgrid, /mailgun, /ses, /postmark, /brevo and /generic.
 
 Each request is at most MAX_WEBHOOK_BYTES (10 MB; 413 above, from Content-Length or while
 reading, before anything is parsed), authenticated (401 otherwise), parsed whole (400 on anything
@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 # Far above any provider's batch (SendGrid posts up to a few MB); the app-wide upload limit
 # (MAX_CONTENT_LENGTH, for the CSV import) does not apply here.
 MAX_WEBHOOK_BYTES = 10 * 1024 * 1024
+# Settings of the providers added here, for the settings page's list of webhook secrets.
+SECRET_NAMES = ("POSTMARK_WEBHOOK_USER", "POSTMARK_WEBHOOK_PASSWORD", "BREVO_WEBHOOK_TOKEN")
 SUBSCRIBE_FETCHER = "sendboard.sns_subscribe_fetcher"  # app.extensions key; tests put a fake
 SubscribeFetcher = Callable[[str], bool]
 
@@ -257,6 +259,29 @@ def ses() -> Response:
     sns_id = message.get("MessageId") or ""
     return _apply("ses", _parse("ses", lambda: parsers.ses(
         parsers.load_json(inner if isinstance(inner, str) else ""), sns_id, token_reader())))
+
+
+@bp.post("/postmark")
+def postmark() -> Response:
+    """Postmark webhooks (basic auth): Delivery, Bounce, SpamComplaint, Open, Click and
+    SubscriptionChange records, one per request."""
+    body = _body()
+    reason = auth.check_postmark()
+    if reason:
+        return _refuse("postmark", reason)
+    return _apply("postmark", _parse(
+        "postmark", lambda: parsers.postmark(parsers.load_json(body), token_reader())))
+
+
+@bp.post("/brevo")
+def brevo() -> Response:
+    """Brevo transactional webhooks (a bearer token, or ?token= in the URL)."""
+    body = _body()
+    reason = auth.check_brevo()
+    if reason:
+        return _refuse("brevo", reason)
+    return _apply("brevo", _parse(
+        "brevo", lambda: parsers.brevo(parsers.load_json(body), token_reader())))
 
 
 @bp.post("/generic")

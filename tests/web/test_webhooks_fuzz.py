@@ -495,3 +495,97 @@ def test_ses_endpoint_fuzzed_envelope(app, client, world, sns_key, fetched, sign
     # not an SNS message (the signed test above reaches the notifications applied).
     outcomes.reached(401) if signed else outcomes.reached(400, 401)
     assert all(SNS_URL_OK.match(url) for url in fetched), fetched
+
+
+# ---------------------------------------------------------------- Postmark
+
+PM_BASIC = "Basic " + base64.b64encode(b"pm:pw").decode()
+PM_TYPES = st.sampled_from(["HardBounce", "Transient", "SoftBounce", "AutoResponder", "Blocked",
+                            "SpamComplaint", "Unknown", "Subscribe", "DMARCPolicy", "Odd"])
+
+
+def postmark_record(m: Maybe) -> st.SearchStrategy[Any]:
+    iso = st.one_of(st.just(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.1234567Z")),
+                    m(TIMES))
+    return st.fixed_dictionaries(
+        {"RecordType": m(st.sampled_from(["Delivery", "Bounce", "SpamComplaint", "Open",
+                                          "Click", "SubscriptionChange", "Inbound"])),
+         "Metadata": m(st.fixed_dictionaries({"sb_rid": token(m)}))},
+        optional={"MessageID": message_id(m), "DeliveredAt": iso, "BouncedAt": iso,
+                  "ReceivedAt": iso, "ChangedAt": iso, "ID": m(HUGE_INTS), "Type": m(PM_TYPES),
+                  "TypeCode": m(st.sampled_from([1, 2, 64, 4096, 100006, 99])),
+                  "Details": m(TEXT), "Description": m(TEXT), "UserAgent": m(TEXT),
+                  "OriginalLink": m(TEXT), "Content": m(st.one_of(TEXT, token(m).map(
+                      lambda t: f"X-Sendboard-Rid: {t}\r\n"))),
+                  "SuppressSending": m(st.booleans()),
+                  "SuppressionReason": m(st.sampled_from(["ManualSuppression", "HardBounce"])),
+                  "Origin": m(st.sampled_from(["Recipient", "Customer"]))})
+
+
+def postmark_payload(m: Maybe) -> st.SearchStrategy[Any]:
+    return st.one_of(m(postmark_record(m)), st.lists(m(postmark_record(m)), max_size=3))
+
+
+def test_postmark_endpoint_fuzzed(app, client, world):
+    app.config.update(POSTMARK_WEBHOOK_USER="pm", POSTMARK_WEBHOOK_PASSWORD="pw")
+    outcomes = Outcomes(client, world)
+
+    @FUZZ
+    @example(body=json.dumps({"RecordType": "Open", "ReceivedAt": "2026-11-23T10:00:00Z",
+                              "Metadata": {"sb_rid": TOKENS[0]}}).encode(), basic=True,
+             headers={})
+    @given(body=bodies(postmark_payload), basic=st.sampled_from([True, True, False]),
+           headers=HEADERS)
+    def run(body: bytes, basic: bool, headers: dict[str, str]) -> None:
+        if basic:
+            headers = {**headers, "Authorization": PM_BASIC}
+        outcomes.post("/webhooks/postmark", body, headers)
+
+    run()
+    outcomes.reached(200, "recorded", 400, 401)
+
+
+# ---------------------------------------------------------------- Brevo
+
+BREVO_TOKEN = "brevo-secret-token"
+
+
+def brevo_event(m: Maybe) -> st.SearchStrategy[Any]:
+    return st.fixed_dictionaries(
+        {"event": m(st.sampled_from(["request", "delivered", "soft_bounce", "hardBounce",
+                                     "blocked", "spam", "opened", "unique_opened", "proxy_open",
+                                     "click", "unsubscribed", "invalid_email", "error",
+                                     "list_addition"])),
+         "ts_event": times(m), "X-Mailin-custom": m(st.one_of(token(m), token(m).map(
+             lambda t: json.dumps({"sb_rid": t}))))},
+        optional={"ts_epoch": m(st.one_of(st.integers(NOW * 1000 - 10**8, NOW * 1000),
+                                          HUGE_INTS)),
+                  "ts": times(m), "message-id": message_id(m), "email": m(TEXT),
+                  "reason": m(TEXT), "link": m(TEXT), "id": m(HUGE_INTS), "tags": ANY_JSON})
+
+
+def brevo_payload(m: Maybe) -> st.SearchStrategy[Any]:
+    return st.one_of(m(brevo_event(m)), st.lists(m(brevo_event(m)), max_size=3))
+
+
+def test_brevo_endpoint_fuzzed(app, client, world):
+    app.config["BREVO_WEBHOOK_TOKEN"] = BREVO_TOKEN
+    outcomes = Outcomes(client, world)
+
+    @FUZZ
+    @example(body=json.dumps({"event": "click", "ts_event": NOW, "X-Mailin-custom": TOKENS[1],
+                              "link": "https://x.example/"}).encode(), how="bearer",
+             headers={})
+    @given(body=bodies(brevo_payload), how=st.sampled_from(["bearer", "query", "none"]),
+           headers=HEADERS)
+    def run(body: bytes, how: str, headers: dict[str, str]) -> None:
+        path = "/webhooks/brevo"
+        if how == "bearer":
+            headers = {**headers, "Authorization": f"Bearer {BREVO_TOKEN}"}
+        elif how == "query":
+            path += f"?token={BREVO_TOKEN}"
+            headers.pop("Authorization", None)
+        outcomes.post(path, body, headers)
+
+    run()
+    outcomes.reached(200, "recorded", 400, 401)
