@@ -644,14 +644,17 @@ def main() -> None:
                 floors.append(run_floor(n, sink, envelope_from, data, k * connections))
                 print(f"  floor before: {floors[-1]:,.0f} messages/s", flush=True)
             print(f"pipeline with {k} worker{'s' if k > 1 else ''}:", flush=True)
-            if isinstance(sink, RelaySink) and deferring:
+            if isinstance(sink, RelaySink):
                 sink.reset()
             r = run_pipeline(n, k, args.batch_size, sink, connections,
                              want_sample=sample is None and not args.no_floor,
                              profile_dir=args.profile)
             ok = _report_run(r, n)
-            if isinstance(sink, RelaySink) and deferring:
+            if isinstance(sink, RelaySink):
                 st = sink.stat()
+                print(f"  workers={k}: the sink saw {st['connections']:,} connections, at most "
+                      f"{st['peak_open']} open at once", flush=True)
+            if isinstance(sink, RelaySink) and deferring:
                 exact = (st["distinct"] == n and st["duplicates"] == 0
                          and st["received"] == n)
                 print(f"  workers={k}: {st['deferred']:,} first attempts refused for now; "
