@@ -2,7 +2,8 @@
 
 Hypothesis draws a route, path parameters (real ids, zero, negative, past 64 bits, text with NUL
 bytes, lone surrogates and 5,000 characters), a query string and a form body made of the field
-names the app reads plus junk, or a JSON body. Every answer must be below 500. The webhooks have
+names the app reads plus junk, or a JSON body. Every answer must be below 500; under /api/v1
+(called with a token holding every scope) every error is problem+json. The webhooks have
 their own fuzz test (test_webhooks_fuzz.py); static files are Flask's own.
 """
 
@@ -32,7 +33,9 @@ FIELDS = (
     "occurred_at older op owner_id page password port prevent_duplicates private_key q "
     "rate_per_second reason reference remember reply_to reports_events role scope security "
     "selector send_at send_until subject tab text_body username utm_campaign utm_medium "
-    "utm_source value zone conditions-0-field conditions-0-op conditions-0-value"
+    "utm_source value zone conditions-0-field conditions-0-op conditions-0-value "
+    "contacts contact_id contact_ids emails fields time_zone do_not_email occurred_at transactions "
+    "idempotency_key email_type_id limit cursor list_id updated_since"
 ).split()
 
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
@@ -90,6 +93,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterat
         db.session.commit()
         ids = sorted({1, 2, 3, sent.id, contact.id,
                       *(r.id for r in db.session.query(Recipient.id).limit(3))})
+        from app.api.auth import SCOPES
+        from app.services.api_tokens import create_token
+
+        app.config["FUZZ_API_TOKEN"] = create_token("fuzz", list(SCOPES), rate_per_minute=100_000).secret
+        db.session.commit()
         yield app, ids
         db.session.remove()
         db.engine.dispose()
@@ -118,13 +126,20 @@ def _request(app: Flask, role: str | None, data: Any) -> None:
                 f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}"
                 for k, v in data["form"]), "content_type": "application/x-www-form-urlencoded"}
     headers = {"HX-Request": "true"} if data["htmx"] else {}
+    api = rule.startswith("/api/v1")
+    if api and data.get("token", True):
+        headers["Authorization"] = f"Bearer {app.config['FUZZ_API_TOKEN']}"
     response = client.open(url, method=method, headers=headers, **kwargs)
     assert response.status_code < 500, (method, url, kwargs, response.status_code,
                                         response.get_data(as_text=True)[-2000:])
+    if api and response.status_code >= 400:
+        assert response.mimetype == "application/problem+json", (method, url, response.status_code)
+        problem = response.get_json()
+        assert problem["status"] == response.status_code and problem["title"], problem
 
 
-def _inputs(app: Flask, ids: list[int]) -> st.SearchStrategy[dict[str, Any]]:
-    routes = _routes(app)
+def _inputs(app: Flask, ids: list[int], *, only_api: bool = False) -> st.SearchStrategy[dict[str, Any]]:
+    routes = [r for r in _routes(app) if r[0].startswith("/api/v1") or not only_api]
 
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
@@ -136,8 +151,11 @@ def _inputs(app: Flask, ids: list[int]) -> st.SearchStrategy[dict[str, Any]]:
                 st.one_of(st.none(), st.booleans(), st.integers(), _TEXT),
                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
                     st.sampled_from(FIELDS), inner, max_size=4), max_leaves=10))))
+        if only_api and json_body is None:
+            json_body = draw(st.sampled_from(["", "{", "[]", "null", "1e400", '{"contacts": [1]}',
+                                              '{"transactions": [{}]}', '"\\ud800"', "[" * 3000]))
         return {"route": route, "params": params, "query": draw(pairs), "form": draw(pairs),
-                "json": json_body, "htmx": draw(st.booleans())}
+                "json": json_body, "htmx": draw(st.booleans()), "token": draw(st.booleans())}
 
     return build()
 
@@ -152,6 +170,21 @@ def test_no_route_answers_5xx(world, role):
     def run(data: dict[str, Any]) -> None:
         with app.app_context():
             _request(app, role, data)
+
+    run()
+
+
+def test_api_routes_answer_problem_details_to_garbage(world):
+    """Every /api/v1 route, with and without a token, JSON bodies of any shape: 4xx problem
+    details (or success), never 5xx."""
+    app, ids = world
+
+    @settings(max_examples=300, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(_inputs(app, ids, only_api=True))
+    def run(data: dict[str, Any]) -> None:
+        with app.app_context():
+            _request(app, None, data)
 
     run()
 
