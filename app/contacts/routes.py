@@ -337,3 +337,5 @@ def import_progress(import_id: int) -> Any:
     html = render_template("contacts/_import_progress.html", job=import_job)
     return html, (200 if import_job.status == "running" else STOP_POLLING)
 
+
+from app.contacts import zone_routes as _zone_routes  # noqa: E402,F401 - a contact's time zone

@@ -33,7 +33,8 @@ def _ab_window_context() -> dict[str, Any]:
         return {"ab": ab_tests.page_facts(mailing), "win": windows.page_facts(mailing),
                 "form": ActionForm()}
 
-    return {"ab_window_facts": ab_window_facts, "picker_zones": picker_zones}
+    return {"ab_window_facts": ab_window_facts, "picker_zones": picker_zones,
+            "org_time_zone": windows.org_zone, "zone_form": ActionForm}
 
 
 def _summary(mailing: Mailing) -> str:

@@ -765,3 +765,6 @@ def _one_off_refused(contact_id: int, form: OneOffForm, errors: list[str]) -> An
     from app.contacts.routes import detail_page
 
     return detail_page(contact_id, one_off_form=form, one_off_errors=errors), 422
+
+
+from app.mailings import ab_routes as _ab_routes  # noqa: E402,F401 - A/B test and window routes

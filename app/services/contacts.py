@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.domain.eligibility import address_key, address_problem, normalize_address
 from app.domain.segments import SegmentError
 from app.domain.transactions import future_date_problem, latest_transaction_time
+from app.domain.windows import is_zone
 from app.extensions import db
 from app.models import (
     Contact,
@@ -60,6 +61,7 @@ TRANSACTION_HEADERS = {
     "last transaction date",
 }
 LIST_HEADERS = {"list", "list name", "list_name"}
+ZONE_HEADERS = {"time_zone", "time zone", "timezone"}  # IANA name, for delivery at local time
 SEARCH_FLAGS = ("do_not_email", "invalid", "inactive")
 
 
@@ -122,6 +124,7 @@ class _Row:
     last_transaction: datetime | None
     lists: set[str]
     line: int  # where the row starts in the file
+    time_zone: str = ""  # blank: keep the known one (or the organisation's zone)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class _Columns:
     list: int | None
     extra: tuple[tuple[int, str], ...]
     count: int
+    time_zone: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +153,8 @@ def import_csv(
     """Import contacts from a CSV file object (binary or text), streaming it in chunks.
 
     Columns: `email` (required; also "e-mail", "email address"), `name`, `last_transaction`
-    (ISO date or datetime; also "last_transaction_date"), `list` (a per-row list name); any other
+    (ISO date or datetime; also "last_transaction_date"), `list` (a per-row list name),
+    `time_zone` (an IANA zone such as Europe/Berlin, for delivery at local time); any other
     column is kept in the contact's `fields`. The delimiter (comma or semicolon) is taken from the
     header line. Rows are rejected, with the physical line number where they start, for a missing
     or invalid address, a bad or future date, the wrong number of columns, broken quoting, a NUL
@@ -447,7 +452,8 @@ def _columns(header: list[str]) -> _Columns:
         raise ImportFileError(
             "no email column (expected a header named email, e-mail or email address)", line=1
         )
-    known = {email, find(NAME_HEADERS), find(TRANSACTION_HEADERS), find(LIST_HEADERS)}
+    known = {email, find(NAME_HEADERS), find(TRANSACTION_HEADERS), find(LIST_HEADERS),
+             find(ZONE_HEADERS)}
     extra = tuple(
         (i, name or f"column {i + 1}") for i, name in enumerate(names) if i not in known
     )
@@ -458,6 +464,7 @@ def _columns(header: list[str]) -> _Columns:
         list=find(LIST_HEADERS),
         extra=extra,
         count=len(names),
+        time_zone=find(ZONE_HEADERS),
     )
 
 
@@ -496,7 +503,12 @@ def _parse_row(
         lists.add(record[columns.list].strip())
     # Empty cells are left out so that a re-import with a blank cell keeps the known value.
     fields = {name_: record[i].strip() for i, name_ in columns.extra if record[i].strip()}
-    return _Row(email, address_key(email), name[:200], fields, last_transaction, lists, line)
+    zone = record[columns.time_zone].strip() if columns.time_zone is not None else ""
+    if zone and not is_zone(zone):
+        result.reject(line, f"time_zone {zone[:64]!r} is not a time zone (e.g. Europe/Berlin)")
+        return None
+    return _Row(email, address_key(email), name[:200], fields, last_transaction, lists, line,
+                zone)
 
 
 def parse_when(raw: str) -> datetime:
@@ -600,6 +612,7 @@ def _upsert_contacts(rows: list[_Row]) -> dict[str, int]:
             "invalid_reason": "",
             "soft_bounce_mailings": 0,
             "last_transaction_at": r.last_transaction,
+            "time_zone": r.time_zone,
             "created_at": now,
             "updated_at": now,
         }
@@ -623,6 +636,7 @@ def _upsert_contacts(rows: list[_Row]) -> dict[str, int]:
             "email": new.email,
             "name": case((new.name != "", new.name), else_=table.c.name),
             "fields": _merged_fields(table.c.fields, new.fields),
+            "time_zone": case((new.time_zone != "", new.time_zone), else_=table.c.time_zone),
             "last_transaction_at": case(
                 (newer_transaction, new.last_transaction_at), else_=table.c.last_transaction_at
             ),
