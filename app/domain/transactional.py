@@ -8,13 +8,11 @@ addresses), the idempotency key, the caller's merge data, and the words of each 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 from app.domain import figures
-from app.domain.eligibility import address_key
 from app.domain.responses import Response
 
 IDEMPOTENCY_KEY_MAX = 200
@@ -40,11 +38,6 @@ _BY_RESPONSE = {
     Response.INVALID_ADDRESS: Refusal.INVALID_ADDRESS,
     Response.INACTIVE: Refusal.INACTIVE,
 }
-
-
-def suppression_hash(address: str) -> str:
-    """How the suppression list keeps an erased address: SHA-256 of its lower-cased form."""
-    return hashlib.sha256(address_key(address).encode("utf-8")).hexdigest()
 
 
 def refusal(verdict: Response | None, *, suppressed: bool) -> Refusal | None:

@@ -691,6 +691,8 @@ class MessageBuilder:
 
     def context(self, merge: dict[str, Any]) -> dict[str, Any]:
         ctx = dict(merge.get("fields") or {})
+        # A transactional send's own variables, frozen with its one message, over the fields.
+        ctx.update(self.content.get("data") or {})
         ctx.update(
             name=merge.get("name", ""),
             email=merge.get("email", ""),

@@ -171,10 +171,11 @@ def sending_queue() -> list[int]:
     return [r[0] for r in rows]
 
 
-def claim_batch(redis: Redis, worker: str) -> Claim | None:
-    """Claim the next batch of the oldest sending mailing; None when nothing is left to send."""
+def claim_batch(redis: Redis, worker: str, only: int | None = None) -> Claim | None:
+    """Claim the next batch of the oldest sending mailing (or of mailing `only`); None when
+    nothing is left to send."""
     now = utcnow()
-    for mailing_id in sending_queue():
+    for mailing_id in sending_queue() if only is None else [only]:
         mailing = db.session.get(Mailing, mailing_id)
         if mailing is None or mailing.status != Status.SENDING.value:
             continue
@@ -342,6 +343,7 @@ def send_claim(redis: Redis, claim: Claim,
     send_until = mailing.send_until
     window_closes = windows.closes_at(mailing, utcnow())  # the rest waits for the next opening
     email_type_id = mailing.email_type_id
+    transactional = bool(mailing.email_type and mailing.email_type.transactional)
     version_id, content = version.id, version.content
     db.session.commit()  # end the read transaction: no database lock is held while sending
 
@@ -401,7 +403,8 @@ def send_claim(redis: Redis, claim: Claim,
                     break
                 if row.facts is not None:
                     verdict = eligibility.check(row.facts, email_type=email_type_id, now=now,
-                                                inactivity=inactivity)
+                                                inactivity=inactivity,
+                                                transactional=transactional)
                     if verdict is not None:
                         outcome.final[row.id] = (verdict, "checked again right before hand-off")
                         continue
