@@ -13,10 +13,12 @@ log = logging.getLogger("sendboard.jobs.responses")
 def time_rules() -> dict[str, int]:
     """Sent with no report for 48 h -> Delivered (or Unknown for a reporting provider); contacts
     soft-bouncing in 3 mailings -> invalid."""
+    from app.extensions import db
     from app.services import responses
 
-    changed = responses.apply_silence_rule()
+    changed = responses.apply_silence_rule()  # commits mailing by mailing
     invalid = responses.invalidate_soft_bouncers()
+    db.session.commit()
     result = {"recipients": sum(changed.values()), "mailings": len(changed),
               "invalid_contacts": invalid}
     if result["recipients"] or invalid:

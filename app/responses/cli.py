@@ -188,6 +188,7 @@ def register_bounces(app: Flask) -> None:
         from app.services.reclassify import reclassify
 
         outcome = reclassify(apply=apply_changes)
+        db.session.commit()
         for change in outcome.changes:
             verdict = change.verdict
             if change.contact_restored:

@@ -24,6 +24,7 @@ from flask import current_app
 from app.domain import dsn
 from app.domain.bounces import Reason, Verdict
 from app.domain.responses import Response
+from app.extensions import db
 from app.services.responses import AUTO_REPLY, DEFERRED, DELIVERED_REPORT, Event, apply_events
 from app.services.tokens import read_recipient_token
 
@@ -100,6 +101,9 @@ def _apply(bounces: list[Bounce], counts: Counter[str]) -> None:
     counts["ignored"] += len(bounces) - len(events)
     if events:
         summary = apply_events(events).summary()
+        # Committed here, chunk by chunk: the messages are marked read only once their events
+        # are stored, and a long Maildir never holds the write lock for long.
+        db.session.commit()
         for key in ("applied", "duplicates", "unmatched"):
             counts[key] += summary[key]
         counts["events"] += len(events)

@@ -129,8 +129,7 @@ def reclassify(*, apply: bool = False, now: datetime | None = None) -> Outcome:
     outcome.contacts_restored = len({c.contact_id for c in outcome.changes
                                      if c.contact_restored})
     if apply and outcome.changes:
-        _apply(outcome.changes, now)
-        db.session.commit()
+        _apply(outcome.changes, now)  # the caller commits
     return outcome
 
 

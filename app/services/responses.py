@@ -1,8 +1,10 @@
 """Applying response events: the one path for every open, click, bounce and unsubscribe.
 
 Tracking, webhooks, bounce mail and the time rules all call `apply_events` (or `apply_event` for
-one). A batch is one transaction: timeline rows, recipient responses, mailing counters and contact
-effects commit together or not at all, so totals never drift from responses.
+one), then commit: a batch is one transaction, so timeline rows, recipient responses, mailing
+counters and contact effects commit together or not at all, and totals never drift from responses.
+Nothing here commits, but the 48-hour rule, which commits mailing by mailing so the write lock is
+never held for long (docs/ARCHITECTURE.md, Layering).
 
 The rules themselves are pure and live in `app.domain`: which response an event asks for and how
 it folds into the recipient and the counters (`app.domain.events`), whether it may replace the
@@ -176,21 +178,23 @@ def apply_event(
     provider_event_id: str | None = None,
     detail: Mapping[str, Any] | None = None,
     machine: bool = False,
-    commit: bool = True,
 ) -> ApplyResult:
     """Apply one event to one recipient (by id or row); see `apply_events`."""
     rid = recipient if isinstance(recipient, int) else recipient.id
     event = Event(kind=kind, source=source, occurred_at=occurred_at, recipient_id=rid,
                   provider_event_id=provider_event_id, detail=detail, machine=machine)
-    return apply_events([event], commit=commit).results[0]
+    return apply_events([event]).results[0]
 
 
-def apply_events(events: Sequence[Event], *, commit: bool = True) -> BatchResult:
-    """Apply a batch of events in one transaction, set-based: a few statements per batch, not per
-    event. Raises EventError (before writing anything) if any event is invalid.
+def apply_events(events: Sequence[Event]) -> BatchResult:
+    """Apply a batch of events, set-based: a few statements per batch, not per event; the caller
+    commits them as one transaction. Raises EventError (before writing anything) if any event is
+    invalid.
 
     A concurrent batch carrying the same provider event id makes our insert fail on the unique
     constraint; the batch is then rolled back and applied once more, when the check finds it.
+    That rollback takes whatever else the session had not committed: a caller applies one batch
+    per unit of work and commits right after.
     """
     for event in events:
         check_event(event)
@@ -202,8 +206,8 @@ def apply_events(events: Sequence[Event], *, commit: bool = True) -> BatchResult
         db.session.rollback()
         log.info("provider event ids raced with another request; applying the batch again")
         result = _apply(events)
-    if commit:
-        db.session.commit()
+    # The writes were set-based: rows already loaded in the session are read again on next use.
+    db.session.expire_all()
     return result
 
 
@@ -708,7 +712,7 @@ def apply_silence_rule(now: datetime | None = None) -> dict[int, int]:
                 deltas["delivered_unique"] = count
             totals.bump(mailing_id, deltas)
             changed[mailing_id] = count
-        db.session.commit()
+        db.session.commit()  # mailing by mailing: the write lock is held for one mailing at most
     return changed
 
 
@@ -737,5 +741,4 @@ def invalidate_soft_bouncers() -> int:
                 invalid_reason=f"soft bounces in {mailings} mailings",
             )
         ).rowcount or 0)
-    db.session.commit()
     return changed

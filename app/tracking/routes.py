@@ -74,6 +74,7 @@ def open_pixel(token: str) -> Response:
             responses.apply_event(recipient, kind=responses.OPEN, source="tracking",
                                   occurred_at=now, machine=machine,
                                   detail={"user_agent": agent[:300]})
+            db.session.commit()
     except Exception:  # the reader must get the image whatever went wrong on our side
         db.session.rollback()
         log.exception("open not recorded for token %.40s", token)
@@ -106,6 +107,7 @@ def click(token: str, link_id: int) -> Any:
                               occurred_at=now, machine=machine,
                               detail={"link_id": link_id, "url": target[:500],
                                       "user_agent": agent[:300]})
+        db.session.commit()
     except Exception:  # the click still goes where the reader wanted
         db.session.rollback()
         log.exception("click not recorded for token %.40s", token)
@@ -162,12 +164,14 @@ def unsubscribe(token: str) -> Any:
         scope = "type" if email_type else "all"
         responses.apply_event(recipient, kind="unsubscribed", source="one_click",
                               occurred_at=now, detail={"scope": scope})
+        db.session.commit()
         return Response("Unsubscribed\n", status=200, mimetype="text/plain")
     if request.method == "POST":
         _check_csrf()
         scope = "type" if request.form.get("scope") == "type" and email_type else "all"
         responses.apply_event(recipient, kind="unsubscribed", source="unsubscribe_page",
                               occurred_at=now, detail={"scope": scope})
+        db.session.commit()
         return render_template("tracking/unsubscribed.html", token=token, scope=scope,
                                email_type=email_type)
     return render_template("tracking/unsubscribe.html", token=token, contact=contact,
@@ -183,6 +187,7 @@ def preferences(token: str) -> Any:
     if request.method == "POST" and contact is not None:
         _check_csrf()
         message = _change_preferences(recipient, request.form)
+        db.session.commit()
         db.session.expire_all()
         contact = db.session.get(Contact, contact.id)
     email_types = list(db.session.execute(select(EmailType).order_by(EmailType.name)).scalars())

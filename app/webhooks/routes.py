@@ -49,7 +49,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.extensions import csrf
+from app.extensions import csrf, db
 from app.services.responses import Event, EventError, apply_events
 from app.webhooks import auth, parsers
 from app.webhooks.parsers import PayloadError, clean_text
@@ -116,6 +116,7 @@ def _apply(provider: str, events: list[Event] | Response) -> Response:
         result = apply_events(events)
     except EventError as exc:  # the parsers check every event first; this is a second guard
         return _malformed(provider, str(exc))
+    db.session.commit()
     summary = result.summary()
     log.info("webhook %s: %s", provider, summary)
     return _json(200, summary)

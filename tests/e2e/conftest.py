@@ -93,6 +93,7 @@ def deployment(tmp_path: Path, redis_server: str) -> Iterator[Deployment]:
         db.create_all()
         create_user(email="admin@example.org", password="browser-password", name="Ada Admin",
                     role="admin")
+        db.session.commit()
         db.session.remove()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

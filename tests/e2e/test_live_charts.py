@@ -138,6 +138,7 @@ def test_charts_follow_the_counters_in_place_and_polling_stops(deployment, page:
         apply_event(sent[0], kind="open", source="tracking", occurred_at=now)
         apply_event(sent[1], kind="open", source="tracking", occurred_at=now)
         apply_event(sent[1], kind="click", source="tracking", occurred_at=now)
+        db.session.commit()
         db.session.remove()
     expect(page.locator("#activity-chart")).to_be_visible()
     expect(page.locator("#activity-chart .main-svg").first).to_be_attached()

@@ -262,6 +262,7 @@ def test_activity_reads_hourly_buckets(app):
 def test_race_on_provider_event_id_is_survived(app, monkeypatch):
     _, (r, *_) = make_mailing()
     apply_event(r.id, kind="open", source="sendgrid", occurred_at=at(1), provider_event_id="e")
+    db.session.commit()  # the other request's batch
     calls = []
     real = responses._existing_provider_ids
 
