@@ -62,6 +62,8 @@ def send_one_off(contact: Contact, *, owner_id: int | None, subject: str, text_b
         from_address=from_address, reply_to=reply_to.strip(), text_body=text_body,
         html_body=html_body, owner_id=owner_id,
     )
+    # Committed here, before the worker is woken (docs/ARCHITECTURE.md, Layering): the worker
+    # must find the mailing. The view commits its audit entry afterwards.
     db.session.commit()
 
     from app.services import sending
