@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.domain.eligibility import address_key, normalize_address
@@ -166,27 +166,33 @@ def upsert_contacts(changes: Sequence[ContactChange]) -> list[Outcome]:
             else:
                 merged[k] = v
         updates.append({
-            "b_id": current.id, "b_email": email,
+            "b_email": email,
             "b_name": current.name if change.name is None else change.name,
             "b_fields": merged,
             "b_time_zone": current.time_zone if change.time_zone is None else change.time_zone,
-            "b_updated_at": now,
         })
         outcomes[i] = Outcome(i, email, "updated", current.id)
 
-    ids: dict[str, int] = {k: row.id for k, row in existing.items()}
-    if inserts:
-        stmt = _insert(Contact).returning(table.c.id, table.c.email_key)
-        for id_, key in db.session.execute(stmt, inserts).all():
+    # One INSERT ... ON CONFLICT for new and known contacts alike (values merged above), sent in
+    # multi-row batches; the ids come back with it.
+    rows = inserts + [{
+        "email": u["b_email"], "email_key": address_key(u["b_email"]), "name": u["b_name"],
+        "fields": u["b_fields"], "do_not_email": False, "do_not_email_reason": "", "valid": True,
+        "invalid_reason": "", "soft_bounce_mailings": 0, "last_transaction_at": None,
+        "time_zone": u["b_time_zone"], "created_at": now, "updated_at": now} for u in updates]
+    ids: dict[str, int] = {}
+    if rows:
+        stmt = _insert(Contact)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(index_elements=["email_key"], set_={
+            "email": new.email, "name": new.name, "fields": new.fields, "time_zone": new.time_zone,
+            "updated_at": new.updated_at,
+        }).returning(table.c.id, table.c.email_key)
+        for id_, key in db.session.execute(stmt, rows).all():
             ids[key] = id_
-            i = first[key]
-            outcomes[i] = Outcome(i, normalised[i][0], "created", id_)
-    if updates:
-        stmt = (update(table).where(table.c.id == bindparam("b_id"))
-                .values(email=bindparam("b_email"), name=bindparam("b_name"),
-                        fields=bindparam("b_fields", type_=table.c.fields.type),
-                        time_zone=bindparam("b_time_zone"), updated_at=bindparam("b_updated_at")))
-        db.session.execute(stmt, updates, execution_options={"synchronize_session": False})
+    for key, i in first.items():
+        if key not in existing:
+            outcomes[i] = Outcome(i, normalised[i][0], "created", ids[key])
 
     pairs = sorted({(list_ids[name], ids[key]) for key, i in first.items()
                     for name in (changes[i].lists or [])})
@@ -421,20 +427,23 @@ def _credit_conversions(rows: Sequence[Any]) -> None:
 
 
 def _move_last_transaction(newest: dict[int, datetime]) -> None:
-    """last_transaction_at := the newer of it and the given time, per contact (one conditional
-    UPDATE each time, so a concurrent older transaction never moves it back)."""
+    """last_transaction_at := the newest of it and the contact's transactions, for the contacts
+    given (one UPDATE a chunk; the index on (contact_id, occurred_at) finds each maximum, and a
+    concurrent older transaction never moves the date back)."""
     if not newest:
         return
     table = Contact.__table__
-    stmt = (update(table)
-            .where(table.c.id == bindparam("b_id"),
-                   or_(table.c.last_transaction_at.is_(None),
-                       table.c.last_transaction_at < bindparam("b_when")))
-            .values(last_transaction_at=bindparam("b_when"), updated_at=bindparam("b_now")))
+    tx = Transaction.__table__
+    latest = (select(func.max(tx.c.occurred_at)).where(tx.c.contact_id == table.c.id)
+              .scalar_subquery())
     now = utcnow()
-    db.session.execute(stmt, [{"b_id": cid, "b_when": when, "b_now": now}
-                              for cid, when in sorted(newest.items())],
-                       execution_options={"synchronize_session": False})
+    for part in _chunks(sorted(newest)):
+        db.session.execute(
+            update(table)
+            .where(table.c.id.in_(part),
+                   or_(table.c.last_transaction_at.is_(None), table.c.last_transaction_at < latest))
+            .values(last_transaction_at=latest, updated_at=now)
+            .execution_options(synchronize_session=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,7 +489,5 @@ def remove_members(contact_list: ContactList, contact_ids: Sequence[int]) -> int
 
 
 def _member_count(list_id: int) -> int:
-    from sqlalchemy import func
-
     return int(db.session.execute(select(func.count()).select_from(ListMember)
                                   .where(ListMember.list_id == list_id)).scalar_one())
