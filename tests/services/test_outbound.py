@@ -108,6 +108,7 @@ def ingest(recipients: list[Recipient], kinds: list[str]) -> None:
                     recipient_id=recipients[i % len(recipients)].id)
               for i, k in enumerate(kinds)]
     apply_events(events)
+    db.session.commit()
 
 
 def endpoint(url: str, kinds: list[str] | None = None) -> WebhookEndpoint:
