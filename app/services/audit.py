@@ -25,6 +25,8 @@ ACTIONS = (
     "api_token.create", "api_token.revoke", "contact.api_create", "contact.api_update",
     "contact.api_bulk", "contact.api_delete", "contact.erase", "list.members_add",
     "list.members_remove",
+    "webhook.create", "webhook.edit", "webhook.secret", "webhook.enable", "webhook.disable",
+    "webhook.delete", "webhook.send_again",
 )
 VERBS = {
     "mailing.create": "Created", "mailing.edit": "Edited", "mailing.owner": "Owner changed",
@@ -41,7 +43,7 @@ def verb(action: str) -> str:
 
 
 TARGET_KINDS = ("mailing", "contact", "list", "segment", "import", "settings", "provider",
-                "email_type", "dkim_key", "user", "api_token")
+                "email_type", "dkim_key", "user", "api_token", "webhook")
 
 
 def _actor() -> tuple[int | None, str, str]:
