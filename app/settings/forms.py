@@ -51,6 +51,7 @@ class ProviderForm(FlaskForm):
 class EmailTypeForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=100)])
     description = StringField("Description", validators=[Optional(), Length(max=500)])
+    transactional = BooleanField("Transactional (receipts, password resets)")
 
 
 class ActionForm(FlaskForm):

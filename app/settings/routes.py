@@ -219,7 +219,8 @@ def add_email_type() -> Any:
     form = EmailTypeForm()
     if form.validate_on_submit():
         db.session.add(EmailType(name=(form.name.data or "").strip(),
-                                 description=form.description.data or ""))
+                                 description=form.description.data or "",
+                                 transactional=bool(form.transactional.data)))
         try:
             db.session.flush()  # a name another type has fails here
         except IntegrityError:
@@ -236,6 +237,26 @@ def add_email_type() -> Any:
             for error in errors:
                 flash(f"Email type not added: {error}", "error")
     return _render(type_form=form), 422
+
+
+@bp.route("/email-types/<int:type_id>/transactional", methods=["POST"])
+@requires("settings.edit")
+def set_transactional(type_id: int) -> Any:
+    """Mark an email type transactional (form value transactional=1) or not: a transactional type
+    reaches contacts who left email types and inactive ones; only do-not-email stops it."""
+    from app.inputs import MAX_ID
+
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    email_type = db.session.get(EmailType, type_id) if 0 < type_id < MAX_ID else None
+    if email_type is None:
+        abort(404)
+    email_type.transactional = request.form.get("transactional") == "1"
+    state = "transactional" if email_type.transactional else "not transactional"
+    audit.record("email_type.transactional", email_type, state, kind="email_type", commit=False)
+    db.session.commit()
+    flash(f"Email type {email_type.name} is {state} now.", "success")
+    return redirect(url_for("settings.index") + "#email-types")
 
 
 def _dkim_done(key: Any, verb: str) -> Any:
