@@ -28,9 +28,8 @@ def _seed(deployment: Any) -> dict[str, int]:
     from app.extensions import db
     from app.models import Contact, ContactList, ListMember, Recipient
     from app.services import mailings, totals
-    from jobs.enqueue import kick_sending
-
     from app.services.users import create_user, find_user
+    from jobs.enqueue import kick_sending
 
     app = deployment.app
     with app.app_context():
