@@ -88,7 +88,21 @@ def data_problem(data: Mapping[str, Any]) -> tuple[str, str] | None:
             return key, f"a variable's name must have 1 to {DATA_KEY_MAX} characters"
         if key in RESERVED_VARIABLES:
             return key, f"{key!r} is set by Sendboard for every message and cannot be given"
+        if _has_nul(key) or _has_nul(data[key]):
+            return key, "must not contain a NUL character"
     return None
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 50:
+        return False
+    if isinstance(value, Mapping):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 def status_of(response: Response) -> str:
