@@ -12,7 +12,7 @@ from app.domain.lifecycle import Status
 from app.extensions import db
 from app.models import Mailing, QuotaUsage, Recipient
 from app.services import chains, mailings, settings
-from tests.services.test_sending import HTML, TEXT, make_audience, make_mailing
+from tests.factories import HTML, TEXT, make_audience, make_mailing
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -248,3 +248,25 @@ def test_home_lists_interrupted_mailings_with_resume_for_staff_only(app, auth, c
     auth.login("viewer@example.org", role="viewer")
     page = client.get("/home").get_data(as_text=True)
     assert "Bounce rate too high" in page and "/resume" not in page
+
+
+def test_a_step_added_to_a_sent_mailing_says_when_it_goes_out(app, auth, client):
+    auth.login()
+    parent = _sent_parent(datetime.now(UTC) - timedelta(hours=2))
+    later = client.post(f"/mailings/{parent.id}/steps",
+                        data={"name": "In two days", "delay_days": "2", "condition": "all"},
+                        follow_redirects=True)
+    step = db.session.query(Mailing).filter_by(name="In two days").one()
+    assert step.status == Status.SCHEDULED.value
+    assert step.send_at == parent.finished_at + timedelta(days=2)
+    assert "Follow-up step added and scheduled. Goes out" in later.get_data(as_text=True)
+    # 0 days after a mailing that finished two hours ago: due, sent once staff confirm.
+    due = client.post(f"/mailings/{parent.id}/steps",
+                      data={"name": "Right away", "delay_days": "0", "condition": "all"},
+                      follow_redirects=True)
+    step = db.session.query(Mailing).filter_by(name="Right away").one()
+    assert step.status == Status.DRAFT.value
+    assert due.request.path == f"/mailings/{step.id}"
+    text = due.get_data(as_text=True)
+    assert 'data-testid="step-plan"' in text and "use Send now to send it now" in text
+    assert f'action="/mailings/{step.id}/send-now"' in text
