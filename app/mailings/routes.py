@@ -26,6 +26,7 @@ from app.domain import figures
 from app.domain.lifecycle import STATUS_LABELS, Action, Status, allowed_actions
 from app.domain.responses import Response as RecipientResponse
 from app.domain.schedule import ScheduleError, common_zones, local_display, to_utc
+from app.domain.windows import picker_zones
 from app.extensions import db
 from app.inputs import record_id, record_ids, search_text
 from app.mailings.forms import (
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 
 # htmx stops polling when a poll is answered with this status.
 STOP_POLLING = 286
-ZONES = ["UTC", *common_zones()]
+# The picker's zones (common first, no deprecated aliases); older names still validate.
+ZONES = [*picker_zones(), *(z for z in common_zones() if z not in set(picker_zones()))]
 ZONE_CHOICES = [SelectChoice(z, z) for z in ZONES]
 
 
@@ -369,7 +371,7 @@ def detail(mailing_id: int) -> Any:
     page = _audience_args(mailing, state["counters"])
     schedule_form = ScheduleForm()
     schedule_form.zone.choices = ZONE_CHOICES
-    schedule_form.zone.data = mailing.send_at_zone or "UTC"
+    schedule_form.zone.data = (mailing.send_at_zone if mailing.send_at else "") or _org_zone()
     if mailing.send_at:
         schedule_form.local_time.data = mailing.send_at.astimezone(
             _zone(mailing.send_at_zone)).replace(tzinfo=None)
@@ -397,6 +399,12 @@ def detail(mailing_id: int) -> Any:
         owner=mailing.owner.name or mailing.owner.email if mailing.owner else "—",
         list_names=_list_names(mailing), history=audit.for_target("mailing", mailing.id),
     )
+
+
+def _org_zone() -> str:
+    from app.services.windows import org_zone
+
+    return org_zone()
 
 
 def _zone(name: str | None) -> Any:
@@ -765,6 +773,9 @@ def _one_off_refused(contact_id: int, form: OneOffForm, errors: list[str]) -> An
     from app.contacts.routes import detail_page
 
     return detail_page(contact_id, one_off_form=form, one_off_errors=errors), 422
+
+
+from app.mailings import ab_routes as _ab_routes  # noqa: E402,F401 - A/B test and window routes
 
 
 from app.mailings import ab_routes as _ab_routes  # noqa: E402,F401 - A/B test and window routes

@@ -250,3 +250,23 @@ def test_window_rules_read_the_organisations_zone_setting(app):
     app.config["TIME_ZONE"] = "Europe/Berlin"  # 13:00 in Berlin
     assert windows.open_now(mailing, noon_utc)
     assert windows.closes_at(mailing, noon_utc) == datetime(2026, 12, 1, 19, 0, tzinfo=UTC)
+
+
+def test_the_schedule_form_uses_the_zone_picker_defaulting_to_the_organisations_zone(
+        app, auth, client):
+    app.config["TIME_ZONE"] = "America/Chicago"
+    auth.login(role="admin")
+    mailing = make_mailing([make_audience(2)])
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert 'id="s-zone" list="s-zone-zones" value="America/Chicago"' in page
+    assert '<option value="Asia/Kolkata">' in page and '<option value="US/Central">' not in page
+    when = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
+    refused = client.post(f"/mailings/{mailing.id}/schedule",
+                          data={"local_time": when, "zone": "Asia/Calcuttta"})
+    assert refused.status_code < 500
+    db.session.refresh(mailing)
+    assert mailing.status == Status.DRAFT.value
+    client.post(f"/mailings/{mailing.id}/schedule", data={"local_time": when,
+                                                          "zone": "Asia/Kolkata"})
+    db.session.refresh(mailing)
+    assert (mailing.status, mailing.send_at_zone) == (Status.SCHEDULED.value, "Asia/Kolkata")
