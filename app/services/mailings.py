@@ -516,10 +516,21 @@ def resend_preview(mailing: Mailing) -> dict[str, int]:
     """What a resend's snapshot gives if sent now: recipients per response, without writing."""
     members = _snapshot_members(mailing)
     response = audience._response_expr(mailing, members, utcnow()).label("response")
-    inner = (select(response).select_from(members.join(Contact, Contact.id == members.c.contact_id))
+    inner = (select(response, Contact.email.label("email"))
+             .select_from(members.join(Contact, Contact.id == members.c.contact_id))
              .subquery())
-    return {r: int(n) for r, n in db.session.execute(
+    counts = {r: int(n) for r, n in db.session.execute(
         select(inner.c.response, func.count()).group_by(inner.c.response))}
+    suppressed = _suppressed_hashes()
+    if suppressed and counts.get(Response.PLANNED.value):
+        hits = sum(1 for (address,) in db.session.execute(
+            select(inner.c.email).where(inner.c.response == Response.PLANNED.value))
+            if email_hash(address) in suppressed)
+        if hits:
+            counts[Response.PLANNED.value] -= hits
+            counts[Response.DO_NOT_EMAIL.value] = counts.get(Response.DO_NOT_EMAIL.value, 0) + hits
+            counts = {k: v for k, v in counts.items() if v}
+    return counts
 
 
 def _suppressed_hashes() -> set[str]:
