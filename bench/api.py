@@ -3,10 +3,11 @@
     python bench/api.py                       # 100,000 contacts, 100,000 transactions, SQLite
     python bench/api.py --contacts 50000 --transactions 20000 --clients 4
 
-A server process (the app under werkzeug's threaded server, as `sendboard run` serves it) is
-started on a fresh SQLite database with an embedded Redis for the token's rate; when
-SENDBOARD_TEST_PG_URL is set the same runs again on PostgreSQL (its tables are dropped and
-created afresh). Clients post bulk calls (--batch items each) from --clients threads:
+A server process is started on a fresh SQLite database with an embedded Redis for the token's
+rate: the app under werkzeug's threaded server, as `sendboard run` serves it, or forking up to
+--server-processes at once (standing in for several gunicorn workers). When SENDBOARD_TEST_PG_URL
+is set the same runs again on PostgreSQL (its tables are dropped and created afresh). Clients post
+bulk calls (--batch items each) from --clients threads:
 
 - contacts created (new addresses), then the same contacts updated (a field changed);
 - transactions recorded for those contacts, each with its own idempotency key, then the same
@@ -45,7 +46,9 @@ from app import create_app
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 WSGIRequestHandler.protocol_version = "HTTP/1.1"
 app = create_app()
-run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=True, use_reloader=False)
+processes = int(sys.argv[2])
+run_simple("127.0.0.1", int(sys.argv[1]), app, threaded=processes == 1, processes=processes,
+           use_reloader=False)
 """
 
 
@@ -147,11 +150,14 @@ def run(database_url: str, label: str, args: argparse.Namespace) -> None:
         os.environ["REDIS_URL"] = redis.url
         token = prepare(database_url, instance)
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, cwd=str(REPO),
+        proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(args.server_processes)],
+                                env=env, cwd=str(REPO),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_for(port, proc)
-            print(f"[{label}] server pid {proc.pid}, {args.clients} clients, {args.batch:,} items a call")
+            kind = "threaded" if args.server_processes == 1 else f"{args.server_processes} processes"
+            print(f"[{label}] server pid {proc.pid} ({kind}), {args.clients} clients, "
+                  f"{args.batch:,} items a call, load average {os.getloadavg()[0]:.1f}")
             n, batch = args.contacts, args.batch
             for phase, field in (("contacts created (bulk)", "a"), ("contacts updated (bulk)", "b")):
                 jobs = [(lambda s=s, f=field: post(port, token, "/contacts/bulk", {"contacts": [
@@ -196,6 +202,8 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=5_000, help="items a bulk call (at most 10,000)")
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--server-processes", type=int, default=1,
+                        help="1: one threaded process (as `sendboard run`); N: werkzeug forks up to N")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run(f"sqlite:///{Path(tmp) / 'bench.db'}", "sqlite", args)

@@ -265,7 +265,7 @@ def unsubscribe(contact: Contact, kind: EmailType) -> bool:
     """The contact leaves one email type; False when it had already."""
     stmt = _insert(TypeOptOut).values(contact_id=contact.id, email_type_id=kind.id,
                                       created_at=utcnow()).on_conflict_do_nothing()
-    return bool(db.session.execute(stmt).rowcount)
+    return bool(db.session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
 def resubscribe(contact: Contact, kind: EmailType) -> bool:
@@ -404,21 +404,19 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
 def _credit_conversions(rows: Sequence[Any]) -> None:
     """Credit each new transaction to the mailing clicked last before it (app.services.conversions),
     looking only at the contacts who clicked anything in the window: one query for the rest."""
-    try:
-        from app.services import conversions
-    except ImportError:  # pragma: no cover - conversions not part of this install
-        return
     from app.domain.events import CLICK
+    from app.services import conversions
 
     earliest = min(row.occurred_at for row in rows) - timedelta(days=conversions.window_days())
     contact_ids = sorted({row.contact_id for row in rows})
     clicked: set[int] = set()
     for part in _chunks(contact_ids):
-        clicked.update(db.session.execute(
+        clicked.update(cid for cid in db.session.execute(
             select(Recipient.contact_id).distinct()
             .join(ResponseEvent, ResponseEvent.recipient_id == Recipient.id)
             .where(Recipient.contact_id.in_(part), ResponseEvent.kind == CLICK,
-                   ResponseEvent.machine.is_(False), ResponseEvent.occurred_at >= earliest)).scalars())
+                   ResponseEvent.machine.is_(False), ResponseEvent.occurred_at >= earliest)).scalars()
+            if cid is not None)
     for row in rows:
         if row.contact_id in clicked:
             transaction = db.session.get(Transaction, row.id)

@@ -107,3 +107,29 @@ def test_a_transaction_lifts_the_two_year_hold(client, headers):
     assert audience.preview_counts(mailing) == {Response.PLANNED.value: 1}
     counts = audience.materialise(mailing)
     assert counts == {Response.PLANNED.value: 1}
+
+
+def test_a_transaction_after_a_click_is_a_conversion(client, headers):
+    from app.models import Conversion, Recipient, ResponseEvent
+
+    contact = add_contact("clicker@example.org")
+    other = add_contact("quiet@example.org")
+    mailing = Mailing(name="Sale", status="sent", subject="Sale", from_address="shop@example.org")
+    db.session.add(mailing)
+    db.session.flush()
+    recipient = Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
+                          response="delivered")
+    db.session.add(recipient)
+    db.session.flush()
+    clicked_at = datetime.now(UTC) - timedelta(hours=2)
+    db.session.add(ResponseEvent(recipient_id=recipient.id, mailing_id=mailing.id, kind="click",
+                                 source="tracking", occurred_at=clicked_at, applied=True))
+    db.session.commit()
+    now = datetime.now(UTC).isoformat()
+    bulk = client.post("/api/v1/transactions/bulk", json={"transactions": [
+        {"contact_id": contact.id, "occurred_at": now, "amount": "20.00"},
+        {"contact_id": other.id, "occurred_at": now, "amount": "5.00"}]}, headers=headers).get_json()
+    assert bulk["recorded"] == 2
+    conversions = db.session.execute(select(Conversion)).scalars().all()
+    assert [(c.mailing_id, c.transaction_id, str(c.amount)) for c in conversions] == [
+        (mailing.id, bulk["results"][0]["transaction"]["id"], "20.00")]
