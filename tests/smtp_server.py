@@ -4,6 +4,7 @@ implicit TLS) with a certificate from a throwaway CA made by `make_certificates`
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import socket
@@ -36,6 +37,7 @@ class Received:
     rcpt: list[str]
     data: bytes
     tls: bool = False
+    peer: str = ""  # the client's address and port: one per SMTP connection
 
 
 @dataclass
@@ -54,7 +56,12 @@ class Handler:
     defer: dict[str, int] = field(default_factory=dict)
     defer_reply: str = "451 4.3.0 Temporary failure, try again later"
     attempts: dict[str, int] = field(default_factory=dict)  # RCPT commands per address
-    delay: float = 0.0
+    delay: float = 0.0  # seconds each DATA takes, holding up every connection
+    # Seconds each DATA takes without holding up the other connections; `most_at_once` is how
+    # many connections were in DATA at the same time, at most.
+    pause: float = 0.0
+    in_data: int = 0
+    most_at_once: int = 0
     users: dict[str, str] = field(default_factory=dict)  # username -> password, for AUTH
     logins: list[Login] = field(default_factory=list)
     ehlos: list[bool] = field(default_factory=list)  # one per EHLO: was the session encrypted
@@ -87,10 +94,18 @@ class Handler:
     async def handle_DATA(self, server, session, envelope):
         if self.delay:
             time.sleep(self.delay)
+        if self.pause:
+            self.in_data += 1
+            self.most_at_once = max(self.most_at_once, self.in_data)
+            try:
+                await asyncio.sleep(self.pause)
+            finally:
+                self.in_data -= 1
+        peer = session.peer
         with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                           envelope.original_content or envelope.content,
-                                          _over_tls(server)))
+                                          _over_tls(server), f"{peer[0]}:{peer[1]}" if peer else ""))
         return "250 Message accepted"
 
 

@@ -1,6 +1,7 @@
-"""Which SMTP server a mailing goes to, and how fast: the messages-per-second limit shared by all
-workers (counted in Redis), lowered at once when the server asks us to slow down and raised again
-step by step (multiplicative decrease, additive increase).
+"""How fast mail goes to an SMTP server (app/providers/relay.py chooses which): the
+messages-per-second limit shared by all workers and connections (counted in Redis), lowered at
+once when the server asks us to slow down and raised again step by step (multiplicative
+decrease, additive increase).
 
 A reply that means "slow down" (app/domain/backoff.py `is_slow_down`) halves the provider's
 current rate (from its limit, or from what went out in the last second when it has none) at most
@@ -14,11 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from flask import current_app
 from redis import Redis
-from sqlalchemy import select
 
-from app.extensions import db
 from app.providers.smtp import SmtpSettings
 
 CUT = 0.5  # the rate after a slow-down reply, as a share of the rate before it
@@ -30,24 +28,10 @@ READ_EVERY = 0.5  # seconds a sender keeps the current rate before reading it ag
 
 def provider_settings() -> tuple[SmtpSettings, str, float]:
     """The SMTP server to hand off to, its rate-limit key and its messages-per-second limit."""
-    from app.models import Provider
-    from app.services import settings
+    from app.providers.relay import default_relay
 
-    provider = db.session.execute(
-        select(Provider).where(Provider.is_default.is_(True)).limit(1)
-    ).scalar_one_or_none()
-    cfg = current_app.config
-    rate = float(settings.get("rate_per_second"))
-    if provider is not None:
-        s = SmtpSettings(provider.host, provider.port, provider.security, provider.username,
-                         provider.password)
-        return s, f"provider:{provider.id}", provider.rate_per_second or rate
-    if cfg.get("SMTP_HOST"):
-        s = SmtpSettings(cfg["SMTP_HOST"], int(cfg["SMTP_PORT"]), cfg["SMTP_SECURITY"],
-                         cfg["SMTP_USERNAME"], cfg["SMTP_PASSWORD"])
-    else:
-        s = SmtpSettings("127.0.0.1", int(cfg["CAPTURE_SMTP_PORT"]))
-    return s, f"smtp:{s.host}:{s.port}", rate
+    relay = default_relay()
+    return relay.smtp, relay.rate_key, relay.rate
 
 
 def _cut_key(key: str) -> str:

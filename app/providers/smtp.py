@@ -52,11 +52,14 @@ class Result:
 
 
 class ConnectionLost(Exception):
-    """The connection failed. `ambiguous` is True when DATA was under way."""
+    """The connection failed. `ambiguous` is True when DATA was under way; `misconfigured` when
+    the relay cannot be used as configured (its certificate, STARTTLS, the login), which trying
+    again will not mend."""
 
-    def __init__(self, message: str, *, ambiguous: bool) -> None:
+    def __init__(self, message: str, *, ambiguous: bool, misconfigured: bool = False) -> None:
         super().__init__(message)
         self.ambiguous = ambiguous
+        self.misconfigured = misconfigured
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,10 @@ def tls_context(ca_file: str = "", verify: bool = True) -> ssl.SSLContext:
 
 class _Unusable(smtplib.SMTPException):
     """The server cannot be used as configured; the message says why."""
+
+
+class _NoGreeting(_Unusable):
+    """No greeting in time: a wrong security mode, or a server that does not answer (yet)."""
 
 
 def _why(exc: OSError | smtplib.SMTPException, s: SmtpSettings) -> str:
@@ -189,8 +196,10 @@ class SmtpTransport:
         try:
             conn = self._connect()
         except (OSError, smtplib.SMTPException) as exc:
+            misconfigured = (isinstance(exc, ssl.SSLCertVerificationError | smtplib.SMTPAuthenticationError)
+                             or (isinstance(exc, _Unusable) and not isinstance(exc, _NoGreeting)))
             raise ConnectionLost(f"cannot connect to {s.label}: {_why(exc, s)}",
-                                 ambiguous=False) from exc
+                                 ambiguous=False, misconfigured=misconfigured) from exc
         self.conn = conn
         self.pipelining = conn.has_extn("pipelining")
 
@@ -224,7 +233,7 @@ class SmtpTransport:
                                         local_hostname=s.local_hostname)
                 except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
                     # An implicit-TLS port waits for our TLS hello and never greets in plain text.
-                    raise _Unusable(f"no greeting from the server within {s.timeout:g} s ({exc}); "
+                    raise _NoGreeting(f"no greeting from the server within {s.timeout:g} s ({exc}); "
                                     "if this port expects implicit TLS (usually 465), the "
                                     "security must be ssl") from exc
             conn.ehlo_or_helo_if_needed()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,8 +55,9 @@ from app.models import (
     utcnow,
 )
 from app.providers.rate import RateLimiter, provider_settings
+from app.providers.relay import Relay, default_relay
 from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
-from app.services import settings, totals, windows
+from app.services import settings, totals
 from app.services.ledger import (
     ALIVE_TTL,
     Ledger,
@@ -77,7 +78,11 @@ log = logging.getLogger("sendboard.sending")
 RT = Recipient.__table__
 CANCEL_CHECK_EVERY = 0.2  # seconds: cancel stops a batch within about this long
 HEARTBEAT_EVERY = 1.0
-CONNECT_RETRIES = (1.0, 2.0, 4.0)  # backoff before giving up on an unreachable SMTP server
+# Seconds between two tries of a relay that cannot be used (the last one repeats) until every try
+# has failed for the outage window (SENDBOARD_OUTAGE_MINUTES): then the mailing is interrupted.
+RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0)
+CONFIG_TRIES = 3  # tries of a relay whose certificate, STARTTLS or login fails, then interrupt
+MIN_PER_CONNECTION = 8  # a batch of fewer rows than this per connection opens fewer connections
 # A ledger missing this soon after Redis started may belong to a live sender that has not marked
 # its batch alive again yet (it does every HEARTBEAT_EVERY): the reconciler waits that long. Too
 # short would only cost Unknowns (a live sender is fenced off), never a second copy.
@@ -171,19 +176,16 @@ def sending_queue() -> list[int]:
     return [r[0] for r in rows]
 
 
-def claim_batch(redis: Redis, worker: str, only: int | None = None) -> Claim | None:
-    """Claim the next batch of the oldest sending mailing (or of mailing `only`); None when
-    nothing is left to send."""
+def claim_batch(redis: Redis, worker: str) -> Claim | None:
+    """Claim the next batch of the oldest sending mailing; None when nothing is left to send."""
     now = utcnow()
-    for mailing_id in sending_queue() if only is None else [only]:
+    for mailing_id in sending_queue():
         mailing = db.session.get(Mailing, mailing_id)
         if mailing is None or mailing.status != Status.SENDING.value:
             continue
         if mailing.send_until is not None and now >= mailing.send_until:
             expire(mailing_id)
             continue
-        if not windows.open_now(mailing, now):
-            continue  # outside its send window: nothing claimed; the tick comes back
         left = quota_remaining(now)
         if left == 0:
             quota = int(settings.get("monthly_quota"))
@@ -231,7 +233,7 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
         pick = (
             select(RT.c.id)
             .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.PLANNED.value,
-                   RT.c.batch_id.is_(None), windows.released(utcnow()))
+                   RT.c.batch_id.is_(None))
             .order_by(RT.c.id)
             .limit(size - claimed)
         )
@@ -255,15 +257,31 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
 
 @dataclass
 class BatchOutcome:
+    """What a batch's connections learnt, in the order they learnt it; written under `lock`."""
+
     sent: dict[int, tuple[str, datetime, dict[str, Any]]] = field(default_factory=dict)
     final: dict[int, tuple[Response, str]] = field(default_factory=dict)  # not sent, with detail
-    stop: str | None = None  # stopped | expired | smtp | template | redis | fenced | yield
+    stop: str | None = None  # stopped | expired | smtp | template | redis | fenced | yield | error
     refused: int = 0  # refused by the SMTP server at hand-off: they count as attempts
     stop_detail: str = ""
     recorded: tuple[int, int, int] = (0, 0, 0)  # sent, final, refused already in the database
     # Deferred ones: id -> (attempts, first refusal, next attempt); and where each row came from
     deferrals: dict[int, tuple[int, datetime, datetime]] = field(default_factory=dict)
     origin: dict[int, Response] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add_sent(self, rid: int, message_id: str, at: datetime, merge: dict[str, Any]) -> None:
+        with self.lock:
+            self.sent[rid] = (message_id, at, merge)
+
+    def add_final(self, rid: int, response: Response, detail: str, *, refused: bool = False,
+                  deferral: tuple[int, datetime, datetime] | None = None) -> None:
+        with self.lock:
+            if deferral is not None:
+                self.deferrals[rid] = deferral
+            self.final[rid] = (response, detail)
+            if refused:
+                self.refused += 1
 
 
 @dataclass
@@ -277,7 +295,6 @@ class _Row:
     response: Response = Response.PLANNED
     attempts: int = 0
     first_deferred_at: datetime | None = None
-    variant_id: int | None = None  # an A/B test's variant: its subject and from-name
 
 
 def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
@@ -288,8 +305,7 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
     )
     columns = [RT.c.id, RT.c.address, RT.c.contact_id, Contact.name, Contact.fields,
                Contact.do_not_email, Contact.valid, Contact.last_transaction_at,
-               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at,
-               RT.c.variant_id]
+               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at]
     if opted_out is not None:
         columns.append(opted_out.label("opted_out"))
     stmt = (
@@ -309,29 +325,298 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
                 last_transaction=r.last_transaction_at, created=r.created_at,
             )
         rows.append(_Row(r.id, r.address, r.contact_id, r.name or "", r.fields, facts,
-                         Response(r.response), r.attempts or 0, r.first_deferred_at,
-                         r.variant_id))
+                         Response(r.response), r.attempts or 0, r.first_deferred_at))
     return rows
 
 
-_transports: dict[SmtpSettings, SmtpTransport] = {}
+# One worker sends a batch over several SMTP connections at once (the relay's `connections`), one
+# thread each. The connections of a process are kept from one batch to the next.
+_pools: dict[SmtpSettings, list[SmtpTransport]] = {}
+_pools_lock = threading.Lock()
+_transports = _pools  # tests clear it to start from fresh connections
 
 
-def _transport(s: SmtpSettings) -> SmtpTransport:
-    """One connection per worker process and server, reused across batches."""
-    transport = _transports.get(s)
-    if transport is None:
-        transport = _transports[s] = SmtpTransport(s)
-    return transport
+def _checkout(s: SmtpSettings, count: int) -> list[SmtpTransport]:
+    """`count` connections to `s` for one batch: kept ones first, new ones for the rest."""
+    with _pools_lock:
+        pool = _pools.setdefault(s, [])
+        taken = pool[:count]
+        del pool[:count]
+    return taken + [SmtpTransport(s) for _ in range(count - len(taken))]
+
+
+def _checkin(s: SmtpSettings, transports: list[SmtpTransport]) -> None:
+    with _pools_lock:
+        _pools.setdefault(s, []).extend(transports)
+
+
+def close_connections() -> None:
+    """Close every kept SMTP connection of this process."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        for transport in pool:
+            transport.close()
+
+
+def _lasted(seconds: float) -> str:
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} seconds"
+
+
+class _Dispatch:
+    """Hands the batch's rows to the connections, in id order and never at or past the bound
+    (`reach`) the last partial flush committed; a row a connection could not hand over goes back
+    to the front. The first stop reason wins and ends every connection after its message."""
+
+    def __init__(self, rows: list[_Row], reach: int) -> None:
+        self.rows = rows
+        self.position = 0  # rows handed out so far
+        self.back: deque[_Row] = deque()
+        self.reach = reach
+        self.cond = threading.Condition()
+        self.stop: str | None = None
+        self.stop_detail = ""
+
+    def take(self) -> _Row | None:
+        """The next row to hand off; None when the batch is done or stopped."""
+        with self.cond:
+            while True:
+                if self.stop is not None:
+                    return None
+                if self.back:
+                    return self.back.popleft()
+                if self.position >= len(self.rows):
+                    return None
+                if self.position < self.reach:
+                    self.position += 1
+                    return self.rows[self.position - 1]
+                self.cond.notify_all()  # the sender's thread flushes and moves the bound
+                self.cond.wait(0.05)
+
+    def give_back(self, row: _Row) -> None:
+        with self.cond:
+            self.back.appendleft(row)
+            self.cond.notify_all()
+
+    def finished(self) -> bool:
+        with self.cond:
+            return self.stop is not None or (not self.back and self.position >= len(self.rows))
+
+    def halt(self, reason: str, detail: str = "") -> None:
+        with self.cond:
+            if self.stop is None:
+                self.stop, self.stop_detail = reason, detail
+            self.cond.notify_all()
+
+    def move_reach(self, reach: int) -> None:
+        with self.cond:
+            self.reach = reach
+            self.cond.notify_all()
+
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the batch stops meanwhile."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.stop is not None, timeout=seconds)
+
+    def wait(self, seconds: float) -> None:
+        with self.cond:
+            self.cond.wait(seconds)
+
+
+@dataclass
+class _Batch:
+    """What every connection of one batch shares (read-only but for `outcome` and `dispatch`)."""
+
+    claim: Claim
+    relay: Relay
+    builder: Any
+    dispatch: _Dispatch
+    outcome: BatchOutcome
+    ledger: Ledger
+    redis: Redis
+    deferral: Deferral
+    secret: str
+    domain: str
+    send_until: datetime | None
+    email_type_id: int | None
+    inactivity: timedelta | None
+    failed_before: int
+    tried_before: int
+    render_failed: dict[int, str] = field(default_factory=dict)
+    transactional: bool = False  # the email type's rule (app.domain.eligibility)
+
+
+class _Connection(threading.Thread):
+    """One SMTP connection of a batch: takes rows from the dispatch and hands each over once.
+
+    Before a message's DATA it appends "handing off" to the ledger, together with the answers of
+    its previous messages; a connection that dies during DATA costs its own message as Unknown
+    and opens again. A relay that cannot be reached is tried again on a backoff, and interrupts
+    the mailing only when every attempt on it has failed for the outage window.
+    """
+
+    def __init__(self, batch: _Batch, transport: SmtpTransport, number: int) -> None:
+        super().__init__(daemon=True, name=f"batch-{batch.claim.batch_id}-smtp-{number}")
+        self.batch = batch
+        self.transport = transport
+        self.limiter = RateLimiter(batch.redis, batch.relay.rate_key, batch.relay.rate)
+        self.refusing = _Refusing(batch.redis, batch.relay.rate_key)
+        self.pending: list[str] = []  # answers, appended with the next hand-off
+        self.failures = 0  # connection failures in a row
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        dispatch = self.batch.dispatch
+        try:
+            try:
+                self._run()
+            finally:
+                if self.pending:
+                    self.batch.ledger.append(*self.pending)
+                    self.pending = []
+        except LedgerRefused as exc:
+            if exc.reason == "fenced":
+                dispatch.halt("fenced")
+            else:
+                dispatch.halt("redis", "the Redis hand-off record was lost")
+        except RedisError as exc:
+            dispatch.halt("redis", f"Redis failed: {exc}")
+        except BaseException as exc:  # re-raised by the sender after every connection stopped
+            self.error = exc
+            dispatch.halt("error", str(exc))
+
+    def _run(self) -> None:
+        dispatch = self.batch.dispatch
+        while True:
+            if self.transport.conn is None:
+                if dispatch.finished():
+                    return
+                try:
+                    self.transport.open()
+                except ConnectionLost as exc:
+                    self._failed(exc)
+                    continue
+            row = dispatch.take()
+            if row is None:
+                return
+            self._one(row)
+
+    def _failed(self, exc: ConnectionLost) -> None:
+        """The relay could not be used: note it, stop the batch past the outage window (or
+        after CONFIG_TRIES tries of a relay configured wrong), else wait a little longer each
+        time before the next try."""
+        if self.pending:
+            self.batch.ledger.append(*self.pending)
+            self.pending = []
+        why = str(exc)
+        if exc.misconfigured and self.failures + 1 >= CONFIG_TRIES:
+            self.batch.dispatch.halt("smtp", why)
+            return
+        lasted = self.refusing.refused()
+        if lasted >= self.batch.deferral.outage:
+            self.batch.dispatch.halt("smtp", f"{self.batch.relay.label} could not be used for "
+                                             f"{_lasted(lasted)} (last: {why})")
+            return
+        delay = RECONNECT_BACKOFF[min(self.failures, len(RECONNECT_BACKOFF) - 1)]
+        self.failures += 1
+        log.warning("%s (trying again in %.1f s)", why, delay)
+        self.batch.dispatch.pause(delay)
+
+    def _one(self, row: _Row) -> None:
+        b, outcome, dispatch = self.batch, self.batch.outcome, self.batch.dispatch
+        now = utcnow()
+        if b.send_until is not None and now >= b.send_until:
+            dispatch.give_back(row)
+            dispatch.halt("expired")
+            return
+        if row.facts is not None:
+            verdict = eligibility.check(row.facts, email_type=b.email_type_id, now=now,
+                                        inactivity=b.inactivity, transactional=b.transactional)
+            if verdict is not None:
+                outcome.add_final(row.id, verdict, "checked again right before hand-off")
+                return
+        elif not eligibility.is_valid_address(row.address):
+            outcome.add_final(row.id, Response.INVALID_ADDRESS, "")
+            return
+        token = recipient_token(row.id, b.secret)
+        message_id = new_message_id(row.id, b.domain)
+        sent_at = now.replace(microsecond=0)
+        merge = merge_data(row.name, row.address, row.fields)
+        try:
+            built = b.builder.build(merge=merge, address=row.address, token=token,
+                                    message_id=message_id, sent_at=sent_at)
+        except TemplateProblem as exc:
+            # Held back: Delivery error when the batch ends, unless failures pass the limit,
+            # which interrupts the mailing and leaves them to a resume.
+            with dispatch.cond:
+                b.render_failed[row.id] = str(exc)
+                failed = b.failed_before + len(b.render_failed)
+                stop = render_failures_stop(failed=failed, tried=b.tried_before + dispatch.position)
+            if stop:
+                dispatch.halt("template", f"{failed:,} messages could not be built (last: {exc})")
+            return
+        self.limiter.wait()
+        b.ledger.append(*self.pending, handing_off_entry(row.id))
+        self.pending = []
+        try:
+            result = self.transport.send(built.envelope_from, row.address, built.data)
+        except ConnectionLost as exc:
+            if exc.ambiguous:  # it may have arrived: never sent again
+                outcome.add_final(row.id, Response.UNKNOWN, f"connection lost: {exc}")
+            else:  # it did not leave: another connection, or this one again, takes it
+                dispatch.give_back(row)
+            self._failed(exc)
+            return
+        self.failures = 0
+        detail = f"{result.code} {result.text}"
+        if result.outcome is Outcome.ACCEPTED:
+            self.refusing.clear()
+            outcome.add_sent(row.id, message_id, sent_at, merge)
+            self.pending.append(sent_entry(row.id, sent_at, message_id))
+        elif result.outcome is Outcome.REFUSED_PERMANENT:
+            self.refusing.clear()
+            # Hard only when the reply says the address itself is bad (RFC 3463).
+            response = classify_reply(result.code, result.text).response or Response.SOFT_BOUNCE
+            outcome.add_final(row.id, response, detail, refused=True)
+            self.pending.append(refused_entry(row.id, response, detail))
+        else:
+            self._deferred(row, now, detail, result.code, result.text)
+
+    def _deferred(self, row: _Row, now: datetime, detail: str, code: int, text: str) -> None:
+        """Refused for now: Deferred until its next attempt, or a Soft bounce once the refusals
+        have lasted the maximum age. Recorded in the ledger like a refusal, so a crash settles it
+        as Deferred (retried after its backoff), never Unknown."""
+        b = self.batch
+        if backoff.is_slow_down(code, text):
+            rate_now = self.limiter.slow_down()
+            log.warning("%s asked to slow down (%s): %.1f messages/s for now",
+                        b.relay.label, detail, rate_now)
+        attempts, first, next_at = b.deferral.decide(
+            attempts=row.attempts, first=row.first_deferred_at, now=now)
+        if next_at is None:
+            b.outcome.add_final(row.id, Response.SOFT_BOUNCE, detail, refused=True)
+            self.pending.append(refused_entry(row.id, Response.SOFT_BOUNCE, detail))
+        else:
+            b.outcome.add_final(row.id, Response.DEFERRED, detail,
+                                deferral=(attempts, first, next_at))
+            self.pending.append(refused_entry(row.id, Response.DEFERRED, detail))
+        lasted = self.refusing.refused()
+        if lasted >= b.deferral.outage:
+            b.dispatch.halt("smtp", f"{b.relay.label} refused every message for now for "
+                                    f"{_lasted(lasted)} (last: {code} {text})")
 
 
 def send_claim(redis: Redis, claim: Claim,
                step_aside: Callable[[], bool] | None = None) -> BatchOutcome:
     """Hand over every message of a claimed batch, then flush the outcome to the database.
 
-    `step_aside`, asked between messages, ends the batch early (the rest goes back in the queue)
-    so this worker can run periodic work that is waiting: the tick that settles crashed batches
-    must not wait for a long batch to finish.
+    The messages go out over the relay's connections at once (`_Connection`); this thread keeps
+    the database up to date (`_Progress`), watches for a cancel and asks `step_aside` between
+    checks: when it answers yes the batch ends early (the rest goes back in the queue) so this
+    worker can run periodic work that is waiting, such as the tick that settles crashed batches.
     """
     mailing = db.session.get(Mailing, claim.mailing_id)
     assert mailing is not None
@@ -341,161 +626,86 @@ def send_claim(redis: Redis, claim: Claim,
     ).scalar_one()
     rows = _load_rows(claim.batch_id, mailing.email_type_id)
     send_until = mailing.send_until
-    window_closes = windows.closes_at(mailing, utcnow())  # the rest waits for the next opening
     email_type_id = mailing.email_type_id
     transactional = bool(mailing.email_type and mailing.email_type.transactional)
     version_id, content = version.id, version.content
     db.session.commit()  # end the read transaction: no database lock is held while sending
 
     outcome = BatchOutcome()
+    outcome.origin.update({row.id: row.response for row in rows})
     try:
         builder = builder_for(version_id, content)
     except TemplateProblem as exc:
         outcome.stop, outcome.stop_detail = "template", str(exc)
         flush(redis, claim, outcome, version_id)
         return outcome
-    smtp, rate_key, rate = provider_settings()
-    transport = _transport(smtp)
-    limiter = RateLimiter(redis, rate_key, rate)
-    ledger = Ledger(redis, claim.batch_id)
-    secret = current_app.config["SECRET_KEY"]
+    relay = default_relay()
     inactivity_days = int(settings.get("inactivity_days"))
-    inactivity = timedelta(days=inactivity_days) if inactivity_days > 0 else None
-    domain = content.get("domain") or "sendboard.local"
-    pending: list[str] = []  # "sent" entries, appended together with the next hand-off
-    next_check = 0.0
-    deferral = Deferral.current()
-    refusing = _Refusing(redis, rate_key)
     counters = totals.get(claim.mailing_id)
     failed_before = counters.get("delivery_errors", 0)
-    tried_before = (counters.get("handed_off", 0) + counters.get("refused", 0)
-                    + failed_before)
-    render_failed: dict[int, str] = {}
+    dispatch = _Dispatch(rows, claim.reach)
+    batch = _Batch(
+        claim=claim, relay=relay, builder=builder, dispatch=dispatch, outcome=outcome,
+        ledger=Ledger(redis, claim.batch_id), redis=redis, deferral=Deferral.current(),
+        secret=current_app.config["SECRET_KEY"], domain=content.get("domain") or "sendboard.local",
+        send_until=send_until, email_type_id=email_type_id,
+        inactivity=timedelta(days=inactivity_days) if inactivity_days > 0 else None,
+        failed_before=failed_before,
+        tried_before=counters.get("handed_off", 0) + counters.get("refused", 0) + failed_before,
+        transactional=transactional,
+    )
+    db.session.commit()  # the settings and counters were read in a transaction of their own
+    # A few rows do not need every connection: one per MIN_PER_CONNECTION rows, at least one.
+    count = max(1, min(relay.connections, len(rows) // MIN_PER_CONNECTION))
+    transports = _checkout(relay.smtp, count)
+    connections = [_Connection(batch, t, n) for n, t in enumerate(transports)]
 
     # The batch stays marked alive from a side thread for as long as this worker is on it, also
     # through one slow hand-off (an SMTP timeout and its retries outlast ALIVE_TTL). The thread
     # dies with the process, so a killed worker's batch still lapses and is reconciled.
-    heartbeat = _Heartbeat(ledger)
+    heartbeat = _Heartbeat(batch.ledger)
     heartbeat.start()
     progress = _Progress(claim, outcome, version_id)
     try:
-        try:
-            for position, row in enumerate(rows):
-                outcome.origin[row.id] = row.response
-                mono = time.monotonic()
-                if progress.due(position, mono) and not progress.flush(position, mono):
-                    outcome.stop = "fenced"  # settled by the reconciler: nothing more to record
-                    return outcome
-                if mono >= next_check:
-                    next_check = mono + CANCEL_CHECK_EVERY
-                    if redis.exists(stop_key(claim.mailing_id)):
-                        outcome.stop = "stopped"
-                        break
-                    if step_aside is not None and step_aside():
-                        outcome.stop = "yield"
-                        break
-                now = utcnow()
-                if window_closes is not None and now >= window_closes:
-                    outcome.stop = "yield"
-                    break
-                if send_until is not None and now >= send_until:
-                    outcome.stop = "expired"
-                    break
-                if row.facts is not None:
-                    verdict = eligibility.check(row.facts, email_type=email_type_id, now=now,
-                                                inactivity=inactivity,
-                                                transactional=transactional)
-                    if verdict is not None:
-                        outcome.final[row.id] = (verdict, "checked again right before hand-off")
-                        continue
-                elif not eligibility.is_valid_address(row.address):
-                    outcome.final[row.id] = (Response.INVALID_ADDRESS, "")
-                    continue
-                token = recipient_token(row.id, secret)
-                message_id = new_message_id(row.id, domain)
-                sent_at = now.replace(microsecond=0)
-                merge = merge_data(row.name, row.address, row.fields, row.variant_id)
+        for connection in connections:
+            connection.start()
+        next_check = 0.0
+        fenced = False
+        while any(c.is_alive() for c in connections):
+            dispatch.wait(0.05)
+            mono = time.monotonic()
+            if not fenced and progress.due(dispatch.position, mono):
+                if progress.flush(dispatch.position, mono):
+                    dispatch.move_reach(progress.reach)
+                else:  # settled by the reconciler: nothing more to record
+                    fenced = True
+                    dispatch.halt("fenced")
+            if mono >= next_check:
+                next_check = mono + CANCEL_CHECK_EVERY
                 try:
-                    built = builder.build(merge=merge, address=row.address, token=token,
-                                          message_id=message_id, sent_at=sent_at)
-                except TemplateProblem as exc:
-                    # Held back: Delivery error when the batch ends, unless failures pass the
-                    # limit, which interrupts the mailing and leaves them to a resume.
-                    render_failed[row.id] = str(exc)
-                    if render_failures_stop(failed=failed_before + len(render_failed),
-                                            tried=tried_before + position + 1):
-                        outcome.stop = "template"
-                        outcome.stop_detail = (
-                            f"{failed_before + len(render_failed):,} messages could not be built "
-                            f"(last: {exc})")
-                        render_failed.clear()
-                        break
-                    continue
-                limiter.wait()
-                ledger.append(*pending, handing_off_entry(row.id))
-                pending = []
-                result = _hand_over(transport, built.envelope_from, row.address, built.data, outcome)
-                if result is None:  # connection lost: outcome.stop says why
-                    if outcome.stop == "ambiguous":
-                        outcome.final[row.id] = (Response.UNKNOWN, outcome.stop_detail)
-                        outcome.stop = "smtp"
-                    break
-                if result.outcome is Outcome.ACCEPTED:
-                    refusing.clear()
-                    outcome.sent[row.id] = (message_id, sent_at, merge)
-                    pending.append(sent_entry(row.id, sent_at, message_id))
-                elif result.outcome is Outcome.REFUSED_PERMANENT:
-                    refusing.clear()
-                    detail = f"{result.code} {result.text}"
-                    # Hard only when the reply says the address itself is bad (RFC 3463).
-                    response = (classify_reply(result.code, result.text).response
-                                or Response.SOFT_BOUNCE)
-                    outcome.final[row.id] = (response, detail)
-                    outcome.refused += 1
-                    pending.append(refused_entry(row.id, response, detail))
-                else:
-                    # Refused for now: Deferred until its next attempt, or a Soft bounce once the
-                    # refusals have lasted the maximum age. Recorded in the ledger like a refusal,
-                    # so a crash settles it as Deferred (retried after its backoff), never Unknown.
-                    detail = f"{result.code} {result.text}"
-                    if backoff.is_slow_down(result.code, result.text):
-                        rate_now = limiter.slow_down()
-                        log.warning("%s asked to slow down (%s): %.1f messages/s for now",
-                                    smtp.label, detail, rate_now)
-                    attempts, first, next_at = deferral.decide(
-                        attempts=row.attempts, first=row.first_deferred_at, now=now)
-                    if next_at is None:
-                        outcome.final[row.id] = (Response.SOFT_BOUNCE, detail)
-                        outcome.refused += 1
-                        pending.append(refused_entry(row.id, Response.SOFT_BOUNCE, detail))
-                    else:
-                        outcome.final[row.id] = (Response.DEFERRED, detail)
-                        outcome.deferrals[row.id] = (attempts, first, next_at)
-                        pending.append(refused_entry(row.id, Response.DEFERRED, detail))
-                    lasted = refusing.refused()
-                    if lasted >= deferral.outage:
-                        outcome.stop = "smtp"
-                        outcome.stop_detail = (
-                            f"{smtp.label} refused every message for now for "
-                            f"{lasted / 60:.0f} minutes (last: {result.code} {result.text})"
-                        )
-                        break
-            if pending:
-                ledger.append(*pending)
-            for rid, problem in render_failed.items():
-                outcome.final[rid] = (Response.DELIVERY_ERROR, problem)
-        except LedgerRefused as exc:
-            if exc.reason == "fenced":
-                log.warning("batch %s was taken over by the reconciler; stopping", claim.batch_id)
-                outcome.stop = "fenced"
-                return outcome
-            outcome.stop, outcome.stop_detail = "redis", "the Redis hand-off record was lost"
-        except RedisError as exc:
-            outcome.stop, outcome.stop_detail = "redis", f"Redis failed: {exc}"
+                    if redis.exists(stop_key(claim.mailing_id)):
+                        dispatch.halt("stopped")
+                    elif step_aside is not None and step_aside():
+                        dispatch.halt("yield")
+                except RedisError as exc:
+                    dispatch.halt("redis", f"Redis failed: {exc}")
+        for connection in connections:
+            connection.join()
+        for connection in connections:
+            if connection.error is not None:
+                raise connection.error
+        outcome.stop, outcome.stop_detail = dispatch.stop, dispatch.stop_detail
+        if outcome.stop == "fenced":
+            log.warning("batch %s was taken over by the reconciler; stopping", claim.batch_id)
+            return outcome
+        if outcome.stop != "template":
+            for rid, problem in batch.render_failed.items():
+                outcome.add_final(rid, Response.DELIVERY_ERROR, problem)
         flush(redis, claim, outcome, version_id)
         return outcome
     finally:
         heartbeat.stop()
+        _checkin(relay.smtp, transports)
 
 
 _window = WINDOW_MIN  # recipients this process hands off in ~PROGRESS_EVERY, last measured
@@ -555,26 +765,6 @@ class _Heartbeat:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=HEARTBEAT_EVERY * 5)
-
-
-def _hand_over(transport: SmtpTransport, envelope_from: str, address: str, data: bytes,
-               outcome: BatchOutcome) -> Any:
-    """Send one message, retrying connection failures with backoff. A 4xx reply is returned as
-    it is: the recipient is deferred and tried again later, on its own backoff."""
-    connects = list(CONNECT_RETRIES)
-    while True:
-        try:
-            result = transport.send(envelope_from, address, data)
-        except ConnectionLost as exc:
-            if exc.ambiguous:
-                outcome.stop, outcome.stop_detail = "ambiguous", f"connection lost: {exc}"
-                return None
-            if not connects:
-                outcome.stop, outcome.stop_detail = "smtp", str(exc)
-                return None
-            time.sleep(connects.pop(0))
-            continue
-        return result
 
 
 class _Refusing:
@@ -690,18 +880,21 @@ def _record_new(outcome: BatchOutcome, version_id: int,
     `outcome.sent` and `outcome.final` only grow, in the order the rows were sent, so what is
     recorded is a prefix of each; `outcome.recorded` counts those prefixes (and the refusals).
     """
-    done_sent, done_final, done_refused = outcome.recorded
-    sent = list(outcome.sent.items())[done_sent:]
-    final = dict(list(outcome.final.items())[done_final:])
+    with outcome.lock:  # the connections go on adding meanwhile
+        done_sent, done_final, done_refused = outcome.recorded
+        sent = list(outcome.sent.items())[done_sent:]
+        final = dict(list(outcome.final.items())[done_final:])
+        deferrals = {rid: outcome.deferrals[rid] for rid in final if rid in outcome.deferrals}
+        refused = outcome.refused
+        outcome.recorded = (done_sent + len(sent), done_final + len(final), refused)
     moves: Counter[str] = Counter()
     if sent:
         _record_sent([{"rid": rid, "mid": mid, "at": at, "merge": merge}
                       for rid, (mid, at, merge) in sent], version_id, now)
         for rid, _ in sent:
             _move(moves, outcome.origin.get(rid, Response.PLANNED), Response.SENT)
-    _record_final(final, now, moves, outcome.origin, outcome.deferrals)
-    outcome.recorded = (len(outcome.sent), len(outcome.final), outcome.refused)
-    return moves, len(sent), outcome.refused - done_refused
+    _record_final(final, now, moves, outcome.origin, deferrals)
+    return moves, len(sent), refused - done_refused
 
 
 def _move(moves: Counter[str], origin: Response, to: Response, n: int = 1) -> None:

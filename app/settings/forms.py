@@ -44,6 +44,8 @@ class ProviderForm(FlaskForm):
     password = PasswordField("Password", validators=[Optional(), Length(max=255)])
     rate_per_second = FloatField("Messages per second (0: the global setting)", default=0.0,
                                  validators=[Optional(), Within(PROVIDER_RATE, "Messages per second")])
+    connections = IntegerField("SMTP connections per worker", validators=[
+        Optional(), Within(LIMITS["SMTP_CONNECTIONS"], "SMTP connections per worker")])
     reports_events = BooleanField("Reports delivery events by webhook")
     is_default = BooleanField("Use for sending (default)")
 

@@ -142,6 +142,8 @@ def _apply_provider(provider: Provider, form: ProviderForm) -> None:
     if form.password.data:  # blank keeps the stored password
         provider.password = form.password.data
     provider.rate_per_second = float(form.rate_per_second.data or 0)
+    if form.connections.data is not None:  # blank keeps what it has (4 for a new one)
+        provider.connections = int(form.connections.data)
     provider.reports_events = bool(form.reports_events.data)
     if form.is_default.data:
         db.session.execute(update(Provider).values(is_default=False))

@@ -328,12 +328,10 @@ def test_ca_file_setting_is_checked_when_the_app_is_built(certs, tmp_path: Path)
 @pytest.fixture
 def engine(app, monkeypatch):
     """Fresh connections for each test, and short retries before a mailing is interrupted."""
-    monkeypatch.setattr(sending, "CONNECT_RETRIES", (0.01, 0.01))
-    sending._transports.clear()
+    monkeypatch.setattr(sending, "RECONNECT_BACKOFF", (0.01,))
+    sending.close_connections()
     yield app
-    for transport in sending._transports.values():
-        transport.close()
-    sending._transports.clear()
+    sending.close_connections()
 
 
 def default_provider(server: SmtpServer, security: str, password: str = PASSWORD) -> None:
@@ -393,7 +391,7 @@ def test_untrusted_relay_interrupts_the_mailing_until_its_ca_is_trusted(engine, 
     run_worker(redis_conn)
     assert_interrupted_with_nothing_sent(mailing, server, 3,
                                          "TLS certificate could not be verified")
-    assert server.handler.ehlos == [False] * (1 + len(sending.CONNECT_RETRIES))  # tried again
+    assert server.handler.ehlos == [False] * sending.CONFIG_TRIES  # tried again, then given up
     assert server.handler.logins == []
 
     engine.config["SMTP_CA_FILE"] = str(certs.trusted.ca_file)

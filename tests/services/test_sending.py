@@ -42,10 +42,10 @@ def smtp(app):
     server = SmtpServer().start()
     app.config["CAPTURE_SMTP_PORT"] = server.port
     app.config["SMTP_HOST"] = ""
-    sending._transports.clear()
+    sending.close_connections()
     yield server
+    sending.close_connections()
     server.stop()
-    sending._transports.clear()
 
 
 def run_worker(redis_conn):
@@ -235,7 +235,8 @@ def test_empty_eligible_audience_finishes_as_sent(app, redis_conn, smtp):
 
 
 def test_smtp_outage_interrupts_and_resume_completes_without_duplicates(app, redis_conn, smtp, monkeypatch):
-    monkeypatch.setattr(sending, "CONNECT_RETRIES", (0.05, 0.05))
+    monkeypatch.setattr(sending, "RECONNECT_BACKOFF", (0.05,))
+    app.config["OUTAGE_MINUTES"] = 0.01  # interrupted after 0.6 s of nothing but failures
     app.config["BATCH_SIZE"] = 5
     mailing = make_mailing([make_audience(20)])
     port = smtp.port
@@ -510,3 +511,29 @@ def test_international_domains_and_hostile_names_are_written_safely(app, redis_c
     assert eve["Bcc"] is None and "victim@evil.example" in eve["To"]
     assert eve["To"] == '"Eve Bcc: victim@evil.example" <eve@example.org>'
     assert all(r.rcpt == [addr] for addr, rs in received.items() for r in rs)
+
+
+def test_a_batch_goes_out_over_several_connections_at_once(app, redis_conn, smtp):
+    """One worker, one batch, the relay's connections all busy at the same time; every recipient
+    gets exactly one copy."""
+    from app.models import Provider
+
+    app.config["BATCH_SIZE"] = 500
+    db.session.add(Provider(name="Sink", host="127.0.0.1", port=smtp.port, connections=3,
+                            is_default=True))
+    smtp.handler.pause = 0.01  # each DATA takes 10 ms without holding up the other connections
+    mailing = make_mailing([make_audience(90)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"sent": 90})
+    received = smtp.by_recipient()
+    assert len(received) == 90 and all(len(v) == 1 for v in received.values())
+    assert db.session.execute(select(func.count()).select_from(SendBatch)).scalar_one() == 1
+    per_connection = Counter(m.peer for m in smtp.handler.messages)
+    assert len(per_connection) == 3 and sum(per_connection.values()) == 90
+    assert min(per_connection.values()) >= 10  # each connection carried its share
+    assert smtp.handler.most_at_once >= 2  # in DATA at the same time, not one after the other
+    assert totals.get(mailing.id)["handed_off"] == 90
+
