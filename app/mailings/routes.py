@@ -776,6 +776,3 @@ def _one_off_refused(contact_id: int, form: OneOffForm, errors: list[str]) -> An
 
 
 from app.mailings import ab_routes as _ab_routes  # noqa: E402,F401 - A/B test and window routes
-
-
-from app.mailings import ab_routes as _ab_routes  # noqa: E402,F401 - A/B test and window routes
