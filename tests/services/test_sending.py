@@ -537,3 +537,38 @@ def test_a_batch_goes_out_over_several_connections_at_once(app, redis_conn, smtp
     assert smtp.handler.most_at_once >= 2  # in DATA at the same time, not one after the other
     assert totals.get(mailing.id)["handed_off"] == 90
 
+
+
+def test_an_unreachable_relay_is_tried_until_the_outage_window_then_interrupts(
+        app, redis_conn, smtp, monkeypatch):
+    """Connection refused on every try: the recipients stay Planned (never Unknown, never a
+    bounce) and the mailing is interrupted only after the outage window of nothing but failures,
+    not after a few tries."""
+    from app.providers.smtp import SmtpTransport
+    from tests.smtp_server import free_port
+
+    monkeypatch.setattr(sending, "RECONNECT_BACKOFF", (0.05, 0.1))
+    app.config["OUTAGE_MINUTES"] = 0.03  # 1.8 s
+    app.config["SMTP_CONNECTIONS"] = 3
+    app.config["CAPTURE_SMTP_PORT"] = free_port()  # nobody listens there
+    tries = []
+    original = SmtpTransport.open
+
+    def open_(self):  # type: ignore[no-untyped-def]
+        tries.append(time.monotonic())
+        original(self)
+
+    monkeypatch.setattr(SmtpTransport, "open", open_)
+    mailing = make_mailing([make_audience(30)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.INTERRUPTED.value
+    assert "could not be used for" in mailing.status_reason
+    assert "cannot connect" in mailing.status_reason
+    assert responses_of(mailing) == Counter({"planned": 30})
+    assert totals.get(mailing.id).get("handed_off", 0) == 0
+    assert db.session.execute(select(func.count()).select_from(Recipient).where(
+        Recipient.batch_id.is_not(None))).scalar_one() == 0  # all back in the queue
+    # Tried again and again over the whole window, on every connection.
+    assert len(tries) >= 15 and tries[-1] - tries[0] >= 1.8 * 0.9
