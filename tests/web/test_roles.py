@@ -12,11 +12,12 @@ from app.models import Mailing
 from app.services import mailings
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
-# Routes for people who are not signed in: tracking, unsubscribe, webhooks, sign-in itself.
-PUBLIC_BLUEPRINTS = {"tracking", "webhooks"}
+# Routes for people who are not signed in: tracking, unsubscribe, webhooks, sign-in itself; and
+# the API, which answers bearer tokens only (a staff session is not a credential there).
+PUBLIC_BLUEPRINTS = {"tracking", "webhooks", "api"}
 PUBLIC_ENDPOINTS = {"static", "auth.login", "auth.logout", "index"}
-ADMIN_BLUEPRINT_PREFIXES = ("settings.", "auth.users", "auth.edit_user", "auth.reset_password",
-                            "auth.set_active", "auth.audit_log")
+ADMIN_BLUEPRINT_PREFIXES = ("settings.", "api_tokens.", "integrations.", "auth.users", "auth.edit_user",
+                            "auth.reset_password", "auth.set_active", "auth.audit_log")
 
 
 def _staff_rules(app: Flask):
@@ -57,6 +58,19 @@ def test_every_route_that_changes_something_refuses_a_viewer(app, auth, client) 
     assert {key: code for key, code in refused.items() if code != 403} == {}
     page = client.post("/mailings/1/send-now").get_data(as_text=True)
     assert "Viewers can read but not change anything; ask an admin." in page
+
+
+def test_a_staff_session_is_not_an_api_credential(app, auth, client) -> None:
+    auth.login("admin@example.org", role="admin")
+    writes = [(endpoint, method, url) for rule in app.url_map.iter_rules()
+              if rule.endpoint.startswith("api.")
+              for endpoint, method, url in [(rule.endpoint, m, _url(app, rule))
+                                            for m in sorted((rule.methods or set()) - READ_METHODS)]]
+    assert len(writes) >= 10
+    codes = {(endpoint, method): client.open(url, method=method, json={}).status_code
+             for endpoint, method, url in writes}
+    assert {key: code for key, code in codes.items() if code != 401} == {}
+    assert db.session.scalar(db.select(db.func.count()).select_from(Mailing)) == 0
 
 
 def test_every_settings_users_and_audit_route_refuses_an_editor(app, auth, client) -> None:
