@@ -143,12 +143,14 @@ def new() -> Any:
         name = values.pop("name")
         values["owner_id"] = values.get("owner_id") or current_user.id
         try:
-            mailing = mailings.create(name=name,
-                                      list_ids=list(form.lists.data or []), **values)
+            mailing = mailings.new_draft(name=name,
+                                         list_ids=list(form.lists.data or []), **values)
         except MailingError as exc:
+            db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("mailing.create", mailing, mailing.name)
+            audit.record("mailing.create", mailing, mailing.name, commit=False)
+            db.session.commit()
             flash("Mailing saved as a draft.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
     return render_template("mailings/editor.html", form=form, mailing=None,
