@@ -181,11 +181,11 @@ def waiting(mailing: Mailing, now: datetime | None = None) -> list[Waiting]:
     now = now or utcnow()
     org = org_zone()
     rows = db.session.execute(
-        select(RT.c.release_at, func.coalesce(Contact.time_zone, ""), func.count())
+        select(RT.c.release_at, Contact.time_zone, func.count())
         .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
         .where(RT.c.mailing_id == mailing.id, RT.c.response == Response.PLANNED.value,
                RT.c.release_at > now, RT.c.release_at < HELD)
-        .group_by(RT.c.release_at, func.coalesce(Contact.time_zone, ""))
+        .group_by(RT.c.release_at, Contact.time_zone)
     ).all()
     grouped: dict[datetime, tuple[int, list[str]]] = {}
     for at, name, count in rows:
