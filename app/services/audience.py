@@ -43,8 +43,9 @@ def _members(mailing: Mailing, now: datetime) -> Any:
         parent = RT.alias("parent")
         handed = parent.c.handed_off_at.is_not(None)
         condition = {
-            "openers": parent.c.opens > 0,
-            "non_openers": parent.c.opens == 0,
+            # People: an open by a privacy proxy or scanner (machine_opens) is not an opener.
+            "openers": parent.c.opens > parent.c.machine_opens,
+            "non_openers": parent.c.opens == parent.c.machine_opens,
         }.get(mailing.chain_condition, literal(True))
         return (
             select(parent.c.contact_id.label("contact_id"),

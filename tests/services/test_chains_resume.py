@@ -270,3 +270,28 @@ def test_a_step_added_to_a_sent_mailing_says_when_it_goes_out(app, auth, client)
     text = due.get_data(as_text=True)
     assert 'data-testid="step-plan"' in text and "use Send now to send it now" in text
     assert f'action="/mailings/{step.id}/send-now"' in text
+
+
+def test_a_step_to_openers_counts_people_not_machines(app):
+    from app.models import Contact
+    from app.services import audience
+
+    parent = _sent_parent(NOW - timedelta(days=1))
+    people = db.session.query(Contact).order_by(Contact.id).all()
+    for contact, (opens, machine) in zip(people, [(1, 0), (3, 3)], strict=True):
+        db.session.add(Recipient(mailing_id=parent.id, contact_id=contact.id,
+                                 address=contact.email, response="opened", opens=opens,
+                                 machine_opens=machine, handed_off_at=NOW))
+    db.session.commit()
+    openers = _step(parent, 3)
+    openers.chain_condition = "openers"
+    non_openers = _step(parent, 3)
+    assert audience.preview_counts(openers) == {"planned": 1}
+    assert audience.preview_counts(non_openers) == {"planned": 1}
+    materialised = {}
+    for step in (openers, non_openers):
+        audience.materialise(step)
+        materialised[step.chain_condition] = {
+            r.address for r in db.session.query(Recipient).filter_by(mailing_id=step.id)}
+    assert materialised == {"openers": {"user0@example.org"},
+                            "non_openers": {"user1@example.org"}}
