@@ -1,4 +1,5 @@
-"""Shared fixtures: an app on a throwaway database, a logged-in client, a real Redis server."""
+"""Shared fixtures: an app on a throwaway database, a logged-in client, a real Redis server and
+a real SMTP server (tests.factories, with the builders of test data)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.config import TestConfig
 from app.extensions import db
+from tests.factories import smtp  # noqa: F401 - the SMTP server fixture, for every test module
 
 
 @pytest.fixture
@@ -43,6 +45,7 @@ class AuthActions:
 
         if find_user(email) is None:
             create_user(email=email, password=password, role=role)
+            db.session.commit()
 
     def login(self, email: str = "staff@example.org", password: str = "correct horse",
               role: str = "editor") -> None:

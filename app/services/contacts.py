@@ -426,8 +426,7 @@ def _first_rows(chunk: dict[str, _Row], seen: _SeenAddresses,
 
 def _fail(import_job: ImportJob | None, result: ImportResult, exc: ImportFileError) -> NoReturn:
     """Record a whole-file failure on the import job (chunks already written stay), then raise;
-    the caller commits the failure."""
-    db.session.rollback()  # the chunk being read, if any, is not written
+    the caller commits the failure. Only the header fails a file, before any chunk is written."""
     if import_job is not None:
         if len(result.errors) < MAX_STORED_ERRORS:
             result.errors.append(RowError(exc.line, str(exc)))

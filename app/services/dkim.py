@@ -152,6 +152,7 @@ def delete(key_id: int) -> str | None:
         return None
     domain = row.domain
     db.session.delete(row)
+    db.session.flush()  # gone for the rest of the caller's unit of work, too
     return domain
 
 

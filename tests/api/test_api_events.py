@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import Recipient, ResponseEvent
 from app.services import mailings
-from tests.services.test_sending import make_audience, make_mailing, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing
 from tests.services.test_transactional import apply_event, run_worker
 
 

@@ -20,7 +20,6 @@ from tests.services.test_figures import (
     responses_in_db,
     tab_counts_of,
 )
-from tests.services.test_sending import smtp  # noqa: F401
 
 READ = ["mailings:read"]
 ALL = ["mailings:read", "mailings:write", "mailings:send"]

@@ -14,7 +14,6 @@ from app.extensions import db
 from app.models import AuditEntry, EmailType, Mailing, Recipient, TypeOptOut
 from app.services import suppressions
 from tests.api.conftest import add_contact
-from tests.services.test_sending import smtp  # noqa: F401
 from tests.services.test_transactional import apply_event, run_worker
 
 BODY = {"subject": "Receipt {{ order }}", "text": "Thanks {{ name }}: order {{ order }}",

@@ -25,7 +25,7 @@ def _sign_in(page: Page, base: str) -> None:
 def test_pages_run_under_the_policy_without_violations(deployment, page: Page) -> None:
     from app.extensions import db
     from app.services import mailings
-    from tests.services.test_sending import make_audience, make_mailing
+    from tests.factories import make_audience, make_mailing
 
     deployment.worker.terminate()
     deployment.worker.wait(timeout=10)

@@ -87,7 +87,7 @@ def test_charts_follow_the_counters_in_place_and_polling_stops(deployment, page:
     from app.models import Mailing, utcnow
     from app.services import mailings
     from app.services.responses import apply_event
-    from tests.services.test_sending import make_audience, make_mailing
+    from tests.factories import make_audience, make_mailing
 
     # The test plays the sender: with the worker gone, only the test changes the mailing.
     deployment.worker.terminate()
@@ -167,7 +167,7 @@ def test_charts_follow_the_counters_in_place_and_polling_stops(deployment, page:
 
 def test_a_real_send_draws_its_progress(deployment, page: Page) -> None:
     from app.extensions import db
-    from tests.services.test_sending import make_audience, make_mailing
+    from tests.factories import make_audience, make_mailing
 
     contacts = 60  # three batches of 20 (BATCH_SIZE in the deployment)
     with deployment.app.app_context():

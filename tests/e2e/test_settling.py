@@ -53,7 +53,7 @@ def _status(app, mailing_id: int) -> str:
 
 def test_cancel_mid_batch_shows_the_final_figures_without_reload(deployment, page: Page) -> None:
     from app.extensions import db
-    from tests.services.test_sending import make_audience, make_mailing
+    from tests.factories import make_audience, make_mailing
 
     contacts = 60  # three batches of 20 (BATCH_SIZE in the deployment)
     with deployment.app.app_context():
@@ -127,7 +127,7 @@ def test_events_after_the_end_show_on_the_open_page(deployment, page: Page) -> N
     from app.models import Recipient
     from app.services import mailings
     from app.services.tokens import recipient_token
-    from tests.services.test_sending import make_audience, make_mailing
+    from tests.factories import make_audience, make_mailing
 
     secret = "e2e-generic-secret"
     deployment.app.config["GENERIC_WEBHOOK_SECRET"] = secret

@@ -25,6 +25,7 @@ def test_import_job_imports_and_deletes_the_upload(app: Flask, tmp_path: Path) -
     upload = tmp_path / "u.csv"
     upload.write_text("email,list\nada@example.org,Gold\nbad,Gold\n", encoding="utf-8")
     job = contacts.create_import_job("u.csv")
+    db.session.commit()  # as the upload page does
 
     import_contacts(job.id, str(upload), "All")
 
@@ -40,6 +41,7 @@ def test_bad_file_marks_the_import_failed_without_raising(app: Flask, tmp_path: 
     upload = tmp_path / "u.csv"
     upload.write_text("name\nAda\n", encoding="utf-8")
     job = contacts.create_import_job("u.csv")
+    db.session.commit()  # as the upload page does
 
     import_contacts(job.id, str(upload), None)
 
@@ -51,6 +53,7 @@ def test_bad_file_marks_the_import_failed_without_raising(app: Flask, tmp_path: 
 
 def test_missing_upload_marks_the_import_failed(app: Flask, tmp_path: Path) -> None:
     job = contacts.create_import_job("gone.csv")
+    db.session.commit()  # as the upload page does
     import_contacts(job.id, str(tmp_path / "gone.csv"), None)
     stored = _job(app, job.id)
     assert stored.status == "failed"
@@ -71,6 +74,7 @@ def test_internal_error_marks_failed_and_reraises(
     upload = tmp_path / "u.csv"
     upload.write_text("email\nada@example.org\n", encoding="utf-8")
     job = contacts.create_import_job("u.csv")
+    db.session.commit()  # as the upload page does
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
@@ -89,6 +93,7 @@ def test_without_an_app_context_the_job_builds_its_own_app(
     with setup.app_context():
         db.create_all()
         import_id = contacts.create_import_job("u.csv").id
+        db.session.commit()  # as the upload page does before handing the file to a worker
         uri = setup.config["SQLALCHEMY_DATABASE_URI"]
         db.engine.dispose()
     monkeypatch.setattr("jobs.context._app", None)  # no app built by an earlier test

@@ -8,7 +8,7 @@ from app.domain.lifecycle import Status
 from app.extensions import db
 from jobs.enqueue import prepare
 from jobs.sending import tick
-from tests.services.test_sending import make_audience, make_mailing, responses_of, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing, responses_of
 
 
 def test_a_failed_prepare_job_is_replaced_by_the_tick(app, redis_conn, smtp):  # noqa: F811

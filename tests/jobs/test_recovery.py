@@ -20,13 +20,7 @@ from app.services import ledger, mailings, sending, totals
 from app.services.ledger import Ledger, handing_off_entry, refused_entry, sent_entry
 from jobs.enqueue import kick_sending
 from jobs.sending import prepare_mailing
-from tests.services.test_sending import (  # noqa: F401
-    make_audience,
-    make_mailing,
-    responses_of,
-    run_worker,
-    smtp,
-)
+from tests.factories import make_audience, make_mailing, responses_of, run_worker
 from tests.smtp_server import Handler, SmtpServer
 
 AT = datetime(2026, 11, 30, 9, 30, 5, tzinfo=UTC)

@@ -23,7 +23,7 @@ from app.extensions import db
 from app.models import Provider
 from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
 from app.services import mailings, sending, totals
-from tests.services.test_sending import make_audience, make_mailing, responses_of, run_worker
+from tests.factories import make_audience, make_mailing, responses_of, run_worker
 from tests.smtp_server import Handler, Login, SmtpServer, TlsFiles, make_certificates
 
 USER, PASSWORD = "sendboard", "relay secret"

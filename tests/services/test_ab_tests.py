@@ -17,7 +17,7 @@ from app.domain.responses import Response
 from app.extensions import db
 from app.models import AuditEntry, Contact, EmailType, Mailing, MailingVariant, Recipient, TypeOptOut
 from app.services import ab_tests, mailings, windows
-from tests.services.test_sending import make_audience, make_mailing, run_worker, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing, run_worker
 
 
 def set_up_test(mailing: Mailing, share: int = 50, variants: int = 2, wait: int = 60,

@@ -242,6 +242,7 @@ def test_missing_email_column_fails_the_whole_file(app: Flask) -> None:
     job = contacts.create_import_job("people.csv")
     with pytest.raises(ImportFileError) as caught:
         import_csv(_csv("name,city\nAda,London\n"), list_name="L", import_job=job)
+    db.session.commit()  # as the import job does
 
     assert caught.value.line == 1
     assert "no email column" in str(caught.value)
@@ -271,6 +272,7 @@ def test_import_job_counters_and_capped_errors(app: Flask, monkeypatch: pytest.M
     rows = "".join(f"good{i}@example.org\nbad{i}\n" for i in range(5))
     job = contacts.create_import_job("mixed.csv")
     result = import_csv(_csv("email\n" + rows), list_name=None, import_job=job)
+    db.session.commit()  # as the import job does
 
     assert (result.created, result.rejected) == (5, 5)
     assert [e.line for e in result.errors] == [3, 5, 7]  # only the first three are kept

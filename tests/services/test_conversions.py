@@ -15,7 +15,7 @@ from app.domain.lifecycle import Status
 from app.extensions import db
 from app.models import Contact, Conversion, Mailing, Recipient, ResponseEvent, Transaction
 from app.services import contacts, conversions, mailings, totals
-from tests.services.test_sending import HTML, TEXT, make_audience
+from tests.factories import HTML, TEXT, make_audience
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from app.domain import figures
 from app.domain.lifecycle import Status
@@ -20,21 +20,7 @@ from app.models import Mailing, Recipient
 from app.services import mailings, sending, settings, totals
 from app.services.ledger import Ledger
 from jobs.enqueue import kick_sending
-from tests.services.test_sending import make_audience, make_mailing, run_worker, smtp  # noqa: F401
-
-
-def rows_of(mailing_id: int) -> Counter[str]:
-    return Counter(dict(db.session.execute(
-        select(Recipient.response, func.count()).where(Recipient.mailing_id == mailing_id)
-        .group_by(Recipient.response)).all()))
-
-
-def assert_counters_match_rows(mailing_id: int) -> None:
-    db.session.expire_all()
-    counters = totals.get(mailing_id)
-    in_db = rows_of(mailing_id)
-    for response in Response:
-        assert counters.get(figures.response_counter(response), 0) == in_db[response.value], response
+from tests.factories import assert_counters_match_rows, make_audience, make_mailing, rows_of, run_worker
 
 
 def recipient(address: str) -> Recipient:

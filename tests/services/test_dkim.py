@@ -20,7 +20,7 @@ from app.models import DkimKey, Recipient
 from app.services import dkim as service
 from app.services import mailings
 from app.services.rendering import TemplateProblem, builder_for
-from tests.services.test_sending import make_audience, make_mailing, run_worker, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing, run_worker
 
 WHEN = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 MESSAGE = (
@@ -151,6 +151,7 @@ def test_bad_names_are_refused(app, domain, selector, message):
 def test_delete(app):
     key = service.generate("shop.example", "sb1")
     assert service.delete(key.id) == "shop.example"
+    db.session.commit()
     assert service.delete(key.id) is None
     assert service.signer_for("shop.example") is None
 
@@ -158,6 +159,7 @@ def test_delete(app):
 def test_the_signature_is_the_one_dkimpy_sign_makes(app, monkeypatch):
     """Same bytes as dkim.sign() with relaxed/relaxed over the same header fields at the same time."""
     key = service.generate("shop.example", "sb1")
+    db.session.commit()
     signer = service.signer_for("shop.example")
     assert signer is not None
     signed = signer(MESSAGE, WHEN)
@@ -174,6 +176,7 @@ def test_the_signature_is_the_one_dkimpy_sign_makes(app, monkeypatch):
 def test_subdomains_use_the_nearest_key(app):
     service.generate("shop.example", "parent")
     service.generate("eu.mail.shop.example", "child")
+    db.session.commit()
     assert service.signer_for("news@shop.example").selector == "parent"
     assert service.signer_for("mail.shop.example").domain == "shop.example"
     assert service.signer_for("EU.Mail.Shop.Example").selector == "child"
@@ -205,6 +208,7 @@ def _dkim_key_queries(app) -> list[str]:
 def test_sent_messages_verify_against_the_displayed_record(app, redis_conn, smtp):  # noqa: F811
     app.config["BATCH_SIZE"] = 4
     key = service.generate("shop.example", "sb202611")
+    db.session.commit()
     queries = _dkim_key_queries(app)
     mailing = make_mailing([make_audience(10)], from_address="news@shop.example",
                            reply_to="help@shop.example", subject="Hi {{ name }} – ☃")
@@ -230,6 +234,7 @@ def test_rebuilt_messages_carry_the_same_signature(app, redis_conn, smtp):  # no
     from app.services.history import rebuild_message
 
     service.generate("shop.example", "sb1")
+    db.session.commit()
     mailing = make_mailing([make_audience(2)], from_address="news@shop.example")
     mailings.send_now(mailing)
     run_worker(redis_conn)
@@ -240,6 +245,7 @@ def test_rebuilt_messages_carry_the_same_signature(app, redis_conn, smtp):  # no
 
 def test_mail_from_a_domain_without_a_key_is_not_signed(app, redis_conn, smtp):  # noqa: F811
     service.generate("other.example", "sb1")
+    db.session.commit()
     mailing = make_mailing([make_audience(2)], from_address="news@shop.example")
     mailings.send_now(mailing)
     run_worker(redis_conn)
@@ -249,6 +255,7 @@ def test_mail_from_a_domain_without_a_key_is_not_signed(app, redis_conn, smtp): 
 
 def test_a_key_deleted_applies_from_the_next_batch(app, redis_conn, smtp):  # noqa: F811
     key = service.generate("shop.example", "sb1")
+    db.session.commit()
     content = {"subject": "s", "html": "", "text": "t", "from": "news@shop.example", "reply_to": "",
                "base_url": "http://x", "bounce_domain": "b.example", "boundary": "b",
                "domain": "shop.example"}
@@ -256,6 +263,7 @@ def test_a_key_deleted_applies_from_the_next_batch(app, redis_conn, smtp):  # no
                                           message_id="m@shop.example", sent_at=WHEN)
     assert built.data.startswith(b"DKIM-Signature:")
     service.delete(key.id)
+    db.session.commit()
     again = builder_for(7, content).build(merge={}, address="a@example.org", token="t",
                                           message_id="m@shop.example", sent_at=WHEN)
     assert again.data.startswith(b"From:") and again.data in built.data

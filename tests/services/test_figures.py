@@ -30,7 +30,7 @@ from app.models import Contact, EmailType, ListMember, Mailing, Recipient, TypeO
 from app.services import mailings, reports, sending
 from app.services.ledger import Ledger
 from app.services.responses import apply_event
-from tests.services.test_sending import make_audience, make_mailing, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing
 
 TEXT = "Hello {{ name }} {{ n + 1 if n is defined else 0 }}\nBye: {{ unsubscribe_url }}\n"
 

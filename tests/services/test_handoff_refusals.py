@@ -9,13 +9,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import Contact, Recipient
 from app.services import mailings, totals
-from tests.services.test_sending import (  # noqa: F401  (smtp is a fixture)
-    make_audience,
-    make_mailing,
-    responses_of,
-    run_worker,
-    smtp,
-)
+from tests.factories import make_audience, make_mailing, responses_of, run_worker
 
 
 def test_refusals_at_hand_off_by_reason(app, redis_conn, smtp):  # noqa: F811

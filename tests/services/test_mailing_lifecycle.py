@@ -14,13 +14,7 @@ from app.models import Mailing, Recipient
 from app.services import chains, mailings, sending
 
 # Fixtures used by name below.
-from tests.services.test_sending import (
-    make_audience,
-    make_mailing,
-    responses_of,
-    run_worker,
-    smtp,  # noqa: F401
-)
+from tests.factories import make_audience, make_mailing, responses_of, run_worker
 
 
 def test_schedule_converts_local_time_and_refuses_a_dst_gap(app):

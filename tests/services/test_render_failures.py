@@ -14,8 +14,7 @@ from app.domain.thresholds import render_failures_stop
 from app.extensions import db
 from app.models import Contact
 from app.services import mailings
-from tests.services.test_deferral import assert_counters_match_rows, rows_of
-from tests.services.test_sending import make_audience, make_mailing, run_worker, smtp  # noqa: F401
+from tests.factories import assert_counters_match_rows, make_audience, make_mailing, rows_of, run_worker
 
 TEXT = "Hello {{ name }}: {{ n + 1 if n is defined else 0 }}\nUnsubscribe: {{ unsubscribe_url }}\n"
 

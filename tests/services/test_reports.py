@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,31 +14,7 @@ from app.domain.responses import Response
 from app.extensions import db
 from app.models import Contact, Mailing, Recipient, ResponseEvent
 from app.services import reports, totals
-
-
-def build(responses: list[Response], *, status: Status = Status.SENT, name: str = "M",
-          one_off: bool = False) -> Mailing:
-    """A mailing whose recipients have the given responses, with counters to match (Opened and
-    Clicked recipients carry one human open, Clicked ones one human click)."""
-    mailing = Mailing(name=name, status=status.value, one_off=one_off,
-                      started_at=datetime.now(UTC) - timedelta(minutes=10))
-    db.session.add(mailing)
-    db.session.flush()
-    for i, response in enumerate(responses):
-        engaged = response in (Response.OPENED, Response.CLICKED)
-        db.session.add(Recipient(mailing_id=mailing.id, address=f"p{i:04d}@example.org",
-                                 response=response.value, opens=int(engaged),
-                                 clicks=int(response is Response.CLICKED)))
-    counts = Counter(r.value for r in responses)
-    deltas = {totals.response_key(r): n for r, n in counts.items()}
-    openers = counts[Response.OPENED.value] + counts[Response.CLICKED.value]
-    deltas.update(opens=openers, opened_unique=openers, opened_unique_human=openers,
-                  clicks=counts[Response.CLICKED.value],
-                  clicked_unique=counts[Response.CLICKED.value],
-                  clicked_unique_human=counts[Response.CLICKED.value])
-    totals.bump(mailing.id, deltas)
-    db.session.commit()
-    return mailing
+from tests.factories import build_reported as build
 
 
 def ids_of(mailing: Mailing, wanted: set[Response] | None = None, tab: str = "all") -> list[int]:

@@ -21,7 +21,7 @@ from app.models import AuditEntry, Contact, Mailing, Recipient
 from app.services import mailings, sending, windows
 from app.services.contacts import import_csv
 from jobs.enqueue import kick_sending
-from tests.services.test_sending import make_audience, make_mailing, run_worker, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing, run_worker
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE_HOURS = {"window": "on", "window_start": "08:00", "window_end": "20:00",

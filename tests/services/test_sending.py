@@ -9,81 +9,24 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rq import SimpleWorker
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.domain.lifecycle import Status
 from app.domain.responses import Response
 from app.extensions import db
 from app.models import (
     Contact,
-    ContactList,
     EmailType,
     ListMember,
     Mailing,
     Recipient,
     SendBatch,
     TypeOptOut,
-    User,
 )
 from app.services import mailings, sending, totals
 from app.services.ledger import Ledger
+from tests.factories import make_audience, make_mailing, responses_of, run_worker
 from tests.smtp_server import SmtpServer
-
-HTML = (
-    '<html><body><p>Hello {{ name }}</p><a href="https://example.org/offer?a=1&amp;b=2">Offer</a>'
-    ' <a href="{{ unsubscribe_url }}">Unsubscribe</a></body></html>'
-)
-TEXT = "Hello {{ name }}\nUnsubscribe: {{ unsubscribe_url }}\n"
-
-
-@pytest.fixture
-def smtp(app):
-    server = SmtpServer().start()
-    app.config["CAPTURE_SMTP_PORT"] = server.port
-    app.config["SMTP_HOST"] = ""
-    sending.close_connections()
-    yield server
-    sending.close_connections()
-    server.stop()
-
-
-def run_worker(redis_conn):
-    SimpleWorker(["sending", "default"], connection=redis_conn).work(burst=True)
-
-
-def make_audience(n: int, *, list_name: str = "Customers", start: int = 0) -> ContactList:
-    lst = ContactList(name=list_name)
-    db.session.add(lst)
-    db.session.flush()
-    now = datetime.now(UTC)
-    for i in range(start, start + n):
-        c = Contact(email=f"user{i}@example.org", email_key=f"user{i}@example.org",
-                    name=f"User {i}", last_transaction_at=now)
-        db.session.add(c)
-        db.session.flush()
-        db.session.add(ListMember(list_id=lst.id, contact_id=c.id))
-    db.session.commit()
-    return lst
-
-
-def make_mailing(lists: list[ContactList], **values) -> Mailing:
-    owner = User(email="owner@example.org", password_hash="x")
-    db.session.add(owner)
-    db.session.commit()
-    fields = dict(subject="Hi {{ name }}", from_name="Shop", from_address="news@shop.example",
-                  html_body=HTML, text_body=TEXT)
-    fields.update(values)
-    return mailings.create(owner_id=owner.id, name="Autumn", list_ids=[x.id for x in lists],
-                           **fields)
-
-
-def responses_of(mailing: Mailing) -> Counter[str]:
-    rows = db.session.execute(
-        select(Recipient.response, func.count()).where(Recipient.mailing_id == mailing.id)
-        .group_by(Recipient.response)
-    )
-    return Counter({r: n for r, n in rows})
 
 
 def test_send_now_delivers_every_eligible_recipient_once(app, redis_conn, smtp):
@@ -235,8 +178,7 @@ def test_empty_eligible_audience_finishes_as_sent(app, redis_conn, smtp):
 
 
 def test_smtp_outage_interrupts_and_resume_completes_without_duplicates(app, redis_conn, smtp, monkeypatch):
-    monkeypatch.setattr(sending, "RECONNECT_BACKOFF", (0.05,))
-    app.config["OUTAGE_MINUTES"] = 0.01  # interrupted after 0.6 s of nothing but failures
+    monkeypatch.setattr(sending, "CONNECT_RETRIES", (0.05, 0.05))
     app.config["BATCH_SIZE"] = 5
     mailing = make_mailing([make_audience(20)])
     port = smtp.port
@@ -511,64 +453,3 @@ def test_international_domains_and_hostile_names_are_written_safely(app, redis_c
     assert eve["Bcc"] is None and "victim@evil.example" in eve["To"]
     assert eve["To"] == '"Eve Bcc: victim@evil.example" <eve@example.org>'
     assert all(r.rcpt == [addr] for addr, rs in received.items() for r in rs)
-
-
-def test_a_batch_goes_out_over_several_connections_at_once(app, redis_conn, smtp):
-    """One worker, one batch, the relay's connections all busy at the same time; every recipient
-    gets exactly one copy."""
-    from app.models import Provider
-
-    app.config["BATCH_SIZE"] = 500
-    db.session.add(Provider(name="Sink", host="127.0.0.1", port=smtp.port, connections=3,
-                            is_default=True))
-    smtp.handler.pause = 0.01  # each DATA takes 10 ms without holding up the other connections
-    mailing = make_mailing([make_audience(90)])
-    mailings.send_now(mailing)
-    run_worker(redis_conn)
-    db.session.refresh(mailing)
-    assert mailing.status == Status.SENT.value
-    assert responses_of(mailing) == Counter({"sent": 90})
-    received = smtp.by_recipient()
-    assert len(received) == 90 and all(len(v) == 1 for v in received.values())
-    assert db.session.execute(select(func.count()).select_from(SendBatch)).scalar_one() == 1
-    per_connection = Counter(m.peer for m in smtp.handler.messages)
-    assert len(per_connection) == 3 and sum(per_connection.values()) == 90
-    assert min(per_connection.values()) >= 10  # each connection carried its share
-    assert smtp.handler.most_at_once >= 2  # in DATA at the same time, not one after the other
-    assert totals.get(mailing.id)["handed_off"] == 90
-
-
-
-def test_an_unreachable_relay_is_tried_until_the_outage_window_then_interrupts(
-        app, redis_conn, smtp, monkeypatch):
-    """Connection refused on every try: the recipients stay Planned (never Unknown, never a
-    bounce) and the mailing is interrupted only after the outage window of nothing but failures,
-    not after a few tries."""
-    from app.providers.smtp import SmtpTransport
-    from tests.smtp_server import free_port
-
-    monkeypatch.setattr(sending, "RECONNECT_BACKOFF", (0.05, 0.1))
-    app.config["OUTAGE_MINUTES"] = 0.03  # 1.8 s
-    app.config["SMTP_CONNECTIONS"] = 3
-    app.config["CAPTURE_SMTP_PORT"] = free_port()  # nobody listens there
-    tries = []
-    original = SmtpTransport.open
-
-    def open_(self):  # type: ignore[no-untyped-def]
-        tries.append(time.monotonic())
-        original(self)
-
-    monkeypatch.setattr(SmtpTransport, "open", open_)
-    mailing = make_mailing([make_audience(30)])
-    mailings.send_now(mailing)
-    run_worker(redis_conn)
-    db.session.refresh(mailing)
-    assert mailing.status == Status.INTERRUPTED.value
-    assert "could not be used for" in mailing.status_reason
-    assert "cannot connect" in mailing.status_reason
-    assert responses_of(mailing) == Counter({"planned": 30})
-    assert totals.get(mailing.id).get("handed_off", 0) == 0
-    assert db.session.execute(select(func.count()).select_from(Recipient).where(
-        Recipient.batch_id.is_not(None))).scalar_one() == 0  # all back in the queue
-    # Tried again and again over the whole window, on every connection.
-    assert len(tries) >= 15 and tries[-1] - tries[0] >= 1.8 * 0.9

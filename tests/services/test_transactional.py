@@ -26,7 +26,7 @@ from app.services import mailings, reports, suppressions, totals
 from app.services import transactional as tx
 from app.services.history import rebuild_message
 from app.services.responses import apply_event as _apply_event
-from tests.services.test_sending import make_audience, make_mailing, smtp  # noqa: F401
+from tests.factories import make_audience, make_mailing
 
 RECEIPT = dict(subject="Receipt {{ order }}", text="Hello {{ name }}, order {{ order }}: {{ total }}",
                html="<p>Order <b>{{ order }}</b></p><a href=\"https://shop.example/o\">See it</a>",

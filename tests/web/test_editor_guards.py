@@ -17,13 +17,7 @@ from app.extensions import db
 from app.models import Contact, Mailing, Transaction, User
 from app.services import mailings
 from app.services.mailings import MailingError
-from tests.services.test_sending import (
-    make_audience,
-    make_mailing,
-    responses_of,
-    run_worker,
-    smtp,  # noqa: F401
-)
+from tests.factories import make_audience, make_mailing, responses_of, run_worker
 
 HTML_OK = '<p>Hi {{ name }}</p><a href="{{ unsubscribe_url }}">Unsubscribe</a>'
 TEXT_OK = "Hi {{ name }}\nUnsubscribe: {{ unsubscribe_url }}\n"

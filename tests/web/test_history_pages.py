@@ -13,12 +13,7 @@ from app.extensions import db
 from app.models import Contact, Mailing, Recipient
 from app.services import mailings
 from app.services.responses import apply_event
-from tests.services.test_sending import (
-    make_audience,
-    make_mailing,
-    run_worker,
-    smtp,  # noqa: F401
-)
+from tests.factories import make_audience, make_mailing, run_worker
 
 
 def test_history_shows_the_mailing_timeline_and_exact_message(app, auth, client, redis_conn,

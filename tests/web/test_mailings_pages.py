@@ -18,13 +18,8 @@ from app.extensions import db
 from app.models import Mailing, Recipient
 from app.services import mailings, totals
 from app.services.responses import apply_event
-from tests.services.test_reports import build
-from tests.services.test_sending import (
-    make_audience,
-    make_mailing,
-    run_worker,
-    smtp,  # noqa: F401
-)
+from tests.factories import build_reported as build
+from tests.factories import make_audience, make_mailing, run_worker
 
 PAGES = ["/mailings", "/mailings/_current", "/mailings/new", "/mailings/1", "/mailings/1/edit",
          "/mailings/1/_live", "/mailings/1/audience", "/mailings/1/audience.csv",

@@ -14,7 +14,7 @@ from app.extensions import db
 from app.models import Provider
 from app.providers import rate
 from app.services import settings, totals
-from tests.services.test_reports import build
+from tests.factories import build_reported as build
 
 
 def _cell(page: str, testid: str) -> list[str]:

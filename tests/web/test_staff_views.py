@@ -19,12 +19,7 @@ from app.runtime.capture import MaildirWriter
 from app.services import mailings, totals
 from app.services.responses import apply_event
 from app.services.tokens import read_recipient_token, recipient_token
-from tests.services.test_sending import (
-    make_audience,
-    make_mailing,
-    run_worker,
-    smtp,  # noqa: F401
-)
+from tests.factories import make_audience, make_mailing, run_worker
 
 TRACKING = re.compile(r"/t/[oc]/", re.IGNORECASE)
 OFFER = "https://example.org/offer?a=1&b=2"
