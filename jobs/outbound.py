@@ -122,8 +122,13 @@ def deliver_due(endpoint_id: int, budget: float = DELIVER_BUDGET_SECONDS,
         db.session.commit()
         if delivery is None:
             break
-        answer = outbound.attempt(delivery, poster=poster)
-        db.session.commit()
+        try:
+            answer = outbound.attempt(delivery, poster=poster)
+            db.session.commit()
+        except Exception:  # the endpoint deleted meanwhile, the database gone: the row decides
+            db.session.rollback()
+            log.exception("webhook delivery %s: the attempt could not be recorded", delivery.id)
+            break
         attempts += 1
         if answer.status_code is None or not 200 <= answer.status_code < 300:
             break  # the next try waits for its backoff; newer deliveries wait behind it

@@ -232,6 +232,8 @@ def _aware(moment: datetime) -> datetime:
 
 def iso(moment: datetime) -> str:
     """ISO 8601 with its zone (UTC), e.g. 2026-11-30T15:40:48.123456+00:00."""
+    if moment.tzinfo is UTC:  # as the database hands times back: no conversion needed
+        return moment.isoformat()
     return _aware(moment).astimezone(UTC).isoformat()
 
 

@@ -387,7 +387,8 @@ def attempt(delivery: WebhookDelivery, *, poster: Poster | None = None,
     """POST a claimed delivery once and record the attempt and its outcome (caller commits)."""
     clock = now or (lambda: datetime.now(UTC))
     endpoint = db.session.get(WebhookEndpoint, delivery.endpoint_id)
-    assert endpoint is not None
+    if endpoint is None:
+        raise LookupError(f"endpoint {delivery.endpoint_id} is gone")
     raw = delivery.body.encode("utf-8")
     stamp = int(clock().timestamp())
     sent_headers = rules.headers(endpoint.secret, stamp, raw, delivery.id)
