@@ -263,9 +263,11 @@ def email_type(type_id: int | None = None, name: str | None = None) -> EmailType
 
 def unsubscribe(contact: Contact, kind: EmailType) -> bool:
     """The contact leaves one email type; False when it had already."""
+    before = db.session.get(TypeOptOut, (contact.id, kind.id)) is not None
     stmt = _insert(TypeOptOut).values(contact_id=contact.id, email_type_id=kind.id,
                                       created_at=utcnow()).on_conflict_do_nothing()
-    return bool(db.session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    db.session.execute(stmt)
+    return not before
 
 
 def resubscribe(contact: Contact, kind: EmailType) -> bool:
