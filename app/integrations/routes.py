@@ -67,6 +67,7 @@ def _detail(endpoint: WebhookEndpoint, *, form: EndpointForm | None = None,
     if form is None:
         form = EndpointForm(formdata=None, obj=endpoint)
         form.event_kinds.data = list(endpoint.event_kinds or [])
+        form.secret.data = ""  # never sent back to the browser
     return render_template(
         "integrations/endpoint.html", endpoint=endpoint, form=form, log=log,
         next_before=next_before, new_secret=new_secret, action_form=ActionForm(),
