@@ -590,6 +590,9 @@ def _write_chunk(
         result.updated += len(existing)
         result.created += len(rows) - len(existing)
         ids = _upsert_contacts(rows)
+        # An address that hard-bounced or complained before it was a contact comes in as a
+        # do-not-email contact (app.services.suppressions).
+        suppressions.carry_to_new_contacts({k: i for k, i in ids.items() if k not in existing})
         _add_memberships(rows, ids, lists)
         _add_csv_transactions(rows, ids, source)
     if import_job is not None:

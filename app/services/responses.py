@@ -70,7 +70,7 @@ from app.models import (
     TypeOptOut,
     UTCDateTime,
 )
-from app.services import totals
+from app.services import suppressions, totals
 
 log = logging.getLogger(__name__)
 
@@ -524,6 +524,9 @@ class _ContactEffects:
         self.resubscribe_all: set[int] = set()
         self.resubscribe_types: set[tuple[int, int]] = set()
         self.mailing_types: dict[int, int | None] = {}
+        # Recipients with no contact (a transactional email to a bare address): their address
+        # is remembered on the suppression list instead, {recipient id: reason}.
+        self.bare: dict[int, str] = {}
 
     def _email_type(self, state: _State, event: Event) -> int | None:
         wanted = (event.detail or {}).get("email_type_id")
@@ -537,7 +540,10 @@ class _ContactEffects:
 
     def note(self, state: _State, event: Event, applied: bool) -> None:
         contact = state.contact_id
-        if contact is None or event.kind not in rules.CONTACT_KINDS:
+        if event.kind not in rules.CONTACT_KINDS:
+            return
+        if contact is None:
+            self._note_bare(state, event, applied)
             return
         scope = (event.detail or {}).get("scope", "all")
         type_id = self._email_type(state, event) if scope == "type" else None
@@ -558,8 +564,24 @@ class _ContactEffects:
             self.resubscribe_all.add(contact)
             self.unsubscribed.discard(contact)
 
+    def _note_bare(self, state: _State, event: Event, applied: bool) -> None:
+        effect = rules.contact_effect(event.kind, applied=applied)
+        if effect is ContactEffect.INVALID:
+            self.bare[state.id] = suppressions.HARD_BOUNCE
+        elif effect is ContactEffect.COMPLAINED:
+            self.bare.setdefault(state.id, suppressions.COMPLAINT)
+
     def write(self) -> None:
         now = datetime.now(UTC)
+        if self.bare:
+            addresses = dict(db.session.execute(
+                select(RT.c.id, RT.c.address).where(RT.c.id.in_(sorted(self.bare)))).all())
+            remembered: dict[str, str] = {}
+            for rid, reason in self.bare.items():
+                address = addresses.get(rid) or ""
+                if remembered.get(address) != suppressions.HARD_BOUNCE:
+                    remembered[address] = reason
+            suppressions.remember(remembered)
         if self.hard:
             db.session.execute(
                 update(Contact).where(Contact.id.in_(sorted(self.hard))).values(

@@ -9,9 +9,10 @@ of its own on the ``transactional`` queue, which workers serve before bulk sendi
 
 Who may receive it: app.domain.eligibility with the email type's ``transactional`` flag (only
 do-not-email and an invalid address stop a transactional type; type opt-outs and the inactivity
-hold do not), plus the suppression list of erased addresses. A refusal is raised before anything
-is stored. An idempotency key makes a retried request return the first one's result and never
-send a second message. See docs/ARCHITECTURE.md, "Transactional email".
+hold do not), plus the suppression list: erased addresses, and bare addresses that hard-bounced
+or complained before. A refusal is raised before anything is stored. An idempotency key makes a
+retried request return the first one's result and never send a second message. See
+docs/ARCHITECTURE.md, "Transactional email".
 
 Nothing here commits: the caller (an API view, a test) commits once.
 """
@@ -287,9 +288,16 @@ def _email_type(type_id: int | None, req: TxRequest) -> EmailType | None:
 
 def _check_recipient(contact: Contact | None, address: str, email_type: EmailType | None,
                      field_name: str) -> None:
-    """Refuse a recipient on the suppression list, or one the eligibility rules hold back."""
-    suppressed = suppressions.is_erased(address)
+    """Refuse a recipient on the suppression list, or one the eligibility rules hold back.
+
+    A bare address (no contact) that hard-bounced or complained before is do-not-email, as a
+    contact would be; a contact's own flags decide for it (staff may have lifted them)."""
+    listed = suppressions.reason_for(address)
+    suppressed = listed == suppressions.ERASED
     verdict = None
+    reason = ""
+    if contact is None and listed in suppressions.CONTACT_REASON:
+        verdict, reason = Response.DO_NOT_EMAIL, suppressions.CONTACT_REASON[listed]
     days = int(settings.get("inactivity_days"))
     transactional = bool(email_type and email_type.transactional)
     if contact is not None:
@@ -311,7 +319,6 @@ def _check_recipient(contact: Contact | None, address: str, email_type: EmailTyp
     refusal = rules.refusal(verdict, suppressed=suppressed)
     if refusal is None:
         return
-    reason = ""
     if contact is not None and refusal is rules.Refusal.DO_NOT_EMAIL:
         reason = contact.do_not_email_reason
     elif contact is not None and refusal is rules.Refusal.INVALID_ADDRESS:
