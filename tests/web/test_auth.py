@@ -4,8 +4,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-# Recipient-facing endpoints and assets that must work without a staff login.
-PUBLIC_PREFIXES = ("/login", "/static/", "/t/", "/u/", "/webhooks/")
+# Recipient-facing endpoints and assets that must work without a staff login; the API answers
+# bearer tokens, not sessions (tests/api).
+PUBLIC_PREFIXES = ("/login", "/static/", "/t/", "/u/", "/webhooks/", "/api/v1/")
 
 
 def _staff_urls(app: Flask) -> list[tuple[str, str]]:
