@@ -106,7 +106,8 @@ def upsert_contacts(changes: Sequence[ContactChange]) -> list[Outcome]:
     """Create or update each contact by address; one outcome per change, in order.
 
     Refused: an address an earlier item of the call has, an erased address, a segment among
-    `lists`. Flags (do-not-email, validity) are never changed here, as in a CSV import."""
+    `lists`. Flags (do-not-email, validity) are never changed here, as in a CSV import, but a
+    new contact at an address that hard-bounced or complained before starts do not email."""
     outcomes: list[Outcome | None] = [None] * len(changes)
     first: dict[str, int] = {}
     normalised: dict[int, tuple[str, str]] = {}
@@ -193,6 +194,9 @@ def upsert_contacts(changes: Sequence[ContactChange]) -> list[Outcome]:
     for key, i in first.items():
         if key not in existing:
             outcomes[i] = Outcome(i, normalised[i][0], "created", ids[key])
+    # An address that hard-bounced or complained before it was a contact is created do not
+    # email (app.services.suppressions); an erased one was refused above.
+    suppressions.carry_to_new_contacts({k: ids[k] for k in first if k not in existing})
 
     pairs = sorted({(list_ids[name], ids[key]) for key, i in first.items()
                     for name in (changes[i].lists or [])})
