@@ -106,6 +106,20 @@ def save_setup(mailing: Mailing, form: Mapping[str, Any]) -> None:
     db.session.flush()
 
 
+def copy_setup(source: Mailing, clone: Mailing) -> None:
+    """A copy keeps the A/B variants and setup, the send window and local delivery (not the
+    winner); not committed."""
+    clone.ab_share, clone.ab_wait_minutes = source.ab_share, source.ab_wait_minutes
+    clone.ab_metric = source.ab_metric
+    clone.window_start_minute = source.window_start_minute
+    clone.window_end_minute = source.window_end_minute
+    clone.window_days, clone.local_delivery = source.window_days, source.local_delivery
+    for v in variants_of(source.id):
+        db.session.add(MailingVariant(mailing_id=clone.id, position=v.position,
+                                      subject=v.subject, from_name=v.from_name))
+    db.session.flush()
+
+
 def for_freeze(mailing: Mailing) -> list[tuple[int, str, str]]:
     """(variant id, subject, from-name) of each variant, for the frozen version; empty when
     the mailing does not test. A blank from-name is the mailing's own."""
@@ -334,5 +348,5 @@ def page_facts(mailing: Mailing) -> dict[str, Any]:
     }
 
 
-__all__ = ["AbSetupError", "active", "assign", "decide", "decide_due", "figures", "for_freeze",
+__all__ = ["AbSetupError", "active", "assign", "copy_setup", "decide", "decide_due", "figures", "for_freeze",
            "page_facts", "pick", "save_setup", "variants_of"]

@@ -421,6 +421,9 @@ def copy(mailing: Mailing, owner_id: int | None) -> Mailing:
     db.session.add(clone)
     db.session.flush()
     _set_lists(clone, list_ids(mailing))
+    from app.services import ab_tests
+
+    ab_tests.copy_setup(mailing, clone)  # the A/B variants, send window and local delivery
     db.session.flush()
     return clone
 

@@ -57,7 +57,7 @@ from app.models import (
 from app.providers.rate import RateLimiter, provider_settings
 from app.providers.relay import Relay, default_relay
 from app.providers.smtp import ConnectionLost, Outcome, SmtpSettings, SmtpTransport
-from app.services import settings, totals
+from app.services import settings, totals, windows
 from app.services.ledger import (
     ALIVE_TTL,
     Ledger,
@@ -186,6 +186,8 @@ def claim_batch(redis: Redis, worker: str) -> Claim | None:
         if mailing.send_until is not None and now >= mailing.send_until:
             expire(mailing_id)
             continue
+        if not windows.open_now(mailing, now):
+            continue  # outside its send window: nothing claimed; the tick comes back
         left = quota_remaining(now)
         if left == 0:
             quota = int(settings.get("monthly_quota"))
@@ -233,7 +235,7 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim 
         pick = (
             select(RT.c.id)
             .where(RT.c.mailing_id == mailing_id, RT.c.response == Response.PLANNED.value,
-                   RT.c.batch_id.is_(None))
+                   RT.c.batch_id.is_(None), windows.released(utcnow()))
             .order_by(RT.c.id)
             .limit(size - claimed)
         )
@@ -295,6 +297,7 @@ class _Row:
     response: Response = Response.PLANNED
     attempts: int = 0
     first_deferred_at: datetime | None = None
+    variant_id: int | None = None  # an A/B test's variant: its subject and from-name
 
 
 def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
@@ -305,7 +308,8 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
     )
     columns = [RT.c.id, RT.c.address, RT.c.contact_id, Contact.name, Contact.fields,
                Contact.do_not_email, Contact.valid, Contact.last_transaction_at,
-               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at]
+               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at,
+               RT.c.variant_id]
     if opted_out is not None:
         columns.append(opted_out.label("opted_out"))
     stmt = (
@@ -325,7 +329,8 @@ def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
                 last_transaction=r.last_transaction_at, created=r.created_at,
             )
         rows.append(_Row(r.id, r.address, r.contact_id, r.name or "", r.fields, facts,
-                         Response(r.response), r.attempts or 0, r.first_deferred_at))
+                         Response(r.response), r.attempts or 0, r.first_deferred_at,
+                         r.variant_id))
     return rows
 
 
@@ -446,6 +451,7 @@ class _Batch:
     failed_before: int
     tried_before: int
     render_failed: dict[int, str] = field(default_factory=dict)
+    window_closes: datetime | None = None  # the send window's end: the rest waits for it
     transactional: bool = False  # the email type's rule (app.domain.eligibility)
 
 
@@ -528,6 +534,10 @@ class _Connection(threading.Thread):
     def _one(self, row: _Row) -> None:
         b, outcome, dispatch = self.batch, self.batch.outcome, self.batch.dispatch
         now = utcnow()
+        if b.window_closes is not None and now >= b.window_closes:
+            dispatch.give_back(row)
+            dispatch.halt("yield")
+            return
         if b.send_until is not None and now >= b.send_until:
             dispatch.give_back(row)
             dispatch.halt("expired")
@@ -544,7 +554,7 @@ class _Connection(threading.Thread):
         token = recipient_token(row.id, b.secret)
         message_id = new_message_id(row.id, b.domain)
         sent_at = now.replace(microsecond=0)
-        merge = merge_data(row.name, row.address, row.fields)
+        merge = merge_data(row.name, row.address, row.fields, row.variant_id)
         try:
             built = b.builder.build(merge=merge, address=row.address, token=token,
                                     message_id=message_id, sent_at=sent_at)
@@ -653,6 +663,7 @@ def send_claim(redis: Redis, claim: Claim,
         failed_before=failed_before,
         tried_before=counters.get("handed_off", 0) + counters.get("refused", 0) + failed_before,
         transactional=transactional,
+        window_closes=windows.closes_at(mailing, utcnow()),
     )
     db.session.commit()  # the settings and counters were read in a transaction of their own
     # A few rows do not need every connection: one per MIN_PER_CONNECTION rows, at least one.
@@ -1180,7 +1191,7 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
     # Only recipients not recorded yet: those a partial flush recorded are settled already.
     rows = db.session.execute(
         select(RT.c.id, RT.c.address, Contact.name, Contact.fields, RT.c.response, RT.c.attempts,
-               RT.c.first_deferred_at)
+               RT.c.first_deferred_at, RT.c.variant_id)
         .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
         .where(_in_flight(batch_id))
     ).all()
@@ -1205,7 +1216,8 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
         elif r.id in record.sent:
             mid, at = record.sent[r.id]
             sent_rows.append({"rid": r.id, "mid": mid, "at": at,
-                              "merge": merge_data(r.name or "", r.address, r.fields)})
+                              "merge": merge_data(r.name or "", r.address, r.fields,
+                                                  r.variant_id)})
         elif r.id in record.refused:
             refused[r.id] = record.refused[r.id]  # what the server answered, not Unknown
             if refused[r.id][0] is Response.DEFERRED:  # refused for now: on to its backoff

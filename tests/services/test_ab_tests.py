@@ -245,3 +245,21 @@ def test_setup_refusals_leave_the_mailing_unchanged(app):
             ab_tests.save_setup(mailing, form)
         db.session.rollback()
     assert mailing.ab_share == 0 and ab_tests.variants_of(mailing.id) == []
+
+
+def test_a_copy_keeps_the_variants_and_the_window_but_not_the_winner(app):
+    mailing = make_mailing([make_audience(2)])
+    a, b = set_up_test(mailing, share=30, wait=45, metric="click")
+    windows.save_setup(mailing, {"window": "on", "window_start": "09:00", "window_end": "17:00",
+                                 "window_day": ["0", "2"], "local_delivery": "on"})
+    mailing.ab_winner_id, mailing.ab_decided_by = b.id, "staff"
+    db.session.commit()
+    clone = mailings.copy(mailing, owner_id=None)
+    db.session.commit()
+    copied = ab_tests.variants_of(clone.id)
+    assert [(v.position, v.subject, v.from_name) for v in copied] == [
+        (0, a.subject, "Shop A"), (1, b.subject, "Shop B")]
+    assert {v.id for v in copied}.isdisjoint({a.id, b.id})
+    assert (clone.ab_share, clone.ab_wait_minutes, clone.ab_metric) == (30, 45, "click")
+    assert (clone.window_start_minute, clone.window_end_minute, clone.window_days) == (540, 1020, 5)
+    assert clone.local_delivery is True and clone.ab_winner_id is None
