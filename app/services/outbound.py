@@ -202,19 +202,7 @@ def disabled_endpoints() -> list[WebhookEndpoint]:
 # ---------------------------------------------------------------- the pump
 
 
-def _lock_endpoint(endpoint_id: int) -> WebhookEndpoint | None:
-    """The endpoint, locked against another pump until the transaction ends.
-
-    SQLite: a write first takes the database's write lock (as the response batches do);
-    PostgreSQL: the row is read FOR UPDATE, which holds back only another pump.
-    """
-    if db.session.get_bind().dialect.name == "sqlite":
-        db.session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
-                           .values(cursor_event_id=WebhookEndpoint.cursor_event_id))
-    return db.session.execute(
-        select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
-        .with_for_update().execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+ETP = WebhookEndpoint.__table__
 
 
 def pump_endpoint(endpoint_id: int, *, limit: int = EVENTS_PER_DELIVERY,
@@ -223,13 +211,22 @@ def pump_endpoint(endpoint_id: int, *, limit: int = EVENTS_PER_DELIVERY,
     the cursor past them (also past events of kinds the endpoint does not want).
 
     Returns the new delivery; True when the cursor moved without one (no wanted event in the
-    run); None when there is nothing to take now. The caller commits.
+    run); None when there is nothing to take now, or another pump took this run first. The
+    caller commits.
+
+    The run is read before anything is written, and the cursor then moves only if it is still
+    where it was read (a conditional UPDATE): two pumps never make two deliveries of one run,
+    and the database's write lock (SQLite's is the whole file) is held for two short statements,
+    not for reading and encoding the run.
     """
     now = now or datetime.now(UTC)
-    endpoint = _lock_endpoint(endpoint_id)
-    if endpoint is None or not endpoint.active or endpoint.disabled_at is not None:
+    endpoint = db.session.execute(
+        select(ETP.c.cursor_event_id, ETP.c.event_kinds)
+        .where(ETP.c.id == endpoint_id, ETP.c.active.is_(True), ETP.c.disabled_at.is_(None))
+    ).first()
+    if endpoint is None:
         return None
-    cursor = endpoint.cursor_event_id
+    cursor = int(endpoint.cursor_event_id)
     # One Core query (no ORM rows: this runs for every event) for the run and its addresses.
     rows = db.session.connection().execute(
         select(ET.c.id, ET.c.kind, ET.c.mailing_id, ET.c.recipient_id, ET.c.occurred_at,
@@ -245,12 +242,18 @@ def pump_endpoint(endpoint_id: int, *, limit: int = EVENTS_PER_DELIVERY,
                                recipient_id=r.recipient_id, email=r.address or "",
                                occurred_at=r.occurred_at, detail=r.detail)
               for r in rows if r.id <= last and (not wanted or r.kind in wanted)]
-    endpoint.cursor_event_id = last
+    body = rules.body(events) if events else ""
+    moved = db.session.execute(
+        update(ETP).where(ETP.c.id == endpoint_id, ETP.c.cursor_event_id == cursor,
+                          ETP.c.active.is_(True), ETP.c.disabled_at.is_(None))
+        .values(cursor_event_id=last))
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return None  # another pump took this run, or the endpoint changed meanwhile
     if not events:
         return True
-    delivery = WebhookDelivery(endpoint_id=endpoint.id, first_event_id=events[0]["id"],
+    delivery = WebhookDelivery(endpoint_id=endpoint_id, first_event_id=events[0]["id"],
                                last_event_id=events[-1]["id"], events=len(events),
-                               body=rules.body(events), status="pending", attempts=0,
+                               body=body, status="pending", attempts=0,
                                next_attempt_at=now, created_at=now)
     db.session.add(delivery)
     db.session.flush()

@@ -398,3 +398,23 @@ def test_delivery_log_matches_the_attempts_table(app, private_ok, receiver):
     assert [(a.status_code, a.latency_ms) for a in log[0].attempts] == [tuple(t) for t in table]
     assert [c for c, _ in table] == [502, 200]
     assert log[0].delivery.attempts == 2 and log[0].delivery.last_latency_ms == table[-1][1]
+
+
+def test_a_run_taken_by_another_pump_meanwhile_is_not_delivered_twice(app, private_ok, receiver,
+                                                                       monkeypatch):
+    rows = make_recipients()
+    ep = endpoint(receiver.url)
+    ingest(rows, ["open"] * 4)
+    real_body = rules.body
+
+    def racing_body(events):  # another pump moves the cursor while this one encodes the run
+        db.session.execute(WebhookEndpoint.__table__.update().where(
+            WebhookEndpoint.id == ep.id).values(cursor_event_id=4))
+        return real_body(events)
+
+    monkeypatch.setattr(outbound.rules, "body", racing_body)
+    assert outbound.pump_endpoint(ep.id) is None
+    db.session.commit()
+    assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+    db.session.refresh(ep)
+    assert ep.cursor_event_id == 4
