@@ -11,7 +11,8 @@ from app.extensions import db
 from app.models import Recipient, ResponseEvent
 from app.services import mailings
 from tests.factories import make_audience, make_mailing
-from tests.services.test_transactional import apply_event, run_worker
+from tests.factories import record_event as apply_event
+from tests.factories import run_every_queue as run_worker
 
 
 def sent_recipients(redis_conn, n: int = 4) -> list[int]:

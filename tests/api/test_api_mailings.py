@@ -13,13 +13,7 @@ from app.domain.lifecycle import Status
 from app.extensions import db
 from app.models import AuditEntry, ContactList, ListMember, Mailing, Recipient, ResponseEvent
 from tests.api.conftest import add_contact
-from tests.services.test_figures import (
-    _build_every_response,
-    figures_of,
-    reasons_of,
-    responses_in_db,
-    tab_counts_of,
-)
+from tests.factories import build_every_response, figures_of, reasons_of, rows_of, tab_counts_of
 
 READ = ["mailings:read"]
 ALL = ["mailings:read", "mailings:write", "mailings:send"]
@@ -53,7 +47,7 @@ def assert_api_equals_dashboard(client, headers, mailing_id: int) -> dict:
         assert shown.get(key, 0) == value, (key, shown.get(key), value)
     assert tab_counts_of(page) == t["tabs"]
     assert reasons_of(page) == t["not_sent_by_reason"]
-    assert Counter(t["responses"]) == responses_in_db(mailing_id)
+    assert Counter(t["responses"]) == rows_of(mailing_id)
     return body
 
 
@@ -62,7 +56,7 @@ def test_figures_equal_the_dashboards(app, auth, client, redis_conn, smtp, make_
     auth.login()
     headers = make_token(READ)[1]
     seen: list[dict] = []
-    mailing_id = _build_every_response(
+    mailing_id = build_every_response(
         app, redis_conn, smtp, monkeypatch,
         lambda mid: seen.append(assert_api_equals_dashboard(client, headers, mid)))
     assert seen and seen[0]["status"] == "sending" and seen[0]["totals"]["waiting"] == 11

@@ -14,7 +14,8 @@ from app.extensions import db
 from app.models import AuditEntry, EmailType, Mailing, Recipient, TypeOptOut
 from app.services import suppressions
 from tests.api.conftest import add_contact
-from tests.services.test_transactional import apply_event, run_worker
+from tests.factories import record_event as apply_event
+from tests.factories import run_every_queue as run_worker
 
 BODY = {"subject": "Receipt {{ order }}", "text": "Thanks {{ name }}: order {{ order }}",
         "from_address": "shop@shop.example", "from_name": "Shop"}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,21 @@ def chromium_path() -> str | None:
         if candidate and Path(candidate).exists():
             return candidate
     return None
+
+
+@pytest.fixture
+def sign_in() -> Callable[..., None]:
+    """`sign_in(page, deployment.url)`: the browser signs in as the deployment's admin."""
+    from playwright.sync_api import expect
+
+    def sign_in(page, base: str) -> None:  # type: ignore[no-untyped-def]
+        page.goto(f"{base}/login")
+        page.get_by_label("Email").fill("admin@example.org")
+        page.get_by_label("Password").fill("browser-password")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("link", name="Mailings")).to_be_visible()
+
+    return sign_in
 
 
 @pytest.fixture(scope="session")

@@ -45,14 +45,6 @@ COUNT_REDRAWS = """() => {
 }"""
 
 
-def sign_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/login")
-    page.get_by_label("Email").fill("admin@example.org")
-    page.get_by_label("Password").fill("browser-password")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("link", name="Mailings")).to_be_visible()
-
-
 def wait_for(page: Page, script: str, expected: object, timeout: float = 15) -> None:
     """Wait until the page script returns `expected` (the polls run every 2 s)."""
     deadline = time.monotonic() + timeout
@@ -82,7 +74,8 @@ def hand_off(mailing_id: int, count: int) -> list[int]:
     return ids
 
 
-def test_charts_follow_the_counters_in_place_and_polling_stops(deployment, page: Page) -> None:
+def test_charts_follow_the_counters_in_place_and_polling_stops(deployment, page: Page,
+                                                                sign_in) -> None:
     from app.extensions import db
     from app.models import Mailing, utcnow
     from app.services import mailings
@@ -165,7 +158,7 @@ def test_charts_follow_the_counters_in_place_and_polling_stops(deployment, page:
     assert page.evaluate("document.getElementById('delivery-chart').__sameElement") is True
 
 
-def test_a_real_send_draws_its_progress(deployment, page: Page) -> None:
+def test_a_real_send_draws_its_progress(deployment, page: Page, sign_in) -> None:
     from app.extensions import db
     from tests.factories import make_audience, make_mailing
 

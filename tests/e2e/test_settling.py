@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from app.domain import figures
 from app.domain.lifecycle import Status
-from tests.e2e.test_live_charts import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +50,8 @@ def _status(app, mailing_id: int) -> str:
     return status
 
 
-def test_cancel_mid_batch_shows_the_final_figures_without_reload(deployment, page: Page) -> None:
+def test_cancel_mid_batch_shows_the_final_figures_without_reload(deployment, page: Page,
+                                                                  sign_in) -> None:
     from app.extensions import db
     from tests.factories import make_audience, make_mailing
 
@@ -122,7 +122,7 @@ def _post_events(base: str, secret: str, events: list[dict]) -> dict:
         return json.loads(answer.read())
 
 
-def test_events_after_the_end_show_on_the_open_page(deployment, page: Page) -> None:
+def test_events_after_the_end_show_on_the_open_page(deployment, page: Page, sign_in) -> None:
     from app.extensions import db
     from app.models import Recipient
     from app.services import mailings

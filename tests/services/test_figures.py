@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-import time
 from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -26,145 +22,23 @@ from app.domain import figures
 from app.domain.lifecycle import Status
 from app.domain.responses import LABELS, Response
 from app.extensions import db
-from app.models import Contact, EmailType, ListMember, Mailing, Recipient, TypeOptOut
-from app.services import mailings, reports, sending
-from app.services.ledger import Ledger
-from app.services.responses import apply_event
-from tests.factories import make_audience, make_mailing
-
-TEXT = "Hello {{ name }} {{ n + 1 if n is defined else 0 }}\nBye: {{ unsubscribe_url }}\n"
-
-
-def _recipient(mailing_id: int, n: int) -> int:
-    return db.session.execute(select(Recipient.id).where(
-        Recipient.mailing_id == mailing_id, Recipient.address == f"user{n}@example.org",
-        Recipient.response != Response.DUPLICATE.value)).scalar_one()
-
-
-def _build_every_response(app, redis_conn, smtp, monkeypatch,  # noqa: F811
-                          mid_send: Callable[[int], None]) -> int:
-    newsletter = EmailType(name="Newsletter")
-    db.session.add(newsletter)
-    first = make_audience(36, list_name="A")
-    second = make_audience(0, list_name="B")
-    c = db.session.execute(select(Contact).order_by(Contact.id)).scalars().all()
-    db.session.add(ListMember(list_id=second.id, contact_id=c[0].id))  # Canceled (duplicate)
-    c[1].do_not_email = True
-    db.session.commit()
-    db.session.add(TypeOptOut(contact_id=c[2].id, email_type_id=newsletter.id))
-    c[3].valid = False
-    c[4].last_transaction_at = datetime.now(UTC) - timedelta(days=800)
-    c[4].created_at = datetime.now(UTC) - timedelta(days=900)
-    c[8].fields = {"n": "not a number"}  # its message cannot be built: Delivery error
-    smtp.handler.refuse["user6@example.org"] = "550 5.1.1 No such user"
-    smtp.handler.refuse["user7@example.org"] = "554 5.7.1 Message refused as spam, blocked"
-    # Refused for now: Deferred (waiting, not sent) until the deadline below stops it.
-    smtp.handler.refuse["user10@example.org"] = "452 4.2.2 Mailbox full"
-    db.session.commit()
-    mailing = make_mailing([first, second], email_type_id=newsletter.id, html_body="",
-                           text_body=TEXT)
-    mailing_id = mailing.id
-    mailings.send_now(mailing)
-    from jobs.sending import prepare_mailing
-
-    prepare_mailing(mailing_id)
-    app.config["BATCH_SIZE"] = 10
-
-    # A worker dies mid-batch: its one message in flight becomes Unknown, its 250 is Sent.
-    dead = sending.claim_batch(redis_conn, worker="dead")
-    assert dead is not None
-    ledger = Ledger(redis_conn, dead.batch_id)
-    r0, r5 = _recipient(mailing_id, 0), _recipient(mailing_id, 5)
-    ledger.append(f"h:{r0}", f"s:{r0}:{int(time.time())}:m0@x", f"h:{r5}")
-    redis_conn.delete(f"sb:alive:{dead.batch_id}")
-    assert sending.settle_abandoned(redis_conn) == 1
-
-    # user9 leaves between preparation and hand-off: not sent, checked again at hand-off.
-    c[9].do_not_email = True
-    db.session.commit()
-    for _ in range(2):
-        claim = sending.claim_batch(redis_conn, worker="w")
-        assert claim is not None
-        sending.send_claim(redis_conn, claim)
-    mid_send(mailing_id)  # recipients still Planned: every figure must agree here too
-    # A batch is in flight when the deadline passes and then staff cancel: the deadline stops
-    # the unclaimed rest (Stopped (expired)), the cancel stops the batch (Canceled).
-    app.config["BATCH_SIZE"] = 3
-    held = sending.claim_batch(redis_conn, worker="w")
-    assert held is not None
-    db.session.execute(db.update(Mailing).where(Mailing.id == mailing_id)
-                       .values(send_until=datetime.now(UTC) - timedelta(seconds=1)))
-    db.session.commit()
-    assert sending.claim_batch(redis_conn, worker="w") is None
-    mailings.cancel(db.session.get(Mailing, mailing_id))
-    sending.send_claim(redis_conn, held)
-
-    now = datetime.now(UTC)
-
-    def event(n: int, kind: str, machine: bool = False) -> None:
-        apply_event(_recipient(mailing_id, n), kind=kind, source="tracking" if kind in (
-            "open", "click") else "generic", occurred_at=now, machine=machine)
-
-    event(11, "delivered")
-    event(12, "open")
-    event(13, "open")
-    event(13, "open")
-    event(14, "open", machine=True)  # a privacy proxy: delivered, not opened by a person
-    event(15, "open")
-    event(15, "click")
-    event(16, "click")  # clicked with images off: a clicker who never opened
-    event(17, "click", machine=True)  # a link scanner
-    event(18, "soft_bounce")
-    event(19, "hard_bounce")
-    event(20, "blocked")
-    event(21, "dropped")
-    event(22, "open")
-    event(22, "spam")  # opened, then complained: still one of the people who opened
-    event(23, "click")
-    event(23, "unsubscribed")
-    event(24, "open", machine=True)
-    event(24, "open")  # a machine open, then a person's
-    return mailing_id
-
-
-def _numbers(pattern: str, html: str) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for key, value in re.findall(pattern, html):
-        number = int(value.replace(",", ""))
-        assert found.setdefault(key, number) == number, (key, found[key], number)
-    return found
-
-
-def figures_of(html: str) -> dict[str, int]:
-    return _numbers(r'data-figure="([\w-]+)">([\d,]+)<', html)
-
-
-def tab_counts_of(html: str) -> dict[str, int]:
-    return _numbers(r'id="tab-count-(\w+)"[^>]*>([\d,]+)<', html)
-
-
-def reasons_of(html: str) -> dict[str, int]:
-    return _numbers(r'data-reason="(\w+)">([\d,]+)<', html)
-
-
-def bars_of(html: str) -> dict[str, int]:
-    [raw] = re.findall(r'<script type="application/json" id="chart-figures">(.*?)</script>',
-                       html, re.S)
-    [bars] = json.loads(raw)["delivery"]["data"]
-    return dict(zip(bars["y"], bars["x"], strict=True))
-
-
-def responses_in_db(mailing_id: int) -> Counter[str]:
-    return Counter(dict(db.session.execute(
-        select(Recipient.response, func.count()).where(Recipient.mailing_id == mailing_id)
-        .group_by(Recipient.response)).all()))
+from app.models import Mailing, Recipient
+from app.services import reports
+from tests.factories import (
+    bars_of,
+    build_every_response,
+    figures_of,
+    reasons_of,
+    rows_of,
+    tab_counts_of,
+)
 
 
 def assert_every_surface_agrees(client, mailing_id: int) -> dict[str, int]:
     """Read the page, its poll, every tab and every CSV export; check every figure against the
     others and against the database. Returns the figures shown."""
     db.session.expire_all()
-    in_db = responses_in_db(mailing_id)
+    in_db = rows_of(mailing_id)
     audience = sum(in_db.values())
     sent = sum(in_db[r.value] for r in figures.SENT)
     not_sent = sum(in_db[r.value] for r in figures.NOT_SENT)
@@ -237,16 +111,16 @@ def test_every_figure_agrees_on_every_surface(app, auth, client, redis_conn, smt
     seen_mid_send: list[dict[str, int]] = []
 
     def mid_send(mailing_id: int) -> None:
-        in_db = responses_in_db(mailing_id)
+        in_db = rows_of(mailing_id)
         assert in_db[Response.PLANNED.value] > 0 and in_db[Response.SENT.value] > 0
         assert in_db[Response.DEFERRED.value] == 1  # user10, refused for now
         seen_mid_send.append(assert_every_surface_agrees(client, mailing_id))
 
-    mailing_id = _build_every_response(app, redis_conn, smtp, monkeypatch, mid_send)
+    mailing_id = build_every_response(app, redis_conn, smtp, monkeypatch, mid_send)
     assert seen_mid_send and seen_mid_send[0]["split-waiting"] == 11
     mailing = db.session.get(Mailing, mailing_id)
     assert mailing.status == Status.CANCELED.value
-    in_db = responses_in_db(mailing_id)
+    in_db = rows_of(mailing_id)
     # Every response the mailing can reach is here (Planned and Deferred were seen mid-send).
     assert set(in_db) == {r.value for r in Response} - {Response.PLANNED.value,
                                                          Response.DEFERRED.value}, in_db

@@ -6,7 +6,7 @@ import email
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from sqlalchemy import func, select
 
 from app.domain.lifecycle import Status
@@ -21,26 +21,16 @@ from app.models import (
     Recipient,
     TypeOptOut,
 )
-from app.redis_conn import QUEUE_NAMES
 from app.services import mailings, reports, suppressions, totals
 from app.services import transactional as tx
 from app.services.history import rebuild_message
-from app.services.responses import apply_event as _apply_event
 from tests.factories import make_audience, make_mailing
+from tests.factories import record_event as apply_event
+from tests.factories import run_every_queue as run_worker
 
 RECEIPT = dict(subject="Receipt {{ order }}", text="Hello {{ name }}, order {{ order }}: {{ total }}",
                html="<p>Order <b>{{ order }}</b></p><a href=\"https://shop.example/o\">See it</a>",
                from_address="shop@shop.example", from_name="Shop")
-
-
-def apply_event(recipient_id: int, **values) -> None:
-    """An event applied and committed, as the tracking and webhook views do."""
-    _apply_event(recipient_id, **values)
-    db.session.commit()
-
-
-def run_worker(redis_conn) -> None:
-    SimpleWorker(list(QUEUE_NAMES), connection=redis_conn).work(burst=True)
 
 
 def contact(address: str = "ana@example.org", **values) -> Contact:
