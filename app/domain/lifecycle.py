@@ -125,6 +125,12 @@ def transition(status: Status, action: Action, *, now: datetime,
     return target
 
 
+def moves_of(action: Action) -> dict[Status, Status]:
+    """Every status `action` may be taken from, with the status it leads to (the moves that do
+    not depend on the clock): what a conditional UPDATE taking that action may change."""
+    return {source: target for (source, act), target in _MOVES.items() if act is action}
+
+
 def is_locked(status: Status, *, now: datetime, send_at: datetime | None) -> bool:
     """Template, audience and owner are read-only from Preparing on, and for a scheduled mailing
     inside the 5-minute window before its send time."""

@@ -6,10 +6,12 @@ the reconciler reads them back with `fence_and_read`. A batch's list holds, in o
 - ``b``: the record exists (written when the batch is claimed);
 - ``h:<recipient>``: handing off, appended before the message's DATA;
 - ``s:<recipient>:<unix time>:<message id>``: the server answered 250;
-- ``r:<recipient>:<response>:<reply>``: the server refused the message (a permanent refusal or
-  temporary ones past the retries), with the response it gave the recipient and the reply.
+- ``r:<recipient>:<response>:<reply>``: the server refused the message (a permanent refusal, or a
+  temporary one: the response is then Deferred, or a Soft bounce past the maximum age), with the
+  response it gave the recipient and the reply.
 
-``s:`` and ``r:`` entries travel in one round trip with the next ``h:``. If the worker dies, the
+A batch sent over several SMTP connections has one list: each connection appends its own entries,
+and its ``s:`` and ``r:`` entries travel in one round trip with its next ``h:``. If the worker dies, the
 reconciler reads the list: recorded 250s were sent, recorded refusals keep their response, the one
 recipient handed off without an answer is ambiguous (Unknown), the rest were never tried.
 
@@ -19,7 +21,7 @@ so no message can leave after someone else has settled the batch.
 
 Redis keeps the list in an append-only file, so a restart keeps it. Should it be lost anyway, the
 sender's partial flushes to the database (every second, with the bound it may hand off to before
-the next one: `_Progress` in app/services/sending.py) leave only that last second in doubt.
+the next one: `_Progress` in app/services/sending/batch.py) leave only that last second in doubt.
 """
 
 from __future__ import annotations

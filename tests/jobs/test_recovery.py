@@ -113,7 +113,7 @@ def test_a_partial_flush_after_the_settle_records_nothing(app, redis_conn) -> No
     outcome = sending.BatchOutcome()
     outcome.sent[ids[0]] = ("<m0@x>", AT, {})  # the sender, still running, got its 250 late
     before = totals.get(mailing.id)
-    assert sending._flush_progress(claim, outcome, 1, reach=3) is False
+    assert sending.flush_progress(claim, outcome, 1, reach=3) is False
     assert _responses(ids) == ["unknown", "planned", "planned"]
     assert totals.get(mailing.id) == before
     assert db.session.get(SendBatch, claim.batch_id).state == "settled"
@@ -128,7 +128,7 @@ def test_a_lost_ledger_leaves_in_doubt_only_what_is_past_the_last_partial_flush(
     outcome.refused = 1
     outcome.sent[ids[2]] = ("<m2@x>", AT, {})
     # Recorded so far: ids[0..2]; the sender may go up to position 5 before its next flush.
-    assert sending._flush_progress(claim, outcome, 1, reach=5) is True
+    assert sending.flush_progress(claim, outcome, 1, reach=5) is True
     assert _responses(ids[:3]) == ["sent", "hard_bounce", "sent"]
     outcome.sent[ids[3]] = ("<m3@x>", AT, {})  # sent after the flush, then Redis and worker die
     db.session.execute(update(SendBatch).where(SendBatch.id == claim.batch_id)
@@ -182,10 +182,10 @@ def gated_smtp(app):
 
 def test_a_sender_that_dies_with_its_ledger_leaves_about_one_flush_window_unknown(
         app, redis_conn, gated_smtp, monkeypatch) -> None:
-    monkeypatch.setattr(sending, "PROGRESS_EVERY", 0.05)
-    monkeypatch.setattr(sending, "WINDOW_MIN", 2)
-    monkeypatch.setattr(sending, "_window", 2)
-    monkeypatch.setattr(sending, "HEARTBEAT_EVERY", 3600)  # this sender's batch lapses
+    monkeypatch.setattr(sending.batch, "PROGRESS_EVERY", 0.05)
+    monkeypatch.setattr(sending.batch, "WINDOW_MIN", 2)
+    monkeypatch.setattr(sending.claim.Pace, "window", 2)
+    monkeypatch.setattr(sending.batch, "HEARTBEAT_EVERY", 3600)  # this sender's batch lapses
     app.config["SMTP_CONNECTIONS"] = 4
     mailing, claim, ids = _claimed(40, redis_conn)
     result = {}

@@ -328,7 +328,7 @@ def test_ca_file_setting_is_checked_when_the_app_is_built(certs, tmp_path: Path)
 @pytest.fixture
 def engine(app, monkeypatch):
     """Fresh connections for each test, and short retries before a mailing is interrupted."""
-    monkeypatch.setattr(sending, "RECONNECT_BACKOFF", (0.01,))
+    monkeypatch.setattr(sending.batch, "RECONNECT_BACKOFF", (0.01,))
     sending.close_connections()
     yield app
     sending.close_connections()

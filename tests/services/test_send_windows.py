@@ -45,7 +45,8 @@ class Clock:
 def clock(app, monkeypatch):
     app.config["TIME_ZONE"] = "Europe/Berlin"
     c = Clock(datetime(2026, 12, 5, 9, 0, tzinfo=UTC))  # Saturday 10:00 in Berlin
-    for module in (sending, windows, mailings):
+    engine = (sending.claim, sending.batch, sending.record, sending.state, sending.recovery)
+    for module in (*engine, windows, mailings):
         monkeypatch.setattr(module, "utcnow", c)
     return c
 

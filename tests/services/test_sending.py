@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.domain.lifecycle import Status
 from app.domain.responses import Response
@@ -178,7 +178,8 @@ def test_empty_eligible_audience_finishes_as_sent(app, redis_conn, smtp):
 
 
 def test_smtp_outage_interrupts_and_resume_completes_without_duplicates(app, redis_conn, smtp, monkeypatch):
-    monkeypatch.setattr(sending, "CONNECT_RETRIES", (0.05, 0.05))
+    monkeypatch.setattr(sending.batch, "RECONNECT_BACKOFF", (0.05,))
+    app.config["OUTAGE_MINUTES"] = 0.01  # interrupted after 0.6 s of nothing but failures
     app.config["BATCH_SIZE"] = 5
     mailing = make_mailing([make_audience(20)])
     port = smtp.port
@@ -398,7 +399,7 @@ def test_a_slow_hand_off_keeps_its_batch_alive(app, redis_conn, smtp, monkeypatc
     from jobs.sending import prepare_mailing
 
     monkeypatch.setattr(ledger, "ALIVE_TTL", 1)
-    monkeypatch.setattr(sending, "HEARTBEAT_EVERY", 0.2)
+    monkeypatch.setattr(sending.batch, "HEARTBEAT_EVERY", 0.2)
     smtp.handler.delay = 2.5  # each DATA takes 2.5 s, the alive mark lasts 1 s
     mailing = make_mailing([make_audience(2)])
     mailings.send_now(mailing)
@@ -453,3 +454,63 @@ def test_international_domains_and_hostile_names_are_written_safely(app, redis_c
     assert eve["Bcc"] is None and "victim@evil.example" in eve["To"]
     assert eve["To"] == '"Eve Bcc: victim@evil.example" <eve@example.org>'
     assert all(r.rcpt == [addr] for addr, rs in received.items() for r in rs)
+
+
+def test_a_batch_goes_out_over_several_connections_at_once(app, redis_conn, smtp):
+    """One worker, one batch, the relay's connections all busy at the same time; every recipient
+    gets exactly one copy."""
+    from app.models import Provider
+
+    app.config["BATCH_SIZE"] = 500
+    db.session.add(Provider(name="Sink", host="127.0.0.1", port=smtp.port, connections=3,
+                            is_default=True))
+    smtp.handler.pause = 0.01  # each DATA takes 10 ms without holding up the other connections
+    mailing = make_mailing([make_audience(90)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"sent": 90})
+    received = smtp.by_recipient()
+    assert len(received) == 90 and all(len(v) == 1 for v in received.values())
+    assert db.session.execute(select(func.count()).select_from(SendBatch)).scalar_one() == 1
+    per_connection = Counter(m.peer for m in smtp.handler.messages)
+    assert len(per_connection) == 3 and sum(per_connection.values()) == 90
+    assert min(per_connection.values()) >= 10  # each connection carried its share
+    assert smtp.handler.most_at_once >= 2  # in DATA at the same time, not one after the other
+    assert totals.get(mailing.id)["handed_off"] == 90
+
+
+def test_an_unreachable_relay_is_tried_until_the_outage_window_then_interrupts(
+        app, redis_conn, smtp, monkeypatch):
+    """Connection refused on every try: the recipients stay Planned (never Unknown, never a
+    bounce) and the mailing is interrupted only after the outage window of nothing but failures,
+    not after a few tries."""
+    from app.providers.smtp import SmtpTransport
+    from tests.smtp_server import free_port
+
+    monkeypatch.setattr(sending.batch, "RECONNECT_BACKOFF", (0.05, 0.1))
+    app.config["OUTAGE_MINUTES"] = 0.03  # 1.8 s
+    app.config["SMTP_CONNECTIONS"] = 3
+    app.config["CAPTURE_SMTP_PORT"] = free_port()  # nobody listens there
+    tries = []
+    original = SmtpTransport.open
+
+    def open_(self):  # type: ignore[no-untyped-def]
+        tries.append(time.monotonic())
+        original(self)
+
+    monkeypatch.setattr(SmtpTransport, "open", open_)
+    mailing = make_mailing([make_audience(30)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.INTERRUPTED.value
+    assert "could not be used for" in mailing.status_reason
+    assert "cannot connect" in mailing.status_reason
+    assert responses_of(mailing) == Counter({"planned": 30})
+    assert totals.get(mailing.id).get("handed_off", 0) == 0
+    assert db.session.execute(select(func.count()).select_from(Recipient).where(
+        Recipient.batch_id.is_not(None))).scalar_one() == 0  # all back in the queue
+    # Tried again and again over the whole window, on every connection.
+    assert len(tries) >= 15 and tries[-1] - tries[0] >= 1.8 * 0.9
