@@ -29,6 +29,7 @@ def freeze_version(mailing: Mailing) -> MailingVersion:
     content = freeze(
         mailing, link_ids=link_ids, base_url=cfg["BASE_URL"], bounce_domain=cfg["BOUNCE_DOMAIN"],
         email_type_name=mailing.email_type.name if mailing.email_type else "",
+        transactional=bool(mailing.email_type and mailing.email_type.transactional),
         variants=ab_tests.for_freeze(mailing),
     )
     version = MailingVersion(mailing_id=mailing.id, content=content)

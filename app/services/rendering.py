@@ -613,12 +613,13 @@ def _qp(text: str) -> bytes:
 
 
 def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_domain: str,
-           email_type_name: str = "",
+           email_type_name: str = "", transactional: bool = False,
            variants: list[tuple[int, str, str]] | None = None) -> dict[str, Any]:
     """The content of a MailingVersion: everything needed to build any recipient's message.
 
     `variants` (id, subject, from-name) are an A/B test's: a recipient whose merge data names
-    one (`variant`) gets its subject and from-name."""
+    one (`variant`) gets its subject and from-name. `transactional`: the email type is marked
+    transactional, so its messages carry no List-Unsubscribe header (see MessageBuilder.build)."""
     check_template(mailing.subject, "Subject")
     for _, variant_subject, _ in variants or []:
         check_template(variant_subject, "Variant subject")
@@ -639,6 +640,7 @@ def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_doma
         "domain": mailing.from_address.rpartition("@")[2] or "sendboard.local",
         "mailing_id": mailing.id,
         "email_type": email_type_name,
+        **({"transactional": True} if transactional else {}),
         **({"variants": {str(vid): {"subject": subject,
                                     "from": _format_address(name, mailing.from_address)}
                          for vid, subject, name in variants}} if variants else {}),
@@ -702,6 +704,17 @@ class MessageBuilder:
         ctx[PREFERENCES_VAR] = self.preferences_url
         return ctx
 
+    def list_unsubscribe(self, unsubscribe: str, envelope_from: str) -> str:
+        """The List-Unsubscribe headers (RFC 2369) with one-click (RFC 8058) of bulk mail.
+
+        Empty for an email type marked transactional: a receipt or a password reset is not a
+        list, and a mail client's one-click "unsubscribe" would mark the contact do not email
+        for everything. Its body may still link to the unsubscribe page."""
+        if self.content.get("transactional"):
+            return ""
+        return (f"List-Unsubscribe: <{unsubscribe}>, <mailto:{envelope_from}?subject=unsubscribe>"
+                "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+
     def build(self, *, merge: dict[str, Any], address: str, token: str, message_id: str,
               sent_at: datetime) -> Built:
         """The exact bytes for one recipient; raises TemplateProblem if rendering fails."""
@@ -725,8 +738,7 @@ class MessageBuilder:
             f"Subject: {_encode_header(subject)}\r\n"
             f"Date: {email.utils.format_datetime(sent_at)}\r\n"
             f"Message-ID: <{message_id}>\r\n"
-            f"List-Unsubscribe: <{unsubscribe}>, <mailto:{envelope_from}?subject=unsubscribe>\r\n"
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            f"{self.list_unsubscribe(unsubscribe, envelope_from)}"
             f"X-Sendboard-Rid: {token}\r\n"
             f"X-SMTPAPI: {{\"unique_args\": {rid}}}\r\n"
             f"X-Mailgun-Variables: {rid}\r\n"
