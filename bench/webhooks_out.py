@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--tick", type=float, default=2.0, help="seconds between pumps")
+    parser.add_argument("--drain", type=int, default=0,
+                        help="then also time one worker draining a backlog of this many events")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
                         help="1: tick and deliveries in one worker; 2: one worker each")
     args = parser.parse_args()
@@ -223,6 +225,33 @@ def main() -> None:
     print(f"lag ingestion -> receiver: median {p50:.2f} s, p95 {p95:.2f} s, max {worst:.2f} s "
           f"(target < {TARGET_LAG_SECONDS:.0f} s: {verdict}); caught up {caught_up:.1f} s after "
           f"ingestion stopped; run {total_time:.1f} s")
+    if args.drain:
+        drain(directory, recipient_ids, receiver, args.drain)
+
+
+def drain(directory: str, recipient_ids: list[int], receiver: Receiver, n: int) -> None:
+    """The delivery path's own capacity: `n` events recorded with no worker running, then one
+    worker (tick and deliveries) drains them with nothing else writing."""
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    filler = ctx.Process(target=ingest, args=(directory, recipient_ids, 10**9, n / 10**9, 500,
+                                              results))
+    filler.start()
+    results.get()
+    filler.join()
+    before = len(receiver.arrivals)
+    stop = ctx.Event()
+    started = time.monotonic()
+    drainer = ctx.Process(target=worker, args=(directory, stop, 0.0, "both"))
+    drainer.start()
+    while len(receiver.arrivals) - before < n and time.monotonic() - started < 300:
+        time.sleep(0.05)
+    took = time.monotonic() - started
+    got = len(receiver.arrivals) - before
+    stop.set()
+    drainer.join()
+    print(f"backlog of {n:,} events drained by one worker in {took:.1f} s: {got / took:,.0f} "
+          f"events/s delivered ({got:,} received)")
 
 
 if __name__ == "__main__":
