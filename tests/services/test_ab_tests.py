@@ -263,3 +263,36 @@ def test_a_copy_keeps_the_variants_and_the_window_but_not_the_winner(app):
     assert (clone.ab_share, clone.ab_wait_minutes, clone.ab_metric) == (30, 45, "click")
     assert (clone.window_start_minute, clone.window_end_minute, clone.window_days) == (540, 1020, 5)
     assert clone.local_delivery is True and clone.ab_winner_id is None
+
+
+def test_a_worker_crash_during_the_test_keeps_every_assignment(app, redis_conn, smtp):
+    from app.services import sending
+    from app.services.ledger import Ledger, handing_off_entry, sent_entry
+    from jobs.enqueue import kick_sending
+    from jobs.sending import prepare_mailing
+
+    mailing = make_mailing([make_audience(20)])
+    set_up_test(mailing, share=50)
+    mailings.send_now(mailing)
+    prepare_mailing(mailing.id)
+    before = by_contact(mailing.id)
+    claim = sending.claim_batch(redis_conn, worker="dead")
+    assert claim is not None
+    claimed = db.session.execute(select(Recipient).where(Recipient.batch_id == claim.batch_id)
+                                 .order_by(Recipient.id)).scalars().all()
+    assert len(claimed) == 10 and all(r.variant_id is not None for r in claimed)  # none held
+    first = claimed[0]
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    Ledger(redis_conn, claim.batch_id).append(handing_off_entry(first.id),
+                                              sent_entry(first.id, at, "<m0@shop.example>"))
+    redis_conn.delete(f"sb:alive:{claim.batch_id}")  # the worker died
+    assert sending.settle_abandoned(redis_conn) == 1
+    db.session.expire_all()
+    settled = db.session.get(Recipient, first.id)
+    assert settled.response == "sent" and settled.merge_data["variant"] == settled.variant_id
+    kick_sending()
+    run_worker(redis_conn)
+    after = by_contact(mailing.id)
+    assert {c: v for c, (v, _) in after.items()} == {c: v for c, (v, _) in before.items()}
+    assert Counter(r for _, r in after.values()) == Counter({"sent": 10, "planned": 10})
+    assert len(smtp.handler.messages) == 9  # the one recorded by the dead worker is not resent
