@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from app.domain import chains as rules
-from app.domain.lifecycle import Status
+from app.domain.lifecycle import Action, Status, transition
 from app.domain.schedule import local_display
 from app.extensions import db
 from app.models import Mailing, utcnow
@@ -80,7 +80,7 @@ def schedule_step(step: Mailing, parent: Mailing, now: datetime) -> bool:
         return False
     step.send_at = timing.send_at
     step.send_at_zone = parent.send_at_zone or "UTC"
-    step.status = Status.SCHEDULED.value
+    step.status = transition(Status.DRAFT, Action.SCHEDULE, now=now).value
     step.status_reason = ""
     return True
 
@@ -104,8 +104,8 @@ def on_step_interrupted(mailing_id: int) -> None:
     if mailing is None:
         return
     for step in later_steps(mailing):
-        if step.status == Status.SCHEDULED.value:
-            step.status = Status.DRAFT.value
+        if step.status == Status.SCHEDULED.value:  # a cancel: allowed inside the lock window too
+            step.status = transition(Status.SCHEDULED, Action.CANCEL, now=utcnow()).value
             step.send_at = None
     db.session.commit()
 

@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, literal, select, update
 
 from app.domain import interruptions
 from app.domain.eligibility import address_key
-from app.domain.lifecycle import Action, Status, TransitionError, is_locked, transition
+from app.domain.lifecycle import Action, Status, TransitionError, is_locked, moves_of, transition
 from app.domain.responses import Response
 from app.domain.schedule import ResolvedTime, ScheduleError, check_future, to_utc
 from app.extensions import db
@@ -189,7 +189,7 @@ def schedule(mailing: Mailing, local: datetime, zone: str,
     """Draft (or Scheduled, outside the lock window) -> Scheduled at a local time in `zone`."""
     now = now or utcnow()
     action = Action.RESCHEDULE if mailing.status == Status.SCHEDULED.value else Action.SCHEDULE
-    _act(mailing, action, now)
+    new = _act(mailing, action, now)
     try:
         resolved = to_utc(local, zone)
         check_future(resolved.utc, now)
@@ -198,7 +198,7 @@ def schedule(mailing: Mailing, local: datetime, zone: str,
     _ready_to_send(mailing)  # a chain step too: it goes out by itself, link and all
     mailing.send_at = resolved.utc
     mailing.send_at_zone = zone
-    mailing.status = Status.SCHEDULED.value
+    mailing.status = new.value
     mailing.status_reason = ""
     db.session.flush()
     return resolved
@@ -240,10 +240,11 @@ def start_due(now: datetime | None = None) -> list[int]:
     for mailing_id in due:
         if _held_back(mailing_id):
             continue
+        start = moves_of(Action.START)  # Scheduled -> Preparing; the query above found it due
         changed = db.session.execute(
             update(Mailing).where(Mailing.id == mailing_id,
-                                  Mailing.status == Status.SCHEDULED.value)
-            .values(status=Status.PREPARING.value)
+                                  Mailing.status.in_([s.value for s in start]))
+            .values(status=start[Status.SCHEDULED].value)
         ).rowcount
         db.session.commit()
         if changed:
@@ -256,12 +257,13 @@ def _held_back(mailing_id: int) -> bool:
     chain step scheduled by its parent) goes back to Draft with the reason instead of starting.
     Committed here: the scheduler tick is this function's caller and its unit of work."""
     mailing = db.session.get(Mailing, mailing_id)
-    if mailing is None:
-        return True
+    if mailing is None or mailing.status != Status.SCHEDULED.value:
+        return True  # no longer scheduled: nothing to start
     try:
         _require_unsubscribe_link(mailing)
     except MailingError as exc:
-        mailing.status = Status.DRAFT.value
+        # As a cancel of the schedule does (allowed inside the lock window): back to Draft.
+        mailing.status = transition(Status.SCHEDULED, Action.CANCEL, now=utcnow()).value
         mailing.send_at = None
         mailing.status_reason = f"Not sent at its scheduled time: {exc}"
         db.session.commit()
