@@ -514,3 +514,38 @@ def test_an_unreachable_relay_is_tried_until_the_outage_window_then_interrupts(
         Recipient.batch_id.is_not(None))).scalar_one() == 0  # all back in the queue
     # Tried again and again over the whole window, on every connection.
     assert len(tries) >= 15 and tries[-1] - tries[0] >= 1.8 * 0.9
+
+
+def test_a_connection_lost_during_data_costs_only_its_own_message(app, redis_conn, smtp):
+    """The relay hangs up in the middle of one message's DATA: that recipient is Unknown (it may
+    have arrived; never sent again), the connection opens again and the batch goes on."""
+    from dataclasses import dataclass
+
+    from tests.smtp_server import Handler
+
+    @dataclass
+    class HangUp(Handler):
+        async def handle_DATA(self, server, session, envelope):
+            if envelope.rcpt_tos == ["user5@example.org"] and not getattr(self, "hung", False):
+                self.hung = True
+                server.transport.close()  # no reply to this DATA
+                return "421 closing"
+            return await super().handle_DATA(server, session, envelope)
+
+    smtp.stop()
+    smtp.handler = HangUp()
+    smtp.start()
+    app.config["SMTP_CONNECTIONS"] = 2
+    mailing = make_mailing([make_audience(40)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"sent": 39, "unknown": 1})
+    lost = db.session.execute(
+        select(Recipient).where(Recipient.response == Response.UNKNOWN.value)).scalar_one()
+    assert lost.address == "user5@example.org" and lost.crash_unknown
+    assert "connection lost" in lost.detail
+    received = smtp.by_recipient()
+    assert "user5@example.org" not in received
+    assert len(received) == 39 and all(len(v) == 1 for v in received.values())

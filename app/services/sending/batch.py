@@ -496,6 +496,12 @@ def send_claim(redis: Redis, claim: Claim,
         flush(redis, claim, outcome, version_id)
         return outcome
     finally:
+        # Whatever ended this thread (a database error in a partial flush, say), no connection
+        # goes on handing off after it: each finishes its message and stops.
+        dispatch.halt("error", "the sender stopped")
+        for connection in connections:
+            if connection.is_alive():
+                connection.join()
         heartbeat.stop()
         _checkin(relay.smtp, transports)
 
