@@ -1,7 +1,8 @@
 """The worker process: `python -m jobs.worker` (what `sendboard run` and `sendboard worker` start).
 
-Workers run jobs in their own process (RQ's SimpleWorker): no fork per batch, one app and one
-SMTP connection kept across batches. A ticker thread enqueues the periodic jobs (jobs/periodic.py)
+Workers run jobs in their own process (RQ's SimpleWorker): no fork per batch, one app and the
+relay's SMTP connections (several, sent over at once: app/services/sending/batch.py) kept across
+batches. A ticker thread enqueues the periodic jobs (jobs/periodic.py)
 and marks the worker alive. Queues are taken in priority order: ``periodic`` first, so the tick
 runs between two batches however full the ``sending`` queue is, then ``transactional`` (one
 message each), then ``sending``, then ``default``.
