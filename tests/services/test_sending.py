@@ -549,3 +549,29 @@ def test_a_connection_lost_during_data_costs_only_its_own_message(app, redis_con
     received = smtp.by_recipient()
     assert "user5@example.org" not in received
     assert len(received) == 39 and all(len(v) == 1 for v in received.values())
+
+
+def test_the_rate_limit_holds_across_connections(app, redis_conn, smtp, monkeypatch):
+    """Four connections share one messages-per-second limit: no second of the limiter's window
+    lets more than the limit through."""
+    from app.providers.rate import RateLimiter
+
+    app.config["SMTP_RATE_PER_SECOND"] = 15
+    app.config["SMTP_CONNECTIONS"] = 4
+    admitted: list[tuple[float, str]] = []
+    original = RateLimiter.wait
+
+    def wait(self):  # type: ignore[no-untyped-def]
+        original(self)
+        import threading
+
+        admitted.append((time.time(), threading.current_thread().name))
+
+    monkeypatch.setattr(RateLimiter, "wait", wait)
+    mailing = make_mailing([make_audience(48)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)
+    assert responses_of(mailing) == Counter({"sent": 48})
+    assert len({name for _, name in admitted}) == 4  # every connection sent
+    per_window = Counter(int(at) for at, _ in admitted)
+    assert max(per_window.values()) <= 15 and len(per_window) >= 3
