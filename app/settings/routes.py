@@ -321,3 +321,6 @@ def delete_dkim(key_id: int) -> Any:
     flash(f"DKIM key for {domain} deleted: its mail goes out unsigned from the next batch on. "
           "Remove the TXT record once no mail signed with it is still on its way.", "success")
     return redirect(url_for("settings.index") + "#dkim")
+
+
+from app.settings import zone_routes as _zone_routes  # noqa: E402,F401 - the organisation's zone

@@ -271,3 +271,26 @@ def test_the_schedule_form_uses_the_zone_picker_defaulting_to_the_organisations_
                                                           "zone": "Asia/Kolkata"})
     db.session.refresh(mailing)
     assert (mailing.status, mailing.send_at_zone) == (Status.SCHEDULED.value, "Asia/Kolkata")
+
+
+def test_the_settings_page_sets_the_organisations_zone(app, auth, client):
+    app.config["TIME_ZONE"] = "Europe/Berlin"
+    auth.login(role="admin")
+    page = client.get("/settings").get_data(as_text=True)
+    assert '<strong id="org-zone-now">Europe/Berlin</strong>' in page
+    for bad in ("Europe/Berlinn", "y" * 300):
+        assert client.post("/settings/time-zone", data={"time_zone": bad}).status_code == 302
+        assert windows.org_zone() == "Europe/Berlin"
+    client.post("/settings/time-zone", data={"time_zone": "Asia/Tokyo"})
+    assert windows.org_zone() == "Asia/Tokyo"
+    mailing = Mailing(name="x", window_start_minute=480, window_end_minute=1200, window_days=127)
+    assert windows.open_now(mailing, datetime(2026, 12, 1, 0, 0, tzinfo=UTC))  # 09:00 in Tokyo
+    entry = db.session.execute(select(AuditEntry).where(
+        AuditEntry.action == "settings.time_zone")).scalar_one()
+    assert entry.detail == "Asia/Tokyo"
+    client.post("/settings/time-zone", data={"time_zone": ""})
+    assert windows.org_zone() == "Europe/Berlin"  # back to SENDBOARD_TIME_ZONE
+    auth.logout()
+    auth.login("viewer@example.org", role="viewer")
+    assert client.post("/settings/time-zone", data={"time_zone": "UTC"}).status_code == 403
+    assert windows.org_zone() == "Europe/Berlin"
