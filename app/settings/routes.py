@@ -8,14 +8,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from app.auth.permissions import requires
 from app.extensions import db
 from app.models import EmailType, Provider
 from app.services import audit
 from app.services import dkim as dkim_service
+from app.services import providers as provider_service
 from app.services import settings as settings_service
 from app.settings.forms import ActionForm, DkimForm, EmailTypeForm, ProviderForm
 
@@ -43,7 +42,7 @@ def webhook_secret_names() -> list[tuple[str, bool]]:
 
 
 def _providers() -> list[Provider]:
-    return list(db.session.execute(select(Provider).order_by(Provider.name)).scalars())
+    return provider_service.all_providers()
 
 
 @dataclass(frozen=True)
@@ -97,8 +96,8 @@ def _render(**extra: Any) -> Any:
     return render_template(
         "settings/index.html", specs=settings_service.SPECS.values(),
         values={**values, **extra.pop("entered", {})}, errors=extra.pop("errors", {}),
-        providers=providers, send_rates=send_rates(providers), email_types=list(db.session.execute(
-            select(EmailType).order_by(EmailType.name)).scalars()),
+        providers=providers, send_rates=send_rates(providers),
+        email_types=provider_service.email_types(),
         provider_form=provider_form, type_form=type_form, action_form=ActionForm(),
         dkim_form=dkim_form, dkim_keys=[(key, dkim_service.record_for(key))
                                         for key in dkim_service.list_keys()],
@@ -132,34 +131,24 @@ def save() -> Any:
     return redirect(url_for("settings.index"))
 
 
-def _apply_provider(provider: Provider, form: ProviderForm) -> None:
-    provider.name = (form.name.data or "").strip()
-    provider.kind = form.kind.data or "smtp"
-    provider.host = (form.host.data or "").strip()
-    provider.port = int(form.port.data or 25)
-    provider.security = form.security.data or "none"
-    provider.username = form.username.data or ""
-    if form.password.data:  # blank keeps the stored password
-        provider.password = form.password.data
-    provider.rate_per_second = float(form.rate_per_second.data or 0)
-    if form.connections.data is not None:  # blank keeps what it has (4 for a new one)
-        provider.connections = int(form.connections.data)
-    provider.reports_events = bool(form.reports_events.data)
-    if form.is_default.data:
-        db.session.execute(update(Provider).values(is_default=False))
-        provider.is_default = True
-    elif provider.is_default:
-        provider.is_default = False
+def _provider_values(form: ProviderForm) -> provider_service.ProviderValues:
+    return provider_service.ProviderValues(
+        name=form.name.data or "", kind=form.kind.data or "smtp", host=form.host.data or "",
+        port=int(form.port.data or 25), security=form.security.data or "none",
+        username=form.username.data or "",
+        password=form.password.data or None,  # blank keeps the stored password
+        rate_per_second=float(form.rate_per_second.data or 0),
+        # blank keeps what it has (4 for a new one)
+        connections=int(form.connections.data) if form.connections.data is not None else None,
+        reports_events=bool(form.reports_events.data), is_default=bool(form.is_default.data))
 
 
 def _save_provider(provider: Provider, form: ProviderForm, done: str) -> Any:
-    _apply_provider(provider, form)
-    db.session.add(provider)
     try:
-        db.session.flush()  # a name another provider has fails here
-    except IntegrityError:
+        provider_service.save_provider(provider, _provider_values(form))
+    except provider_service.ProviderError as exc:
         db.session.rollback()
-        flash(f"A provider named {form.name.data} exists already.", "error")
+        flash(str(exc), "error")
         return None
     audit.record("provider.add" if request.endpoint == "settings.add_provider"
                  else "provider.edit", provider, provider.name, commit=False)
@@ -186,7 +175,7 @@ def add_provider() -> Any:
 @bp.route("/providers/<int:provider_id>", methods=["GET", "POST"])
 @requires("settings.edit")
 def edit_provider(provider_id: int) -> Any:
-    provider = db.session.get(Provider, provider_id)
+    provider = provider_service.get_provider(provider_id)
     if provider is None:
         abort(404)
     form = ProviderForm(obj=provider if request.method == "GET" else None)
@@ -203,12 +192,11 @@ def edit_provider(provider_id: int) -> Any:
 @bp.route("/providers/<int:provider_id>/default", methods=["POST"])
 @requires("settings.edit")
 def make_default(provider_id: int) -> Any:
-    provider = db.session.get(Provider, provider_id)
+    provider = provider_service.get_provider(provider_id)
     if provider is None:
         abort(404)
     if ActionForm().validate_on_submit():
-        db.session.execute(update(Provider).values(is_default=False))
-        provider.is_default = True
+        provider_service.make_default(provider)
         audit.record("provider.default", provider, provider.name, commit=False)
         db.session.commit()
         flash(f"Mail is now sent through {provider.name}.", "success")
@@ -220,14 +208,12 @@ def make_default(provider_id: int) -> Any:
 def add_email_type() -> Any:
     form = EmailTypeForm()
     if form.validate_on_submit():
-        db.session.add(EmailType(name=(form.name.data or "").strip(),
-                                 description=form.description.data or "",
-                                 transactional=bool(form.transactional.data)))
         try:
-            db.session.flush()  # a name another type has fails here
-        except IntegrityError:
+            provider_service.add_email_type(form.name.data or "", form.description.data or "",
+                                            transactional=bool(form.transactional.data))
+        except provider_service.ProviderError as exc:
             db.session.rollback()
-            flash(f"The email type {form.name.data} exists already.", "error")
+            flash(str(exc), "error")
         else:
             audit.record("email_type.add", None, form.name.data or "", kind="email_type",
                          commit=False)
