@@ -62,7 +62,8 @@ def in_berlin(at: datetime) -> datetime:
 
 
 def test_nothing_is_sent_outside_the_window_and_it_resumes_when_it_opens(
-        app, redis_conn, smtp, clock):  # noqa: F811
+        app, auth, client, redis_conn, smtp, clock):  # noqa: F811
+    auth.login()
     mailing = make_mailing([make_audience(20)])
     windows.save_setup(mailing, OFFICE_HOURS)
     db.session.commit()
@@ -74,6 +75,9 @@ def test_nothing_is_sent_outside_the_window_and_it_resumes_when_it_opens(
     waiting = windows.waiting(mailing, clock.at)
     assert [(w.count, w.at, w.label) for w in waiting] == [
         (20, datetime(2026, 12, 7, 7, 0, tzinfo=UTC), "08:00 Europe/Berlin")]
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert "<li>20 waiting for 08:00 Europe/Berlin</li>" in page
+    assert "08:00-20:00, weekdays" in page and "closed now" in page
     # Sunday 23:00: still closed; the tick keeps the queue going and nothing leaves.
     clock.at = datetime(2026, 12, 6, 22, 0, tzinfo=UTC)
     kick_sending()
