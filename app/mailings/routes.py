@@ -294,7 +294,8 @@ def test_send(mailing_id: int) -> Any:
         except reports.TestSendError as exc:
             flash(f"Test not sent: {exc}", "error")
         else:
-            audit.record("mailing.test_send", mailing, f"to {current_user.email}")
+            audit.record("mailing.test_send", mailing, f"to {current_user.email}", commit=False)
+            db.session.commit()
             flash(f"Test message sent to {current_user.email}.", "success")
     target = "mailings.edit" if not mailings.locked(mailing) else "mailings.detail"
     return redirect(url_for(target, mailing_id=mailing.id))
@@ -764,7 +765,8 @@ def one_off(contact_id: int) -> Any:
         db.session.rollback()
         return _one_off_refused(contact.id, form, [str(exc)])
     else:
-        audit.record("contact.one_off", contact, form.subject.data or "")
+        audit.record("contact.one_off", contact, form.subject.data or "", commit=False)
+        db.session.commit()
         flash(f"Email to {contact.email} is on its way; it appears in the history below.",
               "success")
     return redirect(back)

@@ -62,10 +62,12 @@ def _actor() -> tuple[int | None, str, str]:
 
 
 def record(action: str, target: Any = None, detail: str = "", *, kind: str = "",
-           user: User | None = None, email: str = "", commit: bool = True) -> AuditEntry:
+           user: User | None = None, email: str = "", commit: bool = False) -> AuditEntry:
     """Record `action` on `target` (a model instance, or an id with `kind`) by the current user.
 
     `user`/`email` name the actor when nobody is signed in yet (sign-ins, refused sign-ins).
+    The entry joins the caller's unit of work: the view commits it with the change it records
+    (docs/ARCHITECTURE.md, Layering); `commit=True` commits here, for an entry on its own.
     """
     user_id, user_email, ip = _actor()
     if user is not None:
