@@ -212,3 +212,12 @@ def test_changes_are_audited_with_the_token_name(client, world, make_token):
     ]
     assert entries[1].target_kind == "contact" and entries[1].target_id == "1"
     assert "do_not_email=on" in entries[1].detail
+
+
+def test_csrf_does_not_apply_to_the_api(app, client, headers):
+    app.config["WTF_CSRF_ENABLED"] = True
+    response = client.post("/api/v1/contacts", json={"email": "csrf@example.org"}, headers=headers)
+    assert response.status_code == 201
+    assert "Set-Cookie" not in response.headers
+    # The staff sign-in form keeps its CSRF check.
+    assert client.post("/login", data={"email": "a@example.org", "password": "x"}).status_code == 400
