@@ -520,6 +520,11 @@ def run_floor(n: int, sink: AnySink, envelope_from: str, data: bytes, connection
 # ---------------------------------------------------------------- main
 
 
+def _load() -> str:
+    """The machine's load average over the last minute: figures vary with it."""
+    return f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
 def _target(label: str, value: float, goal: float, fmt: str, missed: list[str]) -> str:
     ok = value >= goal
     if not ok:
@@ -534,7 +539,7 @@ def _report_run(r: RunResult, n: int) -> bool:
     print(f"  workers={k}: {r.sent:,} handed off ({r.at_sink:,} at the sink) in "
           f"{r.seconds:.1f} s (prepare {r.prepare_seconds:.1f} s): "
           f"{r.rate:,.0f} recipients/s; sending phase "
-          f"{r.sent / max(1e-9, r.seconds - r.prepare_seconds):,.0f}/s", flush=True)
+          f"{r.sent / max(1e-9, r.seconds - r.prepare_seconds):,.0f}/s ({_load()})", flush=True)
     print(f"  workers={k}: peak RSS per worker: {rss}", flush=True)
     if not ok:
         print(f"  workers={k}: CHECK FAILED: expected {n:,} handed off", flush=True)
@@ -642,7 +647,7 @@ def main() -> None:
                 print(f"floor before: bare smtplib, {k * connections} connection(s) in threads, "
                       f"{n:,} pre-rendered messages of {len(data):,} bytes:", flush=True)
                 floors.append(run_floor(n, sink, envelope_from, data, k * connections))
-                print(f"  floor before: {floors[-1]:,.0f} messages/s", flush=True)
+                print(f"  floor before: {floors[-1]:,.0f} messages/s ({_load()})", flush=True)
             print(f"pipeline with {k} worker{'s' if k > 1 else ''}:", flush=True)
             if isinstance(sink, RelaySink):
                 sink.reset()
@@ -666,7 +671,7 @@ def main() -> None:
             if sample is not None:
                 envelope_from, data = sample
                 floors.append(run_floor(n, sink, envelope_from, data, k * connections))
-                print(f"  floor after: {floors[-1]:,.0f} messages/s", flush=True)
+                print(f"  floor after: {floors[-1]:,.0f} messages/s ({_load()})", flush=True)
                 mean = sum(floors) / len(floors)
                 ratios[k] = r.rate / mean
                 print(f"  workers={k}: {r.rate:,.0f} recipients/s is "
