@@ -56,8 +56,5 @@ def default_relay() -> Relay:
 
 def _connections(value: object) -> int:
     """A stored count held to 1..50 (app/config.py LIMITS), whatever the row holds."""
-    try:
-        count = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        count = 4
+    count = value if isinstance(value, int) else 4
     return max(1, min(50, count))

@@ -161,7 +161,7 @@ def _release_rest(batch_id: int, rest_response: Response | None, now: datetime,
             db.session.execute(update(RT).where(rest).values(next_attempt_at=now))
 
 
-def _record_new(outcome: BatchOutcome, version_id: int,
+def _record_new(outcome: BatchOutcome, version_id: int | None,
                 now: datetime) -> tuple[Counter[str], int, int]:
     """Record the outcomes no flush has recorded yet; returns the moves, hand-offs and refusals.
 
