@@ -229,7 +229,9 @@ def page_facts(mailing: Mailing) -> dict[str, Any]:
         "days": window.days if window else rules.WEEKDAYS,
         "day_names": rules.DAY_NAMES,
         "local_delivery": bool(mailing.local_delivery),
-        "waiting": waiting(mailing, now) if mailing.started_at is not None else [],
+        # Only a mailing with a window, local delivery or an A/B test has anyone waiting.
+        "waiting": waiting(mailing, now) if mailing.started_at is not None and (
+            window is not None or mailing.local_delivery or mailing.ab_share) else [],
     }
 
 
