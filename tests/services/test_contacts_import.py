@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -294,10 +293,8 @@ def test_hundred_thousand_rows_import(app: Flask, tmp_path: Path) -> None:
             address = f"user{i}@example.org" if i % 10_000 else f"broken{i}"
             out.write(f"{address},User {i},2024-01-{1 + i % 28:02d},L{i % 3},s{i % 7}\n")
 
-    started = time.perf_counter()
-    with path.open("rb") as stream:
+    with path.open("rb") as stream:  # its speed is bench/import_contacts.py's business
         result = import_csv(stream, list_name="Big")
-    elapsed = time.perf_counter() - started
 
     assert (result.created, result.updated, result.rejected) == (99_990, 0, 10)
     assert [e.line for e in result.errors] == [2 + i * 10_000 for i in range(10)]
@@ -306,7 +303,6 @@ def test_hundred_thousand_rows_import(app: Flask, tmp_path: Path) -> None:
     counts = {lst.name: n for lst, n in contacts.lists_with_counts()}
     assert counts["L1"] + counts["L2"] + counts["L0"] == 99_990
     assert _contact("user99999@example.org").fields == {"segment": f"s{99_999 % 7}"}
-    assert elapsed < 60, elapsed
 
 
 def _soon() -> str:
