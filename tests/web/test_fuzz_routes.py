@@ -35,7 +35,10 @@ FIELDS = (
     "selector send_at send_until subject tab text_body username utm_campaign utm_medium "
     "utm_source value zone conditions-0-field conditions-0-op conditions-0-value "
     "contacts contact_id contact_ids emails fields time_zone do_not_email occurred_at transactions "
-    "idempotency_key email_type_id limit cursor list_id updated_since"
+    "idempotency_key email_type_id limit cursor list_id updated_since "
+    "ab ab_share ab_wait_minutes ab_metric window window_start window_end window_day "
+    "local_delivery variant_id variant_subject_0 variant_from_1 audience transactional url "
+    "event_kinds secret scopes rate_per_minute connections"
 ).split()
 
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
