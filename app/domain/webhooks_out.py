@@ -157,12 +157,16 @@ def host_and_port(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "", parts.port or (443 if tls else 80), tls
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+
+
 def address_refusal(address: str, *, allow_private: bool) -> str | None:
     """Why events may not be sent to this IP address, else None.
 
     Loopback, private (RFC 1918, unique local), link-local (cloud metadata lives there),
     carrier-grade NAT, multicast, unspecified and reserved addresses are refused unless
-    `allow_private`; an IPv4 address mapped into IPv6 is judged as the IPv4 address.
+    `allow_private`; an IPv4 address carried in IPv6 (mapped, 6to4 or the NAT64 prefix) is
+    judged as that IPv4 address too, and deprecated site-local IPv6 counts as private.
     """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -170,6 +174,16 @@ def address_refusal(address: str, *, allow_private: bool) -> str | None:
         return f"{address[:60]} is not an IP address"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and not allow_private:
+        if ip.is_site_local:
+            return f"{ip} is a private address"
+        carried = ip.sixtofour
+        if carried is None and ip in _NAT64:
+            carried = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if carried is not None:
+            reason = address_refusal(str(carried), allow_private=False)
+            if reason:
+                return f"{ip} carries {carried}: {reason}"
     if ip.is_multicast or ip.is_unspecified:
         return f"{ip} is not an address events can be sent to"
     if allow_private:

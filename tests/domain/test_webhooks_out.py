@@ -74,6 +74,22 @@ def test_addresses_refused(address, allowed_privately):
     assert (rules.address_refusal(address, allow_private=True) is None) is allowed_privately
 
 
+@pytest.mark.parametrize("address", [
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a00:1::1",  # 6to4 of 10.0.0.1
+    "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "fec0::1",  # site-local (deprecated, still routed inside some networks)
+])
+def test_ipv6_forms_of_private_ipv4_and_site_local_refused(address):
+    assert rules.address_refusal(address, allow_private=False)
+
+
+def test_6to4_of_a_public_address_is_judged_by_that_address():
+    assert rules.address_refusal("2002:5db8:d70e::1", allow_private=False) is None  # 93.184.215.14
+
+
 @pytest.mark.parametrize("address", ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c",
                                      "8.8.8.8"])
 def test_public_addresses_accepted(address):
