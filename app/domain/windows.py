@@ -226,10 +226,3 @@ def picker_zones() -> tuple[str, ...]:
     rest = sorted(z for z in known if _canonical(z) and z not in common)
     return common + tuple(rest)
 
-
-def offset_label(zone_name: str, at: datetime) -> str:
-    """'UTC+05:30' for the zone at instant `at`."""
-    offset = at.astimezone(zone(zone_name)).utcoffset() or timedelta()
-    minutes = int(offset.total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
