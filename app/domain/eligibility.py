@@ -18,6 +18,11 @@ DEFAULT_INACTIVITY = timedelta(days=730)
 _ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$")
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _TLD = re.compile(r"^(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})$")
+# The common address in one pass: ASCII atoms, at most 64 before @, labels of the allowed form
+# and a valid top-level domain. A match is always valid; anything else takes the full check.
+_PLAIN = re.compile(
+    r"(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{0,58}[A-Za-z0-9])")
 
 
 def normalize_address(address: str) -> str:
@@ -49,6 +54,13 @@ def ascii_address(address: str) -> str:
 
 def address_problem(address: str) -> str | None:
     """Why an address cannot receive mail (syntax and domain form; no DNS), or None."""
+    if len(address) <= 254 and _PLAIN.fullmatch(address) is not None:
+        return None
+    return _address_problem(address)
+
+
+def _address_problem(address: str) -> str | None:
+    """address_problem, rule by rule (the words say which rule failed)."""
     address = address.strip()
     if not address:
         return "the address is empty"
