@@ -157,6 +157,13 @@ def host_and_port(url: str) -> tuple[str, int, bool]:
     return parts.hostname or "", parts.port or (443 if tls else 80), tls
 
 
+def request_target(url: str) -> str:
+    """The path and query to POST to, as the URL has them ("/" for none); the fragment stays
+    with the sender."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
 
 

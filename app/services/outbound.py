@@ -370,8 +370,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *,
     if reason:
         return answer(None, f"refused: {reason}")
     host, port, tls = rules.host_and_port(url)
-    parts = url.split("/", 3)
-    path = "/" + parts[3] if len(parts) > 3 else "/"
+    path = rules.request_target(url)
     cls = _PinnedHTTPS if tls else _PinnedHTTP
     conn = cls(host, addresses[0], port, timeout)
     try:

@@ -418,3 +418,34 @@ def test_a_run_taken_by_another_pump_meanwhile_is_not_delivered_twice(app, priva
     assert db.session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
     db.session.refresh(ep)
     assert ep.cursor_event_id == 4
+
+
+@pytest.mark.parametrize(("tail", "path"), [
+    ("/hook?key=abc", "/hook?key=abc"), ("?key=abc", "/?key=abc"), ("", "/"),
+    ("/in#section", "/in"), ("/a/b?x=1&y=2#f", "/a/b?x=1&y=2"),
+])
+def test_the_request_line_keeps_the_query_and_drops_the_fragment(app, private_ok, tail, path):
+    """The URL's path and query go to the endpoint as written; a fragment never leaves."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}{tail}"
+        answer = outbound.post(url, b"{}", {"Content-Type": "application/json"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 204, answer
+    assert seen == [path]
