@@ -60,6 +60,10 @@ def _crash_inside_the_settling_window(d: Deployment, mailing_id: int, rng: rando
     until every batch claimed at the kill was settled or flushed."""
     victim = rng.choice([w for w in d.workers if w.poll() is None])
     in_flight = _claimed(d)
+    deadline = time.monotonic() + 10
+    while not in_flight and time.monotonic() < deadline:  # between two batches: wait for one
+        time.sleep(0.05)
+        in_flight = _claimed(d)
     assert in_flight, "no batch in flight to crash"
     killed_at = time.monotonic()
     d.kill_worker(victim)

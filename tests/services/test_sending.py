@@ -575,3 +575,33 @@ def test_the_rate_limit_holds_across_connections(app, redis_conn, smtp, monkeypa
     assert len({name for _, name in admitted}) == 4  # every connection sent
     per_window = Counter(int(at) for at, _ in admitted)
     assert max(per_window.values()) <= 15 and len(per_window) >= 3
+
+
+def test_redis_failing_right_after_a_250_keeps_that_message_sent(app, redis_conn, smtp,
+                                                                 monkeypatch):
+    """The server accepted a message, then Redis fails in the bookkeeping that follows: the batch
+    stops, but that message is recorded Sent, never handed off again."""
+    from redis.exceptions import RedisError
+
+    calls = []
+
+    def clear(self):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise RedisError("Connection closed by server.")
+
+    from jobs.enqueue import kick_sending
+
+    monkeypatch.setattr(sending.batch._Refusing, "clear", clear)
+    app.config["SMTP_CONNECTIONS"] = 2
+    mailing = make_mailing([make_audience(24)])
+    mailings.send_now(mailing)
+    run_worker(redis_conn)  # the batch stops at the failure; its successor sends the rest
+    kick_sending()
+    run_worker(redis_conn)
+    db.session.refresh(mailing)
+    assert mailing.status == Status.SENT.value
+    assert responses_of(mailing) == Counter({"sent": 24})
+    received = smtp.by_recipient()
+    assert len(received) == 24 and all(len(v) == 1 for v in received.values())
+    assert db.session.execute(select(func.count()).select_from(SendBatch)).scalar_one() >= 2

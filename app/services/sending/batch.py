@@ -362,18 +362,20 @@ class _Connection(threading.Thread):
                 dispatch.give_back(row)
             self._failed(exc)
             return
+        # The server's answer is noted in the outcome before anything else may fail (Redis going
+        # away, say): from here on this message is recorded whatever stops the batch.
         self.failures = 0
         detail = f"{result.code} {result.text}"
         if result.outcome is Outcome.ACCEPTED:
-            self.refusing.clear()
             outcome.add_sent(row.id, message_id, sent_at, merge)
             self.pending.append(sent_entry(row.id, sent_at, message_id))
-        elif result.outcome is Outcome.REFUSED_PERMANENT:
             self.refusing.clear()
+        elif result.outcome is Outcome.REFUSED_PERMANENT:
             # Hard only when the reply says the address itself is bad (RFC 3463).
             response = classify_reply(result.code, result.text).response or Response.SOFT_BOUNCE
             outcome.add_final(row.id, response, detail, refused=True)
             self.pending.append(refused_entry(row.id, response, detail))
+            self.refusing.clear()
         else:
             self._deferred(row, now, detail, result.code, result.text)
 
@@ -382,10 +384,6 @@ class _Connection(threading.Thread):
         have lasted the maximum age. Recorded in the ledger like a refusal, so a crash settles it
         as Deferred (retried after its backoff), never Unknown."""
         b = self.batch
-        if backoff.is_slow_down(code, text):
-            rate_now = self.limiter.slow_down()
-            log.warning("%s asked to slow down (%s): %.1f messages/s for now",
-                        b.relay.label, detail, rate_now)
         attempts, first, next_at = b.deferral.decide(
             attempts=row.attempts, first=row.first_deferred_at, now=now)
         if next_at is None:
@@ -395,6 +393,10 @@ class _Connection(threading.Thread):
             b.outcome.add_final(row.id, Response.DEFERRED, detail,
                                 deferral=(attempts, first, next_at))
             self.pending.append(refused_entry(row.id, Response.DEFERRED, detail))
+        if backoff.is_slow_down(code, text):
+            rate_now = self.limiter.slow_down()
+            log.warning("%s asked to slow down (%s): %.1f messages/s for now",
+                        b.relay.label, detail, rate_now)
         lasted = self.refusing.refused()
         if lasted >= b.deferral.outage:
             b.dispatch.halt("smtp", f"{b.relay.label} refused every message for now for "
