@@ -194,9 +194,11 @@ def _test_figures(mailing: Mailing) -> dict[int, tuple[int, int, int, int, int]]
 
     sent = RT.c.handed_off_at.is_not(None)
     rows = db.session.execute(
-        select(RT.c.variant_id, func.count(), flag(sent), flag(sent & (RT.c.opens > 0)),
-               flag(sent & (RT.c.clicks > 0)),
-               flag(sent & (RT.c.opens == 0) & (RT.c.machine_opens > 0)))
+        # `opens` and `clicks` count machines' too: a person is one more than the machines.
+        select(RT.c.variant_id, func.count(), flag(sent),
+               flag(sent & (RT.c.opens > RT.c.machine_opens)),
+               flag(sent & (RT.c.clicks > RT.c.machine_clicks)),
+               flag(sent & (RT.c.opens <= RT.c.machine_opens) & (RT.c.machine_opens > 0)))
         .where(RT.c.mailing_id == mailing.id, in_test)
         .group_by(RT.c.variant_id)
     ).all()
