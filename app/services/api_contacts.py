@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, false, func, literal_column, null, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.domain.eligibility import address_key, normalize_address
@@ -25,6 +25,7 @@ from app.models import (
     ListMember,
     Recipient,
     ResponseEvent,
+    Suppression,
     Transaction,
     TypeOptOut,
     utcnow,
@@ -47,6 +48,12 @@ def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]
         yield values[start:start + size]
 
 
+def _in(column: Any) -> Any:
+    """`column IN (:values)`, the list given at execution: the statement is built (and compiled)
+    once, whatever the values."""
+    return column.in_(bindparam("values", expanding=True))
+
+
 # --------------------------------------------------------------------------------------------
 # Upsert
 # --------------------------------------------------------------------------------------------
@@ -62,6 +69,21 @@ class ContactChange:
     fields: dict[str, Any] | None = None
     time_zone: str | None = None
     lists: list[str] | None = None
+
+
+class ChangeLike(Protocol):
+    """What upsert_contacts reads of a change: a ContactChange, or the API's validated item."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def fields(self) -> dict[str, Any] | None: ...
+    @property
+    def time_zone(self) -> str | None: ...
+    @property
+    def lists(self) -> list[str] | None: ...
 
 
 @dataclass
@@ -102,7 +124,28 @@ def _list_ids(names: set[str]) -> tuple[dict[str, int], set[str]]:
     return ids, segments
 
 
-def upsert_contacts(changes: Sequence[ContactChange]) -> list[Outcome]:
+_CONTACT = Contact.__table__
+_EXISTING = select(_CONTACT.c.id, _CONTACT.c.email_key, _CONTACT.c.name, _CONTACT.c.fields,
+                   _CONTACT.c.time_zone).where(_in(_CONTACT.c.email_key))
+_SUPPRESSED = select(Suppression.email_hash, Suppression.reason).where(_in(Suppression.email_hash))
+# What every contact the API creates starts with, written into the statement rather than sent
+# with each row.
+_NEW_CONTACT = {"do_not_email": false(), "do_not_email_reason": literal_column("''"), "valid": true(),
+                "invalid_reason": literal_column("''"), "soft_bounce_mailings": literal_column("0"),
+                "last_transaction_at": null()}
+
+
+def _suppressed(keys: Iterable[str]) -> dict[str, str]:
+    """{address key: reason} for those of the keys on the suppression list."""
+    by_hash = {suppressions.address_hash(k): k for k in keys}
+    found: dict[str, str] = {}
+    for part in _chunks(list(by_hash)):
+        for digest, reason in db.session.execute(_SUPPRESSED, {"values": part}):
+            found[by_hash[digest]] = reason
+    return found
+
+
+def upsert_contacts(changes: Sequence[ChangeLike]) -> list[Outcome]:
     """Create or update each contact by address; one outcome per change, in order.
 
     Refused: an address an earlier item of the call has, an erased address, a segment among
@@ -110,55 +153,51 @@ def upsert_contacts(changes: Sequence[ContactChange]) -> list[Outcome]:
     new contact at an address that hard-bounced or complained before starts do not email."""
     outcomes: list[Outcome | None] = [None] * len(changes)
     first: dict[str, int] = {}
-    normalised: dict[int, tuple[str, str]] = {}
+    emails: list[str] = [""] * len(changes)
     for i, change in enumerate(changes):
         email = normalize_address(change.email)
         key = address_key(email)
+        emails[i] = email
         if key in first:
             outcomes[i] = _refused(i, email, "email", f"the same address as item {first[key]}")
             continue
         first[key] = i
-        normalised[i] = (email, key)
 
-    for key in suppressions.erased_keys(first):
-        i = first.pop(key)
-        outcomes[i] = _refused(i, normalised[i][0], "email",
-                               "this address was erased and cannot be added again")
+    # One look at the suppression list: erased addresses are refused, hard bounces and
+    # complaints carried to the contacts created below.
+    listed = _suppressed(first)
+    for key, reason in listed.items():
+        if reason == suppressions.ERASED:
+            i = first.pop(key)
+            outcomes[i] = _refused(i, emails[i], "email", "this address was erased and cannot be added again")
 
-    list_names = {n for i in first.values() for n in (changes[i].lists or [])}
+    list_names = {n for i in first.values() for n in (changes[i].lists or ())}
     list_ids, segments = _list_ids(list_names)
-    for key, i in list(first.items()):
-        bad = sorted(set(changes[i].lists or []) & segments)
-        if bad:
-            first.pop(key)
-            outcomes[i] = _refused(i, normalised[i][0], "lists",
-                                   f"{bad[0]!r} is a segment: its contacts follow its rule")
+    if segments:
+        for key, i in list(first.items()):
+            bad = sorted(set(changes[i].lists or []) & segments)
+            if bad:
+                first.pop(key)
+                outcomes[i] = _refused(i, emails[i], "lists",
+                                       f"{bad[0]!r} is a segment: its contacts follow its rule")
 
-    table = Contact.__table__
     existing: dict[str, Any] = {}
-    keys = list(first)
-    for part in _chunks(keys):
-        for row in db.session.execute(
-                select(table.c.id, table.c.email_key, table.c.name, table.c.fields,
-                       table.c.time_zone).where(table.c.email_key.in_(part))):
+    for part in _chunks(list(first)):
+        for row in db.session.execute(_EXISTING, {"values": part}):
             existing[row.email_key] = row
 
+    # One INSERT ... ON CONFLICT for new and known contacts alike (a known contact's values are
+    # merged here), sent in multi-row batches; the ids come back with it.
     now = utcnow()
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for key, i in first.items():
         change = changes[i]
-        email = normalised[i][0]
         incoming = change.fields or {}
         current = existing.get(key)
         if current is None:
-            inserts.append({
-                "email": email, "email_key": key, "name": change.name or "",
-                "fields": {k: v for k, v in incoming.items() if v is not None},
-                "do_not_email": False, "do_not_email_reason": "", "valid": True,
-                "invalid_reason": "", "soft_bounce_mailings": 0, "last_transaction_at": None,
-                "time_zone": change.time_zone or "", "created_at": now, "updated_at": now,
-            })
+            rows.append({"email": emails[i], "email_key": key, "name": change.name or "",
+                         "fields": {k: v for k, v in incoming.items() if v is not None},
+                         "time_zone": change.time_zone or "", "created_at": now, "updated_at": now})
             continue
         merged = dict(current.fields or {})
         for k, v in incoming.items():
@@ -166,40 +205,34 @@ def upsert_contacts(changes: Sequence[ContactChange]) -> list[Outcome]:
                 merged.pop(k, None)
             else:
                 merged[k] = v
-        updates.append({
-            "b_email": email,
-            "b_name": current.name if change.name is None else change.name,
-            "b_fields": merged,
-            "b_time_zone": current.time_zone if change.time_zone is None else change.time_zone,
-        })
-        outcomes[i] = Outcome(i, email, "updated", current.id)
-
-    # One INSERT ... ON CONFLICT for new and known contacts alike (values merged above), sent in
-    # multi-row batches; the ids come back with it.
-    rows = inserts + [{
-        "email": u["b_email"], "email_key": address_key(u["b_email"]), "name": u["b_name"],
-        "fields": u["b_fields"], "do_not_email": False, "do_not_email_reason": "", "valid": True,
-        "invalid_reason": "", "soft_bounce_mailings": 0, "last_transaction_at": None,
-        "time_zone": u["b_time_zone"], "created_at": now, "updated_at": now} for u in updates]
+        rows.append({"email": emails[i], "email_key": key,
+                     "name": current.name if change.name is None else change.name, "fields": merged,
+                     "time_zone": current.time_zone if change.time_zone is None else change.time_zone,
+                     "created_at": now, "updated_at": now})
+        outcomes[i] = Outcome(i, emails[i], "updated", current.id)
     ids: dict[str, int] = {}
     if rows:
-        stmt = _insert(Contact)
+        stmt = _insert(Contact).values(_NEW_CONTACT)
         new = stmt.excluded
         stmt = stmt.on_conflict_do_update(index_elements=["email_key"], set_={
             "email": new.email, "name": new.name, "fields": new.fields, "time_zone": new.time_zone,
             "updated_at": new.updated_at,
-        }).returning(table.c.id, table.c.email_key)
+        }).returning(_CONTACT.c.id, _CONTACT.c.email_key)
         for id_, key in db.session.execute(stmt, rows).all():
             ids[key] = id_
+    created: dict[str, int] = {}
     for key, i in first.items():
         if key not in existing:
-            outcomes[i] = Outcome(i, normalised[i][0], "created", ids[key])
+            created[key] = ids[key]
+            outcomes[i] = Outcome(i, emails[i], "created", ids[key])
     # An address that hard-bounced or complained before it was a contact is created do not
     # email (app.services.suppressions); an erased one was refused above.
-    suppressions.carry_to_new_contacts({k: ids[k] for k in first if k not in existing})
+    carried = {k: v for k, v in created.items() if k in listed}
+    if carried:
+        suppressions.carry_to_new_contacts(carried)
 
     pairs = sorted({(list_ids[name], ids[key]) for key, i in first.items()
-                    for name in (changes[i].lists or [])})
+                    for name in (changes[i].lists or ())})
     if pairs:
         stmt = _insert(ListMember).on_conflict_do_nothing()
         db.session.execute(stmt, [{"list_id": lid, "contact_id": cid, "added_at": now}

@@ -3,6 +3,9 @@ flags, leave or rejoin an email type, delete, erase."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -139,7 +142,22 @@ class ContactsQuery(PageQuery):
     updated_since: Time | None = None
 
 
+@contextmanager
+def bulk_work() -> Iterator[None]:
+    """No cyclic garbage collection while a bulk call builds its tens of thousands of short-lived
+    objects (each pass would walk the whole heap, a third of the call's time); reference counting
+    still frees them, and the collector runs again afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 _ITEM = TypeAdapter(ContactIn)
+_ITEMS = TypeAdapter(list[ContactIn])
 
 
 def _inactivity_cutoff() -> datetime | None:
@@ -244,20 +262,29 @@ def upsert_contact(body: ContactIn) -> Any:
                       "item's address or name an erased address are refused alone; the others "
                       "are written.")
 def bulk_upsert(body: ContactsBulkIn) -> Any:
-    changes: list[service.ContactChange] = []
+    with bulk_work():
+        return _bulk_upsert(body)
+
+
+def _bulk_upsert(body: ContactsBulkIn) -> Any:
+    changes: list[ContactIn] = []
     positions: list[int] = []
     results: list[dict[str, Any] | None] = [None] * len(body.contacts)
-    for i, raw in enumerate(body.contacts):
-        try:
-            item = _ITEM.validate_python(raw)
-        except ValidationError as exc:
-            email = raw.get("email") if isinstance(raw, dict) else None
-            results[i] = {"index": i, "email": email if isinstance(email, str) else "",
-                          "status": "refused", "id": None,
-                          "errors": validation_errors(exc.errors(include_url=False, include_input=False))}
-            continue
-        changes.append(_change(item))
-        positions.append(i)
+    try:  # every item valid (the usual call): the list in one pass
+        changes = _ITEMS.validate_python(body.contacts)
+        positions = list(range(len(changes)))
+    except ValidationError:  # then item by item, each refused alone with its own errors
+        for i, raw in enumerate(body.contacts):
+            try:
+                item = _ITEM.validate_python(raw)
+            except ValidationError as exc:
+                email = raw.get("email") if isinstance(raw, dict) else None
+                results[i] = {"index": i, "email": email if isinstance(email, str) else "",
+                              "status": "refused", "id": None,
+                              "errors": validation_errors(exc.errors(include_url=False, include_input=False))}
+                continue
+            changes.append(item)
+            positions.append(i)
     for outcome in service.upsert_contacts(changes):
         i = positions[outcome.index]
         results[i] = {"index": i, "email": outcome.email, "status": outcome.status,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from sqlalchemy.exc import IntegrityError
 
 from app.api.auth import audit
-from app.api.endpoints.contacts import FieldError
+from app.api.endpoints.contacts import FieldError, bulk_work
 from app.api.problems import ApiProblem, invalid, validation_errors
 from app.api.registry import endpoint
 from app.api.types import Id, Text, Time
@@ -84,6 +84,7 @@ class TransactionsBulkOut(BaseModel):
 
 
 _ITEM = TypeAdapter(TransactionIn)
+_ITEMS = TypeAdapter(list[TransactionIn])
 
 
 def _input(item: TransactionIn) -> service.TransactionInput:
@@ -126,18 +127,27 @@ def record_transaction(body: TransactionIn) -> Any:
           summary="Record up to 10,000 transactions, with a result per item",
           description="Each item is a TransactionIn; an item that fails is refused alone.")
 def record_transactions(body: TransactionsBulkIn) -> Any:
+    with bulk_work():
+        return _record_bulk(body)
+
+
+def _record_bulk(body: TransactionsBulkIn) -> Any:
     inputs: list[service.TransactionInput] = []
     positions: list[int] = []
     results: list[dict[str, Any] | None] = [None] * len(body.transactions)
-    for i, raw in enumerate(body.transactions):
-        try:
-            item = _ITEM.validate_python(raw)
-        except ValidationError as exc:
-            results[i] = {"index": i, "status": "refused", "transaction": None,
-                          "errors": validation_errors(exc.errors(include_url=False, include_input=False))}
-            continue
-        inputs.append(_input(item))
-        positions.append(i)
+    try:  # every item valid (the usual call): the list in one pass
+        inputs = [_input(item) for item in _ITEMS.validate_python(body.transactions)]
+        positions = list(range(len(inputs)))
+    except ValidationError:  # then item by item, each refused alone with its own errors
+        for i, raw in enumerate(body.transactions):
+            try:
+                item = _ITEM.validate_python(raw)
+            except ValidationError as exc:
+                results[i] = {"index": i, "status": "refused", "transaction": None,
+                              "errors": validation_errors(exc.errors(include_url=False, include_input=False))}
+                continue
+            inputs.append(_input(item))
+            positions.append(i)
     for outcome in _record(inputs) if inputs else []:
         i = positions[outcome.index]
         results[i] = {"index": i, "status": outcome.status, "transaction": outcome.transaction,
