@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectMultipleField, StringField
@@ -61,8 +61,11 @@ def create() -> Any:
     audit.record("api_token.create", made.token.id, f"{made.token.name}: {', '.join(made.token.scopes)}",
                  kind="api_token", commit=False)
     db.session.commit()
-    # The page that shows the token once: it is not kept anywhere, not even in the session.
-    return _page(TokenForm(formdata=None), created=made)
+    # The page that shows the token once: it is not kept anywhere, not even in the session, nor
+    # in the browser's cache.
+    response = make_response(_page(TokenForm(formdata=None), created=made))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.route("/<int:token_id>/revoke", methods=["POST"])

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -68,12 +77,15 @@ def _detail(endpoint: WebhookEndpoint, *, form: EndpointForm | None = None,
         form = EndpointForm(formdata=None, obj=endpoint)
         form.event_kinds.data = list(endpoint.event_kinds or [])
         form.secret.data = ""  # never sent back to the browser
-    return render_template(
+    response = make_response(render_template(
         "integrations/endpoint.html", endpoint=endpoint, form=form, log=log,
         next_before=next_before, new_secret=new_secret, action_form=ActionForm(),
         secret_form=SecretForm(formdata=None),
         pending=outbound.pending_counts().get(endpoint.id, 0),
-    ), status
+    ), status)
+    if new_secret:  # shown once: not kept in the browser's cache either
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/webhooks/<int:endpoint_id>")
