@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, delete, false, func, literal_column, null, or_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.domain.eligibility import address_key, normalize_address
+from app.domain.events import CLICK
 from app.domain.transactions import latest_transaction_time
 from app.extensions import db
 from app.models import (
@@ -362,6 +363,12 @@ def _transaction_view(row: Any) -> dict[str, Any]:
             "idempotency_key": row.idempotency_key}
 
 
+_TRANSACTION = Transaction.__table__
+_BY_KEY = select(_TRANSACTION).where(_in(_TRANSACTION.c.idempotency_key))
+_ID_BY_KEY = select(_CONTACT.c.id, _CONTACT.c.email_key).where(_in(_CONTACT.c.email_key))
+_REAL_IDS = select(_CONTACT.c.id).where(_in(_CONTACT.c.id))
+
+
 def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOutcome]:
     """Record each transaction; a contact's last transaction moves forward to the newest one,
     which lifts the inactivity hold at once (app.domain.eligibility).
@@ -371,25 +378,25 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
     ahead (app.domain.transactions)."""
     outcomes: list[TransactionOutcome | None] = [None] * len(items)
     latest = latest_transaction_time(datetime.now(UTC))
-    table = Transaction.__table__
+    table = _TRANSACTION
 
     keys = sorted({it.idempotency_key for it in items if it.idempotency_key})
     known: dict[str, Any] = {}
     for part in _chunks(keys):
-        for row in db.session.execute(select(table).where(table.c.idempotency_key.in_(part))):
+        for row in db.session.execute(_BY_KEY, {"values": part}):
             known[row.idempotency_key] = row
 
-    emails = {address_key(normalize_address(it.email)) for it in items
-              if it.contact_id is None and it.email}
+    # Each address normalised once: {address as given: its key}.
+    key_of = {e: address_key(normalize_address(e)) for e in {it.email for it in items
+                                                                if it.contact_id is None and it.email}}
     by_email: dict[str, int] = {}
-    for part in _chunks(sorted(emails)):
-        for id_, key in db.session.execute(select(Contact.id, Contact.email_key)
-                                           .where(Contact.email_key.in_(part))):
+    for part in _chunks(sorted(set(key_of.values()))):
+        for id_, key in db.session.execute(_ID_BY_KEY, {"values": part}):
             by_email[key] = id_
     wanted_ids = sorted({it.contact_id for it in items if it.contact_id is not None})
     real_ids: set[int] = set()
     for part in _chunks(wanted_ids):
-        real_ids.update(db.session.execute(select(Contact.id).where(Contact.id.in_(part))).scalars())
+        real_ids.update(db.session.execute(_REAL_IDS, {"values": part}).scalars())
 
     values: list[dict[str, Any]] = []
     positions: list[int] = []
@@ -405,7 +412,7 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
             contact_id = it.contact_id if it.contact_id in real_ids else None
             where = "contact_id"
         else:
-            contact_id = by_email.get(address_key(normalize_address(it.email or "")))
+            contact_id = by_email.get(key_of[it.email] if it.email else address_key(""))
             where = "email"
         if contact_id is None:
             outcomes[i] = TransactionOutcome(i, "refused", errors=[
@@ -440,10 +447,15 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
     return [o for o in outcomes if o is not None]
 
 
+_CLICKED = (select(Recipient.contact_id).distinct()
+            .join(ResponseEvent, ResponseEvent.recipient_id == Recipient.id)
+            .where(_in(Recipient.contact_id), ResponseEvent.kind == CLICK,
+                   ResponseEvent.machine.is_(False), ResponseEvent.occurred_at >= bindparam("earliest")))
+
+
 def _credit_conversions(rows: Sequence[Any]) -> None:
     """Credit each new transaction to the mailing clicked last before it (app.services.conversions),
     looking only at the contacts who clicked anything in the window: one query for the rest."""
-    from app.domain.events import CLICK
     from app.services import conversions
 
     earliest = min(row.occurred_at for row in rows) - timedelta(days=conversions.window_days())
@@ -451,11 +463,7 @@ def _credit_conversions(rows: Sequence[Any]) -> None:
     clicked: set[int] = set()
     for part in _chunks(contact_ids):
         clicked.update(cid for cid in db.session.execute(
-            select(Recipient.contact_id).distinct()
-            .join(ResponseEvent, ResponseEvent.recipient_id == Recipient.id)
-            .where(Recipient.contact_id.in_(part), ResponseEvent.kind == CLICK,
-                   ResponseEvent.machine.is_(False), ResponseEvent.occurred_at >= earliest)).scalars()
-            if cid is not None)
+            _CLICKED, {"values": part, "earliest": earliest}).scalars() if cid is not None)
     for row in rows:
         if row.contact_id in clicked:
             transaction = db.session.get(Transaction, row.id)
