@@ -141,15 +141,19 @@ def to_json(figure: Any) -> str:
 
 
 def rates_figure_dict(names: Sequence[str], open_rates: Sequence[float],
-                      click_rates: Sequence[float],
-                      bounce_rates: Sequence[float]) -> dict[str, Any]:
+                      click_rates: Sequence[float], bounce_rates: Sequence[float],
+                      keys: Sequence[object] | None = None) -> dict[str, Any]:
     """Open, click and bounce rates (people per message sent) of the last mailings, as grouped
-    bars, one group per mailing, oldest on the left."""
+    bars, one group per mailing, oldest on the left.
+
+    `keys` (the mailings' ids) tell the groups apart: two mailings of the same name are two
+    groups, each labelled with its name, not one category that hides one behind the other."""
+    categories = [str(k) for k in keys] if keys is not None else [str(n) for n in range(len(names))]
 
     def trace(values: Sequence[float], name: str, colour: str) -> dict[str, Any]:
-        return {"type": "bar", "name": name, "x": list(names), "y": [100 * v for v in values],
-                "marker": {"color": colour},
-                "hovertemplate": "%{x}: %{y:.1f} %<extra>" + name + "</extra>"}
+        return {"type": "bar", "name": name, "x": categories, "y": [100 * v for v in values],
+                "customdata": list(names), "marker": {"color": colour},
+                "hovertemplate": "%{customdata}: %{y:.1f} %<extra>" + name + "</extra>"}
 
     return {
         "data": [trace(open_rates, "Open rate", "#1a7f4b"),
@@ -157,5 +161,7 @@ def rates_figure_dict(names: Sequence[str], open_rates: Sequence[float],
                  trace(bounce_rates, "Bounce rate", "#c0362c")],
         "layout": {**_LAYOUT, "title": {"text": "Last mailings: rates per message sent (%)"},
                    "barmode": "group", "yaxis": {"rangemode": "tozero", "ticksuffix": " %"},
-                   "xaxis": {"automargin": True}, "legend": {"orientation": "h"}},
+                   "xaxis": {"automargin": True, "type": "category", "tickvals": categories,
+                             "ticktext": list(names)},
+                   "legend": {"orientation": "h"}},
     }

@@ -29,7 +29,8 @@ def home() -> Any:
     if home.recent:
         figure = charts.rates_figure_dict(
             [r.mailing.name for r in home.recent], [r.totals.open_rate for r in home.recent],
-            [r.totals.click_rate for r in home.recent], [r.bounce_rate for r in home.recent])
+            [r.totals.click_rate for r in home.recent], [r.bounce_rate for r in home.recent],
+            keys=[r.mailing.id for r in home.recent])
     return render_template("main/home.html", webhook_disabled=disabled, home=home,
                            rates_json=charts.to_json(figure) if figure else None,
                            action_form=ActionForm())

@@ -61,10 +61,7 @@ def test_each_mailings_rates_on_the_home_page_equal_its_own_page(app, auth, clie
     assert table["First"] == (13, pct(5 / 13), pct(2 / 13), pct(3 / 13))
     assert table["Second"] == (9, pct(1 / 9), pct(1 / 9), pct(0))
     # The chart draws the same rates, oldest first.
-    [raw] = re.findall(r'<script type="application/json" id="home-figure">(.*?)</script>', page,
-                       re.S)
-    bars = {trace["name"]: dict(zip(trace["x"], trace["y"], strict=True))
-            for trace in json.loads(raw)["data"]}
+    bars = {name: dict(values) for name, values in _bars(page).items()}
     assert list(bars["Open rate"]) == ["First", "Second"]
     for name, (_sent, open_rate, click_rate, bounce_rate) in table.items():
         assert pct(bars["Open rate"][name] / 100) == open_rate
@@ -124,3 +121,32 @@ def test_still_to_send_and_the_quota_equal_their_rows(app, auth, client):
         Recipient.response.in_([R.PLANNED.value, R.DEFERRED.value])))
     assert int(remaining.replace(",", "")) == left == 6
     assert _testid(page, "quota-used") == db.session.get(QuotaUsage, month).used == 1234
+
+
+def _bars(page: str) -> dict[str, list[tuple[str, float]]]:
+    """Each trace's bars as (the label under the bar, the value), in the chart's order."""
+    [raw] = re.findall(r'<script type="application/json" id="home-figure">(.*?)</script>', page,
+                       re.S)
+    figure = json.loads(raw)
+    axis = figure["layout"].get("xaxis", {})
+    labels = dict(zip(axis.get("tickvals", []), axis.get("ticktext", []), strict=True))
+    return {t["name"]: [(labels.get(x, x), y) for x, y in zip(t["x"], t["y"], strict=True)]
+            for t in figure["data"]}
+
+
+def test_mailings_of_the_same_name_get_a_bar_each(app, auth, client):
+    """A monthly "Newsletter" sent twice is two groups of bars, each with its own rates, not
+    one category that hides one mailing behind the other."""
+    auth.login()
+    now = datetime.now(UTC)
+    older = build_reported([R.OPENED] * 4 + [R.DELIVERED] * 6, name="Newsletter")
+    newer = build_reported([R.OPENED] + [R.DELIVERED] * 9, name="Newsletter")
+    older.finished_at, newer.finished_at = now - timedelta(days=30), now - timedelta(days=1)
+    db.session.commit()
+    page = client.get("/home").get_data(as_text=True)
+    [raw] = re.findall(r'<script type="application/json" id="home-figure">(.*?)</script>', page,
+                       re.S)
+    for trace in json.loads(raw)["data"]:
+        assert len(set(trace["x"])) == len(trace["x"]) == 2, trace["x"]
+    bars = _bars(page)
+    assert bars["Open rate"] == [("Newsletter", 40.0), ("Newsletter", 10.0)]
