@@ -7,7 +7,8 @@ A server process is started on a fresh SQLite database with an embedded Redis fo
 rate: the app under werkzeug's threaded server, as `sendboard run` serves it, or forking up to
 --server-processes at once (standing in for several gunicorn workers). When SENDBOARD_TEST_PG_URL
 is set the same runs again on PostgreSQL (its tables are dropped and created afresh). Clients post
-bulk calls (--batch items each) from --clients threads:
+bulk calls (--batch items each) from --clients threads; every request body is built and encoded
+before the clock starts, so the figures are the server's (the clients share the machine):
 
 - contacts created (new addresses), then the same contacts updated (a field changed);
 - transactions recorded for those contacts, each with its own idempotency key, then the same
@@ -93,7 +94,7 @@ def wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def post(port: int, token: str, path: str, body: Any) -> dict[str, Any]:
-    data = json.dumps(body).encode()
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1{path}", data=data, method="POST",
                                      headers={"Authorization": f"Bearer {token}",
                                               "Content-Type": "application/json"})
@@ -160,10 +161,11 @@ def run(database_url: str, label: str, args: argparse.Namespace) -> None:
                   f"{args.batch:,} items a call, load average {os.getloadavg()[0]:.1f}")
             n, batch = args.contacts, args.batch
             for phase, field in (("contacts created (bulk)", "a"), ("contacts updated (bulk)", "b")):
-                jobs = [(lambda s=s, f=field: post(port, token, "/contacts/bulk", {"contacts": [
-                    {"email": f"bench{i}@example.org", "name": f"Bench {i}", "fields": {"v": f, "i": i},
-                     "lists": [f"Bench {i % 3}"]} for i in range(s, min(s + batch, n))]}))
+                bodies = [json.dumps({"contacts": [
+                    {"email": f"bench{i}@example.org", "name": f"Bench {i}", "fields": {"v": field, "i": i},
+                     "lists": [f"Bench {i % 3}"]} for i in range(s, min(s + batch, n))]}).encode()
                     for s in range(0, n, batch)]
+                jobs = [(lambda b=b: post(port, token, "/contacts/bulk", b)) for b in bodies]
                 seconds, answers = in_parallel(args.clients, jobs)
                 done = sum(a["created"] + a["updated"] for a in answers)
                 refused = sum(a["refused"] for a in answers)
@@ -171,11 +173,12 @@ def run(database_url: str, label: str, args: argparse.Namespace) -> None:
 
             t = args.transactions
             for phase in ("transactions recorded (bulk)", "same keys again (bulk, duplicates)"):
-                jobs = [(lambda s=s: post(port, token, "/transactions/bulk", {"transactions": [
+                bodies = [json.dumps({"transactions": [
                     {"email": f"bench{i % n}@example.org", "occurred_at": "2026-01-02T03:04:05+01:00",
                      "amount": f"{i % 500}.{i % 100:02d}", "reference": f"order-{i}",
-                     "idempotency_key": f"{label}-order-{i}"} for i in range(s, min(s + batch, t))]}))
+                     "idempotency_key": f"{label}-order-{i}"} for i in range(s, min(s + batch, t))]}).encode()
                     for s in range(0, t, batch)]
+                jobs = [(lambda b=b: post(port, token, "/transactions/bulk", b)) for b in bodies]
                 seconds, answers = in_parallel(args.clients, jobs)
                 recorded = sum(a["recorded"] for a in answers)
                 duplicates = sum(a["duplicates"] for a in answers)
@@ -183,9 +186,9 @@ def run(database_url: str, label: str, args: argparse.Namespace) -> None:
                      f"recorded {recorded:,}, duplicates {duplicates:,}")
 
             singles = args.singles
-            jobs = [(lambda i=i: post(port, token, "/transactions", {
-                "contact_id": 1 + i % n, "occurred_at": "2026-02-01T10:00:00Z", "amount": "1.00"}))
-                for i in range(singles)]
+            bodies = [json.dumps({"contact_id": 1 + i % n, "occurred_at": "2026-02-01T10:00:00Z",
+                                  "amount": "1.00"}).encode() for i in range(singles)]
+            jobs = [(lambda b=b: post(port, token, "/transactions", b)) for b in bodies]
             seconds, answers = in_parallel(args.clients, jobs)
             line("transactions, one a call", len(answers), seconds, None,
                  f"recorded {sum(a['status'] == 'recorded' for a in answers):,}")
