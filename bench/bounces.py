@@ -1,7 +1,7 @@
 """Bounce classification measured against a corpus of real bounce mail with reference verdicts.
 
-Reads every ``*.eml`` of the corpus directory (default: ``shared/corpora/bounces-sisimai`` next to
-the repository) through `app.domain.dsn.parse` and compares each recipient's verdict with the
+Reads every ``*.eml`` of the corpus directory given by ``--corpus`` through
+`app.domain.dsn.parse` and compares each recipient's verdict with the
 corpus's ``expected.json`` (one entry per file, one item per failed recipient, in order).
 
 Categories scored: ``hard`` (the reference says the address is permanently bad), ``complaint``

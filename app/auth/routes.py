@@ -173,8 +173,8 @@ def set_active(user_id: int) -> Any:
         db.session.commit()
         flash(f"User {user.email} {'reactivated' if active else 'deactivated; their sessions have ended'}.",
               "success")
-    return redirect(request.referrer if request.form.get("next") == "list"
-                    and request.referrer else url_for("auth.edit_user", user_id=user.id))
+    return redirect(url_for("auth.users") if request.form.get("next") == "list"
+                    else url_for("auth.edit_user", user_id=user.id))
 
 
 # ---------------------------------------------------------------- audit log

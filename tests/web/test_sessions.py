@@ -237,3 +237,16 @@ def test_no_inline_script_in_templates(path: Path) -> None:
     assert inline == []
     assert re.findall(r"\son[a-z]+\s*=", text) == []
     assert "hx-on" not in text and "javascript:" not in text
+
+
+def test_deactivating_from_the_list_returns_to_the_list_whatever_the_referrer(auth, client) -> None:
+    auth.login("admin@example.org", role="admin")
+    auth.create("other@example.org")
+    other = db.session.scalar(db.select(User).where(User.email == "other@example.org"))
+    assert other is not None
+    response = client.post(f"/users/{other.id}/active", data={"active": "0", "next": "list"},
+                           headers={"Referer": "https://evil.example/"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/users"
+    db.session.expire_all()
+    assert db.session.get(User, other.id).active is False
