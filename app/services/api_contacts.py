@@ -7,12 +7,27 @@ No commit here: the API wrapper commits once the call succeeded (docs/ARCHITECTU
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, false, func, literal_column, null, or_, select, true, update
+from sqlalchemy import (
+    String,
+    any_,
+    bindparam,
+    delete,
+    false,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.domain.eligibility import address_key, normalize_address
@@ -29,6 +44,7 @@ from app.models import (
     Suppression,
     Transaction,
     TypeOptOut,
+    UTCDateTime,
     utcnow,
 )
 from app.services import suppressions
@@ -49,10 +65,18 @@ def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]
         yield values[start:start + size]
 
 
-def _in(column: Any) -> Any:
-    """`column IN (:values)`, the list given at execution: the statement is built (and compiled)
-    once, whatever the values."""
-    return column.in_(bindparam("values", expanding=True))
+def _dialect() -> str:
+    return str(db.session.get_bind().dialect.name)
+
+
+def _lookup(build: Any) -> dict[str, Any]:
+    """A statement filtering `column IN :values`, built (and compiled) once whatever the values:
+    `= ANY(array)` on PostgreSQL (one parameter, however long the list), an expanding IN list on
+    SQLite. `build(in_)` makes the statement; returns {dialect name: statement}."""
+    return {
+        "postgresql": build(lambda c: c == any_(bindparam("values", type_=postgresql.ARRAY(c.type)))),
+        "sqlite": build(lambda c: c.in_(bindparam("values", expanding=True))),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,9 +150,25 @@ def _list_ids(names: set[str]) -> tuple[dict[str, int], set[str]]:
 
 
 _CONTACT = Contact.__table__
-_EXISTING = select(_CONTACT.c.id, _CONTACT.c.email_key, _CONTACT.c.name, _CONTACT.c.fields,
-                   _CONTACT.c.time_zone).where(_in(_CONTACT.c.email_key))
-_SUPPRESSED = select(Suppression.email_hash, Suppression.reason).where(_in(Suppression.email_hash))
+_EXISTING = _lookup(lambda in_: select(_CONTACT.c.id, _CONTACT.c.email_key, _CONTACT.c.name,
+                                        _CONTACT.c.fields, _CONTACT.c.time_zone)
+                    .where(in_(_CONTACT.c.email_key)))
+_SUPPRESSED = _lookup(lambda in_: select(Suppression.email_hash, Suppression.reason)
+                      .where(in_(Suppression.email_hash)))
+# PostgreSQL: the rows go as one array a column (a handful of parameters, not thousands).
+_PG_UPSERT = text("""
+INSERT INTO contacts (email, email_key, name, fields, time_zone, created_at, updated_at,
+                      do_not_email, do_not_email_reason, valid, invalid_reason, soft_bounce_mailings,
+                      last_transaction_at)
+SELECT u.email, u.email_key, u.name, CAST(u.fields AS JSON), u.time_zone, :now, :now,
+       false, '', true, '', 0, NULL
+FROM unnest(:emails, :keys, :names, :fields, :zones) AS u(email, email_key, name, fields, time_zone)
+ON CONFLICT (email_key) DO UPDATE SET email = excluded.email, name = excluded.name,
+    fields = excluded.fields, time_zone = excluded.time_zone, updated_at = excluded.updated_at
+RETURNING id, email_key
+""").bindparams(bindparam("now", type_=UTCDateTime()),
+                *(bindparam(n, type_=postgresql.ARRAY(String())) for n in ("emails", "keys", "names",
+                                                                         "fields", "zones")))
 # What every contact the API creates starts with, written into the statement rather than sent
 # with each row.
 _NEW_CONTACT = {"do_not_email": false(), "do_not_email_reason": literal_column("''"), "valid": true(),
@@ -140,8 +180,9 @@ def _suppressed(keys: Iterable[str]) -> dict[str, str]:
     """{address key: reason} for those of the keys on the suppression list."""
     by_hash = {suppressions.address_hash(k): k for k in keys}
     found: dict[str, str] = {}
+    stmt = _SUPPRESSED[_dialect()]
     for part in _chunks(list(by_hash)):
-        for digest, reason in db.session.execute(_SUPPRESSED, {"values": part}):
+        for digest, reason in db.session.execute(stmt, {"values": part}):
             found[by_hash[digest]] = reason
     return found
 
@@ -183,8 +224,9 @@ def upsert_contacts(changes: Sequence[ChangeLike]) -> list[Outcome]:
                                        f"{bad[0]!r} is a segment: its contacts follow its rule")
 
     existing: dict[str, Any] = {}
+    stmt = _EXISTING[_dialect()]
     for part in _chunks(list(first)):
-        for row in db.session.execute(_EXISTING, {"values": part}):
+        for row in db.session.execute(stmt, {"values": part}):
             existing[row.email_key] = row
 
     # One INSERT ... ON CONFLICT for new and known contacts alike (a known contact's values are
@@ -212,7 +254,14 @@ def upsert_contacts(changes: Sequence[ChangeLike]) -> list[Outcome]:
                      "created_at": now, "updated_at": now})
         outcomes[i] = Outcome(i, emails[i], "updated", current.id)
     ids: dict[str, int] = {}
-    if rows:
+    if rows and _dialect() == "postgresql":
+        for part in _chunks(rows, 5_000):
+            for id_, key in db.session.execute(_PG_UPSERT, {
+                    "now": now, "emails": [r["email"] for r in part], "keys": [r["email_key"] for r in part],
+                    "names": [r["name"] for r in part], "fields": [json.dumps(r["fields"]) for r in part],
+                    "zones": [r["time_zone"] for r in part]}):
+                ids[key] = id_
+    elif rows:
         stmt = _insert(Contact).values(_NEW_CONTACT)
         new = stmt.excluded
         stmt = stmt.on_conflict_do_update(index_elements=["email_key"], set_={
@@ -364,9 +413,9 @@ def _transaction_view(row: Any) -> dict[str, Any]:
 
 
 _TRANSACTION = Transaction.__table__
-_BY_KEY = select(_TRANSACTION).where(_in(_TRANSACTION.c.idempotency_key))
-_ID_BY_KEY = select(_CONTACT.c.id, _CONTACT.c.email_key).where(_in(_CONTACT.c.email_key))
-_REAL_IDS = select(_CONTACT.c.id).where(_in(_CONTACT.c.id))
+_BY_KEY = _lookup(lambda in_: select(_TRANSACTION).where(in_(_TRANSACTION.c.idempotency_key)))
+_ID_BY_KEY = _lookup(lambda in_: select(_CONTACT.c.id, _CONTACT.c.email_key).where(in_(_CONTACT.c.email_key)))
+_REAL_IDS = _lookup(lambda in_: select(_CONTACT.c.id).where(in_(_CONTACT.c.id)))
 
 
 def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOutcome]:
@@ -383,7 +432,7 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
     keys = sorted({it.idempotency_key for it in items if it.idempotency_key})
     known: dict[str, Any] = {}
     for part in _chunks(keys):
-        for row in db.session.execute(_BY_KEY, {"values": part}):
+        for row in db.session.execute(_BY_KEY[_dialect()], {"values": part}):
             known[row.idempotency_key] = row
 
     # Each address normalised once: {address as given: its key}.
@@ -391,12 +440,12 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
                                                                 if it.contact_id is None and it.email}}
     by_email: dict[str, int] = {}
     for part in _chunks(sorted(set(key_of.values()))):
-        for id_, key in db.session.execute(_ID_BY_KEY, {"values": part}):
+        for id_, key in db.session.execute(_ID_BY_KEY[_dialect()], {"values": part}):
             by_email[key] = id_
     wanted_ids = sorted({it.contact_id for it in items if it.contact_id is not None})
     real_ids: set[int] = set()
     for part in _chunks(wanted_ids):
-        real_ids.update(db.session.execute(_REAL_IDS, {"values": part}).scalars())
+        real_ids.update(db.session.execute(_REAL_IDS[_dialect()], {"values": part}).scalars())
 
     values: list[dict[str, Any]] = []
     positions: list[int] = []
@@ -447,10 +496,11 @@ def record_transactions(items: Sequence[TransactionInput]) -> list[TransactionOu
     return [o for o in outcomes if o is not None]
 
 
-_CLICKED = (select(Recipient.contact_id).distinct()
-            .join(ResponseEvent, ResponseEvent.recipient_id == Recipient.id)
-            .where(_in(Recipient.contact_id), ResponseEvent.kind == CLICK,
-                   ResponseEvent.machine.is_(False), ResponseEvent.occurred_at >= bindparam("earliest")))
+_CLICKED = _lookup(lambda in_: select(Recipient.contact_id).distinct()
+                   .join(ResponseEvent, ResponseEvent.recipient_id == Recipient.id)
+                   .where(in_(Recipient.contact_id), ResponseEvent.kind == CLICK,
+                          ResponseEvent.machine.is_(False),
+                          ResponseEvent.occurred_at >= bindparam("earliest")))
 
 
 def _credit_conversions(rows: Sequence[Any]) -> None:
@@ -463,7 +513,7 @@ def _credit_conversions(rows: Sequence[Any]) -> None:
     clicked: set[int] = set()
     for part in _chunks(contact_ids):
         clicked.update(cid for cid in db.session.execute(
-            _CLICKED, {"values": part, "earliest": earliest}).scalars() if cid is not None)
+            _CLICKED[_dialect()], {"values": part, "earliest": earliest}).scalars() if cid is not None)
     for row in rows:
         if row.contact_id in clicked:
             transaction = db.session.get(Transaction, row.id)
