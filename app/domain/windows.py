@@ -48,9 +48,15 @@ class Window:
             raise WindowError("pick at least one day for the window")
 
 
+# Files of the zone database that name no place: the host's own zone and its rules template,
+# and "Factory" (a placeholder whose abbreviation is "-00").
+_NOT_PLACES = frozenset({"localtime", "posixrules", "posix/localtime", "right/localtime", "Factory"})
+
+
 def zone(name: str) -> ZoneInfo:
-    """The zone of an IANA name; WindowError for an unknown (or absurdly long) one."""
-    if not name or len(name) > 64:
+    """The zone of an IANA name; WindowError for an unknown (or absurdly long) one, and for the
+    database's entries that are not places (the host's `localtime`, `posixrules`, `Factory`)."""
+    if not name or len(name) > 64 or name in _NOT_PLACES or name.startswith(("posix/", "right/")):
         raise WindowError(f"Unknown time zone {name[:64]!r}")
     try:
         return ZoneInfo(name)

@@ -16,6 +16,7 @@ from app.domain.windows import (
     closes_at,
     describe,
     is_open,
+    is_zone,
     local_release,
     next_open,
     parse_hhmm,
@@ -131,3 +132,16 @@ def test_picker_zones_common_first_without_deprecated_aliases():
         assert name in zones
     rest = zones[zones.index("Pacific/Auckland") + 1:]
     assert list(rest) == sorted(rest)
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory", "posix/Europe/Paris",
+                                  "right/UTC", "", "Europe/Nowhere", "x" * 65])
+def test_names_that_are_not_places_are_refused(name):
+    assert not is_zone(name)
+    with pytest.raises(WindowError):
+        zone(name)
+
+
+@pytest.mark.parametrize("name", ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"])
+def test_places_are_zones(name):
+    assert is_zone(name)
