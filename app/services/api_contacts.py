@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     String,
-    any_,
     bindparam,
     delete,
     false,
@@ -71,10 +70,12 @@ def _dialect() -> str:
 
 def _lookup(build: Any) -> dict[str, Any]:
     """A statement filtering `column IN :values`, built (and compiled) once whatever the values:
-    `= ANY(array)` on PostgreSQL (one parameter, however long the list), an expanding IN list on
-    SQLite. `build(in_)` makes the statement; returns {dialect name: statement}."""
+    `IN (SELECT unnest(array))` on PostgreSQL (one parameter, however long the list; planned as a
+    semi-join, never a scan comparing each row with each value), an expanding IN list on SQLite.
+    `build(in_)` makes the statement; returns {dialect name: statement}."""
     return {
-        "postgresql": build(lambda c: c == any_(bindparam("values", type_=postgresql.ARRAY(c.type)))),
+        "postgresql": build(lambda c: c.in_(select(func.unnest(bindparam(
+            "values", type_=postgresql.ARRAY(c.type)))))),
         "sqlite": build(lambda c: c.in_(bindparam("values", expanding=True))),
     }
 
