@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
+    BigInteger,
+    Integer,
     String,
     bindparam,
     delete,
@@ -170,6 +172,12 @@ RETURNING id, email_key
 """).bindparams(bindparam("now", type_=UTCDateTime()),
                 *(bindparam(n, type_=postgresql.ARRAY(String())) for n in ("emails", "keys", "names",
                                                                          "fields", "zones")))
+_PG_MEMBERS = text("""
+INSERT INTO list_members (list_id, contact_id, added_at)
+SELECT u.list_id, u.contact_id, :now FROM unnest(:lists, :contacts) AS u(list_id, contact_id)
+ON CONFLICT DO NOTHING
+""").bindparams(bindparam("now", type_=UTCDateTime()), bindparam("lists", type_=postgresql.ARRAY(Integer())),
+                bindparam("contacts", type_=postgresql.ARRAY(BigInteger())))
 # What every contact the API creates starts with, written into the statement rather than sent
 # with each row.
 _NEW_CONTACT = {"do_not_email": false(), "do_not_email_reason": literal_column("''"), "valid": true(),
@@ -284,7 +292,10 @@ def upsert_contacts(changes: Sequence[ChangeLike]) -> list[Outcome]:
 
     pairs = sorted({(list_ids[name], ids[key]) for key, i in first.items()
                     for name in (changes[i].lists or ())})
-    if pairs:
+    if pairs and _dialect() == "postgresql":
+        db.session.execute(_PG_MEMBERS, {"now": now, "lists": [lid for lid, _ in pairs],
+                                         "contacts": [cid for _, cid in pairs]})
+    elif pairs:
         stmt = _insert(ListMember).on_conflict_do_nothing()
         db.session.execute(stmt, [{"list_id": lid, "contact_id": cid, "added_at": now}
                                   for lid, cid in pairs])
