@@ -1,7 +1,9 @@
 """Contacts, transactions and list members as the API changes them: set-based, in bulk.
 
-Up to 10,000 items a call are written with a handful of statements (a lookup, one multi-row
-INSERT, one executemany UPDATE, one membership INSERT), each item getting its own outcome.
+Up to 10,000 items a call are written with a handful of statements (lookups by lists of keys,
+one INSERT ... ON CONFLICT for new and known contacts alike, one membership INSERT), each item
+getting its own outcome. On PostgreSQL the rows go as one array a column (INSERT ... SELECT FROM
+unnest); on SQLite as multi-row VALUES batches.
 No commit here: the API wrapper commits once the call succeeded (docs/ARCHITECTURE.md, "API").
 """
 
