@@ -24,6 +24,7 @@ RECOVER_EVERY = 5.0  # seconds between two steps back up
 RECOVER_STEPS = 20  # steps from zero back to the rate before the cut
 MIN_RATE = 1.0  # messages per second never cut below
 READ_EVERY = 0.5  # seconds a sender keeps the current rate before reading it again
+COUNT_EVERY = 0.1  # seconds an unlimited sender keeps its count before adding it up in Redis
 
 
 def provider_settings() -> tuple[SmtpSettings, str, float]:
@@ -97,7 +98,12 @@ def slow_down(redis: Redis, key: str, limit: float, now: float | None = None) ->
 
 class RateLimiter:
     """Messages per second across all workers: a fixed window counted in Redis, at the current
-    rate (the configured limit, or less after a slow-down reply)."""
+    rate (the configured limit, or less after a slow-down reply).
+
+    Without a limit nothing waits, and the messages are only counted, per second, so that a
+    slow-down reply knows the pace it halves; each sender then adds up its count in Redis at most
+    every COUNT_EVERY seconds and when the second changes (`flush`, also before a slow-down and
+    when the sender stops), which saves a Redis round trip per message."""
 
     def __init__(self, redis: Redis, key: str, per_second: float) -> None:
         self.redis = redis
@@ -105,13 +111,30 @@ class RateLimiter:
         self.configured = per_second
         self._set(per_second)
         self._read_at = 0.0
+        # Without a limit the messages are only counted: a sender adds its own count to the
+        # second's counter when the second changes or COUNT_EVERY has passed, not once each.
+        self._counted = 0
+        self._counted_second = 0
+        self._counted_at = 0.0
 
     def _set(self, per_second: float) -> None:
         self.rate = per_second
         self.limit = int(per_second) if per_second >= 1 else (1 if per_second > 0 else 0)
         self.period = 1.0 if per_second >= 1 or per_second <= 0 else 1.0 / per_second
 
+    def flush(self) -> None:
+        """Add what this sender counted to its second's counter in Redis."""
+        if self._counted:
+            k = f"sb:rate:{self.key}:{self._counted_second}"
+            pipe = self.redis.pipeline()
+            pipe.incrby(k, self._counted)
+            pipe.expire(k, 3)
+            pipe.execute()
+            self._counted = 0
+        self._counted_at = time.monotonic()
+
     def slow_down(self) -> float:
+        self.flush()  # the pace to halve includes this sender's own messages
         rate = slow_down(self.redis, self.key, self.configured)
         self._set(rate)
         self._read_at = time.monotonic()
@@ -124,11 +147,13 @@ class RateLimiter:
             self._set(current_rate(self.redis, self.key, self.configured))
         if not self.limit:
             # No limit: only counted, so a slow-down reply knows the pace it halves.
-            k = f"sb:rate:{self.key}:{int(time.time())}"
-            pipe = self.redis.pipeline()
-            pipe.incr(k)
-            pipe.expire(k, 3)
-            pipe.execute()
+            second = int(time.time())
+            if second != self._counted_second:
+                self.flush()
+                self._counted_second = second
+            self._counted += 1
+            if mono - self._counted_at >= COUNT_EVERY:
+                self.flush()
             return
         while True:
             now = time.time()

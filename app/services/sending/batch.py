@@ -265,6 +265,10 @@ class _Connection(threading.Thread):
                 if self.pending:
                     self.batch.ledger.append(*self.pending)
                     self.pending = []
+                try:
+                    self.limiter.flush()  # the pace counted for a slow-down reply
+                except RedisError:
+                    pass  # only a count: a lost one never stops a batch
         except LedgerRefused as exc:
             if exc.reason == "fenced":
                 dispatch.halt("fenced")
