@@ -286,14 +286,17 @@ class SmtpTransport:
         if self.pipelining:
             return self._send_pipelined(conn, envelope_from, recipient, data)
         try:
-            code, text = conn.mail(envelope_from)
+            # conn.mail and conn.rcpt without options, with the address quoted by _quoteaddr.
+            conn.putcmd("mail", f"FROM:{_quoteaddr(envelope_from)}")
+            code, text = conn.getreply()
             if code != 250:
                 # The server refuses our sender: no recipient can be sent, so it is an outage.
                 self._reset()
                 reason = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
                 raise ConnectionLost(f"{self.settings.label} refused the sender: {code} {reason}",
                                      ambiguous=False)
-            code, text = conn.rcpt(recipient)
+            conn.putcmd("rcpt", f"TO:{_quoteaddr(recipient)}")
+            code, text = conn.getreply()
             if code not in (250, 251):
                 self._reset()
                 return self._refused(code, text)
