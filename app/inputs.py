@@ -7,6 +7,8 @@ the value absent, so a malformed or out-of-range id in a query string or a form 
 
 from __future__ import annotations
 
+from app.domain.windows import is_zone
+
 MAX_ID = 2**62  # above any id the database hands out, below its 64-bit integer limit
 MAX_SEARCH = 200  # characters of a search box: an address or a name, not a document
 
@@ -36,3 +38,12 @@ def record_ids(values: list[str]) -> list[int]:
 def search_text(raw: str | None) -> str:
     """A search box's text, trimmed and cut to MAX_SEARCH characters."""
     return (raw or "").strip()[:MAX_SEARCH]
+
+
+def posted_zone(raw: str | None) -> str:
+    """A time zone name from a form: blank for none (the organisation's zone); ValueError, saying
+    why, for a name that is no zone."""
+    zone = (raw or "").strip()[:100]
+    if zone and not is_zone(zone):
+        raise ValueError(f"{zone[:64]!r} is not a time zone (e.g. Europe/Berlin)")
+    return zone

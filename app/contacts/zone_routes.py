@@ -8,8 +8,8 @@ from flask import abort, flash, redirect, request, url_for
 
 from app.auth.permissions import requires
 from app.contacts.routes import bp
-from app.domain.windows import is_zone
 from app.extensions import db
+from app.inputs import posted_zone
 from app.mailings.forms import ActionForm
 from app.models import Contact
 from app.services import audit
@@ -26,10 +26,10 @@ def set_time_zone(contact_id: int) -> Any:
     if not ActionForm().validate_on_submit():
         flash("The form expired; try again.", "error")
         return redirect(target)
-    zone = request.form.get("time_zone", "").strip()[:100]
-    if zone and not is_zone(zone):
-        flash(f"Time zone not changed: {zone[:64]!r} is not a time zone (e.g. Europe/Berlin).",
-              "error")
+    try:
+        zone = posted_zone(request.form.get("time_zone"))
+    except ValueError as exc:
+        flash(f"Time zone not changed: {exc}.", "error")
         return redirect(target)
     contact.time_zone = zone
     audit.record("contact.time_zone", contact, zone or "the organisation's zone", commit=False)
