@@ -30,13 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import func, insert, select  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.config import TestConfig  # noqa: E402
 from app.domain import webhooks_out as rules  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.models import Contact, Mailing, Recipient  # noqa: E402
+from bench import ingest as ingest_bench  # noqa: E402
 
 TARGET_LAG_SECONDS = 10.0
 KINDS = ["delivered", "open", "click", "open", "delivered"]
@@ -49,20 +48,8 @@ def build_app(directory: str) -> Any:
 
 
 def seed(n: int) -> list[int]:
-    now = datetime.now(UTC)
-    mailing = Mailing(name="Bench", status="sent", started_at=now)
-    db.session.add(mailing)
-    db.session.flush()
-    db.session.execute(insert(Contact), [
-        {"email": f"c{i}@example.org", "email_key": f"c{i}@example.org", "fields": {},
-         "created_at": now, "updated_at": now} for i in range(n)])
-    first = db.session.scalar(select(func.min(Contact.id)))
-    db.session.execute(insert(Recipient), [
-        {"mailing_id": mailing.id, "contact_id": first + i, "address": f"c{i}@example.org",
-         "response": "sent", "message_id": f"r{i}.bench@sendboard.local", "handed_off_at": now}
-        for i in range(n)])
-    db.session.commit()
-    return list(db.session.scalars(select(Recipient.id).order_by(Recipient.id)))
+    """A sent mailing of n recipients (as the ingestion bench seeds it); their ids."""
+    return ingest_bench.seed(n)[1]
 
 
 def ingest(directory: str, recipient_ids: list[int], rate: int, seconds: float,
