@@ -7,7 +7,10 @@ and marks the worker alive. Queues are taken in priority order: ``periodic`` fir
 runs between two batches however full the ``sending`` queue is, then ``transactional`` (one
 message each), then ``sending``, then ``default``.
 If Redis goes away the worker waits for it and starts again, so a Redis restart needs no
-worker restart.
+worker restart. RQ's work loop also ends by itself after an error it does not handle (Redis failing
+while a job's result is stored, say): when Redis is back by the time RQ has cleaned up, the loop
+returns normally. Only a stop asked by a signal, or a burst worker's empty queues, ends the process;
+any other end of the loop starts the worker again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import itertools
 import logging
 import time
 import uuid
+from types import FrameType
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker
@@ -24,6 +28,20 @@ from rq import SimpleWorker
 from app.redis_conn import QUEUE_NAMES, get_redis
 
 log = logging.getLogger("sendboard.worker")
+
+
+class Worker(SimpleWorker):
+    """RQ's in-process worker, remembering whether a signal asked it to stop.
+
+    RQ ends its loop the same way for a SIGTERM while idle and for an error it could not
+    handle; only the first must end the process.
+    """
+
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
 def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | None = None) -> None:
@@ -43,13 +61,15 @@ def run_worker(*, burst: bool = False, with_scheduler: bool = True, name: str | 
             ticker.worker_name = rq_name
             try:
                 periodic.mark_alive(get_redis(), rq_name)  # before it can take a job
-                worker = SimpleWorker(list(QUEUE_NAMES), connection=get_redis(), name=rq_name)
+                worker = Worker(list(QUEUE_NAMES), connection=get_redis(), name=rq_name)
                 # RQ logs four lines per job; batches and the tick would drown the useful lines.
                 worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="WARNING")
-                return
+                if burst or worker.stop_asked:
+                    return
+                log.warning("the RQ worker loop ended after an error; it starts again in 1 s")
             except RedisError as exc:
                 log.warning("Redis unavailable (%s); the worker starts again in 1 s", exc)
-                time.sleep(1)
+            time.sleep(1)
     finally:
         ticker.stop()
 
