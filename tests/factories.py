@@ -139,6 +139,35 @@ def build_reported(responses: list[Response], *, status: Status = Status.SENT, n
     return mailing
 
 
+def make_sent_recipients(n: int, *, handed_off_at: datetime | None = None) -> list[Recipient]:
+    """A sent mailing with `n` recipients pN@example.org, each with its contact, the response
+    Sent, a message id rN.ab@sendboard.local and a hand-off an hour ago (or at `handed_off_at`);
+    its Sent counter matches. What a provider's webhook reports on."""
+    handed_off_at = handed_off_at or datetime.now(UTC) - timedelta(hours=1)
+    mailing = Mailing(name="Autumn", status=Status.SENT.value)
+    db.session.add(mailing)
+    db.session.flush()
+    out = []
+    for i in range(n):
+        contact = Contact(email=f"p{i}@example.org", email_key=f"p{i}@example.org")
+        db.session.add(contact)
+        db.session.flush()
+        out.append(Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
+                             response=Response.SENT.value, message_id=f"r{i}.ab@sendboard.local",
+                             handed_off_at=handed_off_at))
+    db.session.add_all(out)
+    db.session.commit()
+    totals.bump(mailing.id, {totals.response_key(Response.SENT): n})
+    db.session.commit()
+    return out
+
+
+def response_of(recipient: Recipient) -> str:
+    """The recipient's response as stored now (what another request wrote included)."""
+    db.session.expire_all()
+    return db.session.get_one(Recipient, recipient.id).response
+
+
 def record_event(recipient_id: int, **values: Any) -> None:
     """A response event applied and committed, as the tracking and webhook views do."""
     apply_event(recipient_id, **values)

@@ -16,12 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
-from app.domain.responses import Response
 from app.extensions import db
-from app.models import Contact, Mailing, Recipient, ResponseEvent
-from app.services import totals
+from app.models import Contact, Recipient, ResponseEvent
 from app.services.tokens import recipient_token
 from app.webhooks.auth import generic_signature, sns_string_to_sign
+from tests.factories import make_sent_recipients, response_of
 
 SECRET = "generic-secret"
 MAILGUN_KEY = "key-mailgun-signing"
@@ -29,21 +28,7 @@ MAILGUN_KEY = "key-mailgun-signing"
 
 @pytest.fixture
 def rows(app):
-    mailing = Mailing(name="Autumn", status="sent")
-    db.session.add(mailing)
-    db.session.flush()
-    out = []
-    for i in range(3):
-        contact = Contact(email=f"p{i}@example.org", email_key=f"p{i}@example.org")
-        db.session.add(contact)
-        db.session.flush()
-        out.append(Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
-                             response=Response.SENT.value, message_id=f"r{i}.ab@sendboard.local",
-                             handed_off_at=datetime.now(UTC) - timedelta(hours=1)))
-    db.session.add_all(out)
-    db.session.commit()
-    totals.bump(mailing.id, {"response:sent": 3})
-    db.session.commit()
+    out = make_sent_recipients(3)
     app.config.update(GENERIC_WEBHOOK_SECRET=SECRET, MAILGUN_WEBHOOK_SIGNING_KEY=MAILGUN_KEY,
                       SENDBOARD_WEBHOOK_BASIC_USER="hook", SENDBOARD_WEBHOOK_BASIC_PASSWORD="pw")
     return out
@@ -51,11 +36,6 @@ def rows(app):
 
 def event_count() -> int:
     return db.session.scalar(select(func.count()).select_from(ResponseEvent))
-
-
-def response_of(r: Recipient) -> str:
-    db.session.expire_all()
-    return db.session.get(Recipient, r.id).response
 
 
 # ---------------------------------------------------------------- generic

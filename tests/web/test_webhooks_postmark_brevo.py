@@ -12,12 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from app.domain.responses import Response
 from app.extensions import db
-from app.models import Contact, Mailing, Recipient, ResponseEvent
-from app.services import totals
+from app.models import Contact, Recipient, ResponseEvent
 from app.services.tokens import recipient_token
 from app.webhooks import parsers
+from tests.factories import make_sent_recipients, response_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ISO = (NOW - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.1234567Z")
@@ -216,29 +215,10 @@ def test_brevo_malformed(payload):
 
 @pytest.fixture
 def rows(app):
-    mailing = Mailing(name="Autumn", status="sent")
-    db.session.add(mailing)
-    db.session.flush()
-    out = []
-    for i in range(2):
-        contact = Contact(email=f"p{i}@example.org", email_key=f"p{i}@example.org")
-        db.session.add(contact)
-        db.session.flush()
-        out.append(Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
-                             response=Response.SENT.value, message_id=f"r{i}.ab@sendboard.local",
-                             handed_off_at=NOW - timedelta(hours=1)))
-    db.session.add_all(out)
-    db.session.commit()
-    totals.bump(mailing.id, {"response:sent": 2})
-    db.session.commit()
+    out = make_sent_recipients(2, handed_off_at=NOW - timedelta(hours=1))
     app.config.update(POSTMARK_WEBHOOK_USER="pm-user", POSTMARK_WEBHOOK_PASSWORD="pm-pass",
                       BREVO_WEBHOOK_TOKEN=BREVO_TOKEN)
     return out
-
-
-def response_of(r: Recipient) -> str:
-    db.session.expire_all()
-    return db.session.get(Recipient, r.id).response
 
 
 def test_postmark_endpoint(client, rows):
