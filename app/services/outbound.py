@@ -14,6 +14,7 @@ Services never commit: the view or job that called them does.
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import os
 import socket
@@ -137,8 +138,7 @@ def create_endpoint(*, name: str, url: str, event_kinds: list[str] | None = None
                                created_by_id=user.id if user is not None else None)
     db.session.add(endpoint)
     db.session.flush()
-    audit.record("webhook.create", endpoint.id, f"{endpoint.url[:200]}", kind="webhook",
-                 commit=False)
+    audit.record("webhook.create", endpoint.id, f"{endpoint.url[:200]}", kind="webhook")
     return endpoint
 
 
@@ -154,13 +154,12 @@ def update_endpoint(endpoint: WebhookEndpoint, *, name: str, url: str,
     endpoint.name, endpoint.url = name.replace("\x00", "").strip()[:100], url
     endpoint.event_kinds = _kinds(event_kinds)
     endpoint.active = active
-    audit.record("webhook.edit", endpoint.id, f"{url[:200]} active={active}", kind="webhook",
-                 commit=False)
+    audit.record("webhook.edit", endpoint.id, f"{url[:200]} active={active}", kind="webhook")
 
 
 def rotate_secret(endpoint: WebhookEndpoint, secret: str | None = None) -> str:
     endpoint.secret = _secret(secret)
-    audit.record("webhook.secret", endpoint.id, "", kind="webhook", commit=False)
+    audit.record("webhook.secret", endpoint.id, "", kind="webhook")
     return endpoint.secret
 
 
@@ -172,11 +171,11 @@ def enable_endpoint(endpoint: WebhookEndpoint, now: datetime | None = None) -> N
     db.session.execute(update(WebhookDelivery).where(
         WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.status == "pending"
     ).values(next_attempt_at=now))
-    audit.record("webhook.enable", endpoint.id, "", kind="webhook", commit=False)
+    audit.record("webhook.enable", endpoint.id, "", kind="webhook")
 
 
 def delete_endpoint(endpoint: WebhookEndpoint) -> None:
-    audit.record("webhook.delete", endpoint.id, endpoint.url[:200], kind="webhook", commit=False)
+    audit.record("webhook.delete", endpoint.id, endpoint.url[:200], kind="webhook")
     db.session.execute(WebhookAttempt.__table__.delete().where(
         WebhookAttempt.delivery_id.in_(select(WebhookDelivery.id).where(
             WebhookDelivery.endpoint_id == endpoint.id))))
@@ -191,7 +190,7 @@ def send_again(delivery: WebhookDelivery, now: datetime | None = None) -> None:
     delivery.next_attempt_at = now or datetime.now(UTC)
     delivery.delivered_at = None
     audit.record("webhook.send_again", delivery.endpoint_id, f"delivery {delivery.id}",
-                 kind="webhook", commit=False)
+                 kind="webhook")
 
 
 def disabled_endpoints() -> list[WebhookEndpoint]:
@@ -335,32 +334,113 @@ class Answer:
 Poster = Callable[[str, bytes, dict[str, str]], Answer]
 
 
+class _Deadline:
+    """One exchange's time limit: connect, send and the whole answer share it, so a receiver
+    that trickles its answer a byte at a time cannot hold a worker past it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(self.message())
+        return left
+
+    def message(self) -> str:
+        return f"no complete answer within {self.seconds:g} s"
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The answer's bytes off the socket, each read given only the time the exchange has left."""
+
+    def __init__(self, owner: _DeadlineSocket) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        sock = self._owner.sock
+        sock.settimeout(self._owner.deadline.left())
+        return sock.recv_into(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._owner.release()
+        super().close()
+
+
+class _DeadlineSocket:
+    """The connected (possibly TLS) socket as http.client uses it: sends and reads bounded by
+    the exchange's deadline rather than by a fresh timeout per call. Like a socket's own
+    makefile, the socket stays open until its readers are closed too (http.client closes the
+    connection before reading an answer that ends with the connection)."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self._readers = 0
+        self._closed = False
+
+    def sendall(self, data: Any) -> None:
+        self.sock.settimeout(self.deadline.left())  # sendall's timeout covers the whole send
+        self.sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        self._readers += 1
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def release(self) -> None:
+        self._readers -= 1
+        if self._closed and self._readers <= 0:
+            self.sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._readers <= 0:
+            self.sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
 class _PinnedHTTPS(http.client.HTTPSConnection):
     """HTTPS to an address checked beforehand, with the certificate checked for the host name."""
 
-    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(self, host: str, address: str, port: int, deadline: _Deadline) -> None:
+        super().__init__(host, port, timeout=deadline.seconds,
+                         context=ssl.create_default_context())
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
+        sock = socket.create_connection((self._address, self.port), self._deadline.left())
+        sock.settimeout(self._deadline.left())  # the handshake, as a whole, within what is left
+        tls = self._context.wrap_socket(  # type: ignore[attr-defined]
             sock, server_hostname=self.host)
+        self.sock = _DeadlineSocket(tls, self._deadline)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, address: str, port: int, deadline: _Deadline) -> None:
+        super().__init__(host, port, timeout=deadline.seconds)
         self._address = address
+        self._deadline = deadline
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = socket.create_connection((self._address, self.port), self._deadline.left())
+        self.sock = _DeadlineSocket(sock, self._deadline)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *,
-         resolver: Resolver = resolve, timeout: float = TIMEOUT_SECONDS) -> Answer:
+         resolver: Resolver = resolve, timeout: float | None = None) -> Answer:
     """POST once, to an address checked now (names can change what they resolve to), never
-    following a redirect. Never raises: a refusal or a network error is an Answer too."""
+    following a redirect. `timeout` (TIMEOUT_SECONDS unless given) bounds the whole exchange:
+    connecting, sending and reading the whole answer. Never raises: a refusal, a network error
+    or an answer not complete in time is an Answer too."""
     started = time.monotonic()
 
     def answer(code: int | None, error: str = "") -> Answer:
@@ -372,15 +452,21 @@ def post(url: str, body: bytes, headers: dict[str, str], *,
     host, port, tls = rules.host_and_port(url)
     path = rules.request_target(url)
     cls = _PinnedHTTPS if tls else _PinnedHTTP
-    conn = cls(host, addresses[0], port, timeout)
+    deadline = _Deadline(TIMEOUT_SECONDS if timeout is None else timeout)
+    conn = cls(host, addresses[0], port, deadline)
+    response: http.client.HTTPResponse | None = None
     try:
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read(MAX_ANSWER_BYTES)
         return answer(response.status)
+    except TimeoutError:
+        return answer(None, deadline.message())
     except (OSError, http.client.HTTPException, ValueError) as exc:
         return answer(None, f"{type(exc).__name__}: {exc}")
     finally:
+        if response is not None:
+            response.close()
         conn.close()
 
 
@@ -431,8 +517,7 @@ def record_answer(delivery: WebhookDelivery, endpoint: WebhookEndpoint, answer: 
                                     f"{delivery.last_error[:120]})")
         log.error("webhook endpoint %s (%s) disabled: %s", endpoint.id, endpoint.url,
                   endpoint.disabled_reason)
-        audit.record("webhook.disable", endpoint.id, endpoint.disabled_reason, kind="webhook",
-                     commit=False)
+        audit.record("webhook.disable", endpoint.id, endpoint.disabled_reason, kind="webhook")
 
 
 def _failures(delivery: WebhookDelivery) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -449,3 +450,88 @@ def test_the_request_line_keeps_the_query_and_drops_the_fragment(app, private_ok
         server.server_close()
     assert answer.status_code == 204, answer
     assert seen == [path]
+
+
+# ---------------------------------------------------------------- slow receivers
+
+
+class Trickler:
+    """A loopback TCP server that reads the request, then answers a complete 200 one byte every
+    `gap` seconds, until its client hangs up."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self.sent = 0
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            seen = b""
+            while b"\r\n\r\n" not in seen:
+                seen += conn.recv(65536)
+            head, _, body = seen.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            for byte in self.ANSWER:
+                if self.stop.wait(self.gap):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up and closed
+                    return
+                self.sent += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
+def test_a_trickled_answer_fails_the_attempt_at_the_whole_exchange_limit(app, private_ok,
+                                                                          monkeypatch):
+    """Each byte comes well within the limit, but the whole answer would take 17 s: the attempt
+    fails at the 1 s limit for the whole exchange, recorded and retried like any failure."""
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 1.0)
+    trickler = Trickler(gap=0.3)
+    assert len(Trickler.ANSWER) * trickler.gap > 17
+    try:
+        rows = make_recipients()
+        ep = endpoint(trickler.url)
+        ingest(rows, ["open"])
+        jobs.pump_all(now=T0)
+        delivery = outbound.claim_next(ep.id, T0)
+        db.session.commit()
+        answer = outbound.attempt(delivery, now=lambda: T0)
+        db.session.commit()
+    finally:
+        trickler.close()
+    assert answer.status_code is None
+    assert answer.error == "no complete answer within 1 s"
+    # Some bytes came (the limit is not per read), far from all of them.
+    assert 1 <= trickler.sent < len(Trickler.ANSWER) // 2
+    assert 1000 <= answer.latency_ms < 6000
+    row = db.session.scalar(select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id))
+    assert (row.status_code, row.error) == (None, "no complete answer within 1 s")
+    assert delivery.status == "pending" and delivery.attempts == 1
+    assert delivery.last_error == "no complete answer within 1 s"
+    assert delivery.next_attempt_at == T0 + timedelta(seconds=30)
+
+
+def test_a_prompt_answer_within_the_limit_is_read_whole(app, private_ok, monkeypatch):
+    """The same server with no pause between bytes: the deadline does not cut a timely answer."""
+    monkeypatch.setattr(outbound, "TIMEOUT_SECONDS", 1.0)
+    trickler = Trickler(gap=0.001)
+    try:
+        answer = outbound.post(trickler.url, b"{}", {"Content-Type": "application/json"})
+    finally:
+        trickler.close()
+    assert (answer.status_code, answer.error) == (200, "")
+    assert trickler.sent == len(Trickler.ANSWER)
