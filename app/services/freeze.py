@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete
@@ -11,6 +12,15 @@ from app.extensions import db
 from app.models import Mailing, MailingVersion, TrackedLink
 from app.services import ab_tests
 from app.services.rendering import collect_links, freeze, with_utm
+
+
+def type_options(mailing: Mailing) -> dict[str, Any]:
+    """What the mailing's email type changes in its messages (its name, and no List-Unsubscribe
+    when it is marked transactional): the keyword arguments of rendering.freeze, the same for
+    the real send and a test send."""
+    kind = mailing.email_type
+    return {"email_type_name": kind.name if kind else "",
+            "transactional": bool(kind and kind.transactional)}
 
 
 def freeze_version(mailing: Mailing) -> MailingVersion:
@@ -28,9 +38,7 @@ def freeze_version(mailing: Mailing) -> MailingVersion:
     cfg = current_app.config
     content = freeze(
         mailing, link_ids=link_ids, base_url=cfg["BASE_URL"], bounce_domain=cfg["BOUNCE_DOMAIN"],
-        email_type_name=mailing.email_type.name if mailing.email_type else "",
-        transactional=bool(mailing.email_type and mailing.email_type.transactional),
-        variants=ab_tests.for_freeze(mailing),
+        variants=ab_tests.for_freeze(mailing), **type_options(mailing),
     )
     version = MailingVersion(mailing_id=mailing.id, content=content)
     db.session.add(version)

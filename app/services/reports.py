@@ -729,7 +729,9 @@ def send_test(mailing: Mailing, address: str, name: str = "") -> bytes:
     """Send the mailing as it stands to one staff address through the configured SMTP path.
 
     No recipient row is created: the message is built from the current content (links not
-    tracked, unsubscribe link pointing nowhere real) with a "[Test]" subject prefix.
+    tracked, unsubscribe link pointing nowhere real) with a "[Test]" subject prefix, and with
+    what the email type changes as the real send has it (no List-Unsubscribe headers for a type
+    marked transactional).
     """
     import secrets
 
@@ -737,11 +739,13 @@ def send_test(mailing: Mailing, address: str, name: str = "") -> bytes:
 
     from app.providers.smtp import ConnectionLost, Outcome, SmtpTransport
     from app.services import sending
+    from app.services.freeze import type_options
     from app.services.rendering import MessageBuilder, TemplateProblem, freeze, merge_data
 
     try:
         content = freeze(mailing, link_ids={}, base_url=current_app.config["BASE_URL"],
-                         bounce_domain=current_app.config["BOUNCE_DOMAIN"])
+                         bounce_domain=current_app.config["BOUNCE_DOMAIN"],
+                         **type_options(mailing))
         content["subject"] = "[Test] " + content["subject"]
         built = MessageBuilder(content).build(
             merge=merge_data(name, address, {}), address=address, token="test",

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import Contact, EmailType, Mailing, MailingVersion, Recipient
 from app.redis_conn import QUEUE_NAMES
-from app.services import mailings
+from app.services import mailings, reports
 from app.services import transactional as tx
 from app.services.history import rebuild_message
 from app.services.rendering import MessageBuilder
@@ -109,3 +109,27 @@ def test_bulk_mailing_keeps_one_click_unless_its_type_is_transactional(
     assert [headers_of(m.data)["List-Unsubscribe-Post"] for m in smtp.handler.messages] == [post] * 2
     assert all((headers_of(m.data)["List-Unsubscribe"] is None) is transactional
                for m in smtp.handler.messages)
+
+
+@pytest.mark.parametrize("transactional", [False, True])
+def test_test_send_has_the_headers_exactly_when_the_real_send_does(app, redis_conn, smtp,
+                                                                   transactional):
+    """A test send is built as the real send is for the mailing's email type: no List-Unsubscribe
+    for a type marked transactional, both headers otherwise."""
+    kind = email_type("Service notices" if transactional else "News", transactional)
+    mailing = make_mailing([make_audience(1)], email_type_id=kind.id)
+    reports.send_test(mailing, "staff@example.org", "Staff")
+    [tested] = [m for m in smtp.handler.messages if m.rcpt == ["staff@example.org"]]
+    base, bounces = app.config["BASE_URL"], app.config["BOUNCE_DOMAIN"]
+    expected = ({"List-Unsubscribe": None, "List-Unsubscribe-Post": None} if transactional else
+                {"List-Unsubscribe": f"<{base}/u/test>, "
+                                     f"<mailto:bounce+test@{bounces}?subject=unsubscribe>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
+    assert headers_of(tested.data) == expected
+    assert email.message_from_bytes(tested.data)["Subject"].startswith("[Test] ")
+    mailings.send_now(mailing)
+    db.session.commit()
+    run_every_queue(redis_conn)
+    [real] = [m for m in smtp.handler.messages if m.rcpt != ["staff@example.org"]]
+    assert {k: v is None for k, v in headers_of(real.data).items()} == {
+        k: v is None for k, v in headers_of(tested.data).items()}
