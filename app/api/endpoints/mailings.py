@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
+from app.api import ab_window
+from app.api.ab_window import AbTestIn, AbTestOut, SendWindowIn, SendWindowOut
 from app.api.auth import audit
 from app.api.pagination import MAX_LIMIT, PageQuery, decode_cursor, encode_cursor
 from app.api.problems import PROBLEM_TYPES, ApiProblem, invalid, not_found
@@ -28,7 +30,7 @@ from app.domain.responses import LABELS, Response
 from app.domain.schedule import ScheduleError, check_future
 from app.extensions import db
 from app.inputs import MAX_ID
-from app.models import ContactList, EmailType, Mailing, Recipient, utcnow
+from app.models import ContactList, EmailType, Mailing, MailingVariant, Recipient, utcnow
 from app.services import mailings as mailing_service
 from app.services import reports, totals
 from app.services import responses as response_service
@@ -116,6 +118,10 @@ class MailingOut(BaseModel):
     finished_at: datetime | None
     totals: TotalsOut
     progress: ProgressOut | None = Field(None, description="Only when one mailing is read")
+    ab_test: AbTestOut | None = Field(
+        None, description="Its A/B subject test (null: none); variant figures when one is read")
+    send_window: SendWindowOut | None = Field(
+        None, description="Its send window and local delivery (null: neither)")
 
 
 class MailingPage(BaseModel):
@@ -148,6 +154,19 @@ class MailingIn(BaseModel):
     utm_source: Annotated[Name, Field(max_length=100)] = ""
     utm_medium: Annotated[Name, Field(max_length=100)] = ""
     utm_campaign: Annotated[Name, Field(max_length=100)] = ""
+    ab_test: AbTestIn | None = Field(None, description="An A/B test of subjects; none if left out")
+    send_window: SendWindowIn | None = Field(
+        None, description="A send window and local delivery; none if left out")
+
+
+class MailingPatch(BaseModel):
+    """Change an editable mailing's A/B test or send window: a field left out stays as it is,
+    null removes it, an object replaces it whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ab_test: AbTestIn | None = Field(None, description="null: no A/B test")
+    send_window: SendWindowIn | None = Field(None, description="null: no window, no local delivery")
 
 
 class ScheduleIn(BaseModel):
@@ -228,7 +247,8 @@ def totals_out(t: figures.Figures) -> TotalsOut:
 
 
 def _mailing_out(m: Mailing, counters: dict[str, int], list_ids: list[int],
-                 progress: bool = False) -> MailingOut:
+                 progress: bool = False, variants: list[MailingVariant] | None = None,
+                 ) -> MailingOut:
     t = reports.email_totals(counters)
     out = MailingOut(
         id=m.id, name=m.name, status=m.status, status_label=STATUS_LABELS[m.status_enum],
@@ -238,6 +258,8 @@ def _mailing_out(m: Mailing, counters: dict[str, int], list_ids: list[int],
         send_at=m.send_at, send_at_zone=m.send_at_zone or "UTC", created_at=m.created_at,
         updated_at=m.updated_at, started_at=m.started_at, finished_at=m.finished_at,
         totals=totals_out(t), progress=None,
+        ab_test=ab_window.ab_test_out(m, variants, figures=progress),
+        send_window=ab_window.send_window_out(m),
     )
     if progress:
         flight = reports.in_flight(m.id)  # after the counters: nothing counted twice
@@ -263,6 +285,17 @@ def _one(mailing: Mailing) -> MailingOut:
     db.session.refresh(mailing)
     return _mailing_out(mailing, totals.get(mailing.id), mailing_service.list_ids(mailing),
                         progress=True)
+
+
+def _variants_of(ids: Sequence[int]) -> dict[int, list[MailingVariant]]:
+    out: dict[int, list[MailingVariant]] = {i: [] for i in ids}
+    if ids:
+        for variant in db.session.execute(
+            select(MailingVariant).where(MailingVariant.mailing_id.in_(list(ids)))
+            .order_by(MailingVariant.mailing_id, MailingVariant.position)
+        ).scalars():
+            out[variant.mailing_id].append(variant)
+    return out
 
 
 def _list_ids_of(ids: Sequence[int]) -> dict[int, list[int]]:
@@ -295,7 +328,9 @@ def list_mailings(query: MailingsQuery) -> dict[str, Any]:
     ids = [m.id for m in rows]
     counters = reports.counters_for(ids, COUNTERS)
     lists = _list_ids_of(ids)
-    return {"data": [_mailing_out(m, counters[m.id], lists[m.id]) for m in rows],
+    variants = _variants_of(ids)
+    return {"data": [_mailing_out(m, counters[m.id], lists[m.id], variants=variants[m.id])
+                     for m in rows],
             "next_cursor": encode_cursor(rows[-1].id, scope) if more and rows else None}
 
 
@@ -330,7 +365,7 @@ def create_mailing(body: MailingIn) -> MailingOut:
         if list_id not in found:
             raise invalid(f"list_ids.{index}", "there is no list or segment with this id")
     try:
-        mailing = mailing_service.create(
+        mailing = mailing_service.new_draft(
             owner_id=None, name=body.name, list_ids=list(body.list_ids), subject=body.subject,
             from_name=body.from_name, from_address=body.from_address or "",
             reply_to=body.reply_to or "", html_body=body.html, text_body=body.text,
@@ -341,6 +376,34 @@ def create_mailing(body: MailingIn) -> MailingOut:
     except mailing_service.MailingError as exc:
         raise invalid("body", str(exc)) from None
     audit("mailing.create", mailing, f"named {mailing.name!r}")
+    if body.ab_test is not None or body.send_window is not None:
+        _store_setup(mailing, body, {"ab_test", "send_window"})
+    return _one(mailing)
+
+
+def _store_setup(mailing: Mailing, body: MailingIn | MailingPatch, given: set[str]) -> None:
+    """The A/B test and window given in the body, through the editor's services (the same
+    rules and storage as the dashboard's form), audited as the dashboard does."""
+    if "ab_test" in given:
+        ab_window.store_ab_test(mailing, body.ab_test)
+    if "send_window" in given:
+        ab_window.store_send_window(mailing, body.send_window)
+    audit("mailing.ab_window", mailing, ab_window.summary(mailing))
+
+
+@endpoint("PATCH", "/mailings/<int:mailing_id>", scope="mailings:write", body=MailingPatch,
+          response=MailingOut, tag="Mailings", summary="Change a mailing's A/B test or send window",
+          errors=(404, 409))
+def update_mailing(mailing_id: int, body: MailingPatch) -> MailingOut:
+    """Only while the mailing can be edited (a Draft, or Scheduled outside the 5 minutes before
+    its send time), as on the dashboard: 409 once sending has started or is about to."""
+    mailing = _mailing(mailing_id)
+    if mailing_service.locked(mailing):
+        raise _refused(mailing_service.MailingError(
+            "This mailing can no longer be edited: sending has started or is about to."))
+    given = set(body.model_fields_set)
+    if given:
+        _store_setup(mailing, body, given)
     return _one(mailing)
 
 
