@@ -18,12 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from app.domain.lifecycle import Status
-from tests.jobs.test_invariants import (  # noqa: F401
-    CONNECTIONS,
-    Deployment,
-    database_url,
-    deployment,
-)
+from tests.deployment import CONNECTIONS, Deployment
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +82,7 @@ def _crash_inside_the_settling_window(d: Deployment, mailing_id: int, rng: rando
 
 @pytest.mark.parametrize("wipe", [False, True], ids=["redis-keeps-its-file", "redis-loses-all"])
 def test_kills_and_redis_restarts_inside_the_settling_window(
-        deployment: Deployment, wipe: bool) -> None:  # noqa: F811
+        deployment: Deployment, wipe: bool) -> None:
     deployment.env["SMTP_RATE_PER_SECOND"] = str(RATE)
     mailing_id = deployment.seed()
     for _ in range(3):
