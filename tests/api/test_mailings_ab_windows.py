@@ -8,6 +8,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from sqlalchemy import func, select
 
@@ -339,3 +341,33 @@ def test_openapi_declares_the_setup(client):
     assert patch["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/MailingPatch"}
     assert {"200", "401", "403", "404", "409", "422"} <= set(patch["responses"])
+
+
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+                  st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+                  st.sampled_from(["08:00", "24:00", "23:59", "0:0", "Mon", "sun", "open", "click",
+                                   "{{ name", "a\x00b", " ", "X" * 600]))
+_KEYS = st.sampled_from(["variants", "subject", "from_name", "share", "metric", "wait_minutes",
+                         "start", "end", "days", "local_delivery", "other"])
+_JSON = st.recursive(_LEAF, lambda inner: st.lists(inner, max_size=5)
+                     | st.dictionaries(_KEYS, inner, max_size=5), max_leaves=20)
+
+
+def test_any_setup_is_stored_or_refused_with_a_field_never_a_500(app, client, make_token):
+    headers = make_token(ALL)[1]
+    mid = client.post("/api/v1/mailings", json=DRAFT, headers=headers).get_json()["id"]
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(ab=_JSON, window=_JSON, patch=st.booleans())
+    def run(ab, window, patch) -> None:
+        body = {"ab_test": ab, "send_window": window}
+        response = (client.patch(f"/api/v1/mailings/{mid}", json=body, headers=headers) if patch
+                    else client.post("/api/v1/mailings", json={**DRAFT, **body}, headers=headers))
+        assert response.status_code in (200, 201, 422), response.get_data(as_text=True)
+        if response.status_code == 422:
+            errors = response.get_json()["errors"]
+            assert errors and all(e["field"].startswith(("ab_test", "send_window"))
+                                  for e in errors), errors
+
+    run()
