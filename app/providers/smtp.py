@@ -24,6 +24,7 @@ import logging
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -276,15 +277,23 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             return False
 
-    def send(self, envelope_from: str, recipient: str, data: bytes) -> Result:
-        """Hand over one message. Raises ConnectionLost when the connection fails."""
+    def send(self, envelope_from: str, recipient: str, data: bytes,
+             before_body: Callable[[], None] | None = None) -> Result:
+        """Hand over one message. Raises ConnectionLost when the connection fails.
+
+        `before_body` runs before any byte of the message's content can leave, and only if the
+        exchange gets that far (the sender records "handing off" there). If it raises, the
+        connection is dropped without a body, so the message cannot be delivered, and the error
+        goes to the caller. Over a pipelining server it runs while the server reads the envelope,
+        so its own round trip (to Redis) overlaps the server's.
+        """
         recipient = ascii_address(recipient)  # an international domain goes out as IDNA
         if self.conn is None:
             self.open()
         conn = self.conn
         assert conn is not None
         if self.pipelining:
-            return self._send_pipelined(conn, envelope_from, recipient, data)
+            return self._send_pipelined(conn, envelope_from, recipient, data, before_body)
         try:
             # conn.mail and conn.rcpt without options, with the address quoted by _quoteaddr.
             conn.putcmd("mail", f"FROM:{_quoteaddr(envelope_from)}")
@@ -303,6 +312,8 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self.conn = None
             raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
+        if before_body is not None:
+            self._before_body(before_body)
         try:
             code, text = conn.data(data)
         except smtplib.SMTPDataError as exc:
@@ -317,14 +328,31 @@ class SmtpTransport:
             return Result(Outcome.ACCEPTED, code, message)
         return self._refused(code, message)
 
+    def _before_body(self, before_body: Callable[[], None]) -> None:
+        try:
+            before_body()
+        except BaseException:
+            if self.conn is not None:  # hang up with no body: nothing of this message leaves
+                self.conn.close()
+                self.conn = None
+            raise
+
     def _send_pipelined(self, conn: smtplib.SMTP, envelope_from: str, recipient: str,
-                        data: bytes) -> Result:
-        """`send` in two round trips: MAIL, RCPT and DATA together, then the body."""
+                        data: bytes, before_body: Callable[[], None] | None) -> Result:
+        """`send` in two round trips: MAIL, RCPT and DATA together, then the body.
+
+        `before_body` runs between sending the commands and reading their replies."""
         commands = (_command("mail", f"FROM:{_quoteaddr(envelope_from)}")
                     + _command("rcpt", f"TO:{_quoteaddr(recipient)}"))
         mail: tuple[int, bytes] | None = None
         try:
             conn.send(commands + "data\r\n")
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.conn = None
+            raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
+        if before_body is not None:
+            self._before_body(before_body)
+        try:
             mail = conn.getreply()
             rcpt = conn.getreply()
             go = conn.getreply()

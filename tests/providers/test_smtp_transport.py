@@ -127,3 +127,46 @@ def test_body_on_the_wire_matches_smtplib(data: bytes) -> None:
     if q[-2:] != b"\r\n":
         q += b"\r\n"
     assert _dot_terminated(data) == q + b".\r\n"
+
+
+def test_hand_off_record_is_written_before_the_body_leaves(server) -> None:
+    t = transport(server)
+    seen_at_record: list[int] = []
+
+    def record() -> None:
+        seen_at_record.append(len(server.handler.messages))
+
+    result = t.send("b@example.org", "a@example.org", MESSAGE, before_body=record)
+    assert result.outcome is Outcome.ACCEPTED
+    assert seen_at_record == [0]  # called once, and nothing had arrived yet
+    assert len(server.handler.messages) == 1
+    t.close()
+
+
+def test_failing_hand_off_record_sends_nothing(server) -> None:
+    t = transport(server)
+
+    def record() -> None:
+        raise RuntimeError("Redis is gone")
+
+    with pytest.raises(RuntimeError, match="Redis is gone"):
+        t.send("b@example.org", "a@example.org", MESSAGE, before_body=record)
+    assert t.conn is None  # dropped without a body
+    # The next message opens a new connection; the first one never arrived.
+    assert t.send("b@example.org", "ok@example.org", MESSAGE).outcome is Outcome.ACCEPTED
+    t.close()
+    assert [m.rcpt for m in server.handler.messages] == [["ok@example.org"]]
+
+
+def test_refused_recipient_never_gets_a_body_whatever_the_record(server) -> None:
+    server.handler.refuse["gone@example.org"] = "550 5.1.1 No such user"
+    t = transport(server)
+    calls: list[str] = []
+    result = t.send("b@example.org", "gone@example.org", MESSAGE,
+                    before_body=lambda: calls.append("record"))
+    assert result.outcome is Outcome.REFUSED_PERMANENT
+    # Pipelined, the record is written while the envelope is read; step by step, the refusal
+    # comes first and nothing needs recording. Either way no body was sent.
+    assert calls == (["record"] if t.pipelining else [])
+    assert server.handler.messages == []
+    t.close()

@@ -355,10 +355,16 @@ class _Connection(threading.Thread):
                 dispatch.halt("template", f"{failed:,} messages could not be built (last: {exc})")
             return
         self.limiter.wait()
-        b.ledger.append(*self.pending, handing_off_entry(row.id))
-        self.pending = []
+
+        def handing_off() -> None:
+            # Recorded before any byte of the message can leave; the transport runs it while
+            # the server reads the envelope, and drops the connection unsent if it fails.
+            b.ledger.append(*self.pending, handing_off_entry(row.id))
+            self.pending = []
+
         try:
-            result = self.transport.send(built.envelope_from, row.address, built.data)
+            result = self.transport.send(built.envelope_from, row.address, built.data,
+                                         before_body=handing_off)
         except ConnectionLost as exc:
             if exc.ambiguous:  # it may have arrived: never sent again
                 outcome.add_final(row.id, Response.UNKNOWN, f"connection lost: {exc}")
