@@ -52,9 +52,10 @@ LIMITS: dict[str, Bound] = {
     "SMTP_PORT": _PORT,
     "CAPTURE_SMTP_PORT": _PORT,
     "BOUNCE_IMAP_PORT": _PORT,
+    "CONVERSION_DAYS": Bound(int, 1, 90),  # a transaction this long after a click is a conversion
 }
 MAX_UPLOAD_MB = Bound(int, 1, 10_000)
-CONVERSION_DAYS = Bound(int, 1, 90)  # a transaction this long after a click is a conversion
+CONVERSION_DAYS = LIMITS["CONVERSION_DAYS"]
 PROVIDER_RATE = LIMITS["SMTP_RATE_PER_SECOND"]
 
 

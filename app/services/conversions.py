@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from flask import current_app
 from sqlalchemy import func, select
 
 from app.domain import conversions as rules
@@ -24,12 +23,13 @@ from app.domain import figures as names
 from app.domain.events import CLICK
 from app.extensions import db
 from app.models import Conversion, Recipient, ResponseEvent, Transaction
-from app.services import totals
+from app.services import settings, totals
 
 
 def window_days() -> int:
-    """The conversion window in days (SENDBOARD_CONVERSION_DAYS, 1 to 90, default 7)."""
-    return int(current_app.config.get("CONVERSION_DAYS", rules.DEFAULT_WINDOW_DAYS))
+    """The conversion window in days, 1 to 90: the Settings page's value, else
+    SENDBOARD_CONVERSION_DAYS (default 7)."""
+    return int(settings.get("conversion_days"))
 
 
 def _aware(value: datetime) -> datetime:

@@ -63,6 +63,8 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("monthly_quota", "MONTHLY_QUOTA", "Monthly sending quota (0: unlimited)"),
         SettingSpec("defer_max_hours", "DEFER_MAX_HOURS", "Retry deferred recipients for hours"),
         SettingSpec("outage_minutes", "OUTAGE_MINUTES", "Interrupt after minutes of refusals only"),
+        SettingSpec("conversion_days", "CONVERSION_DAYS",
+                    "Conversion window: days after a click a transaction counts"),
     ]
 }
 

@@ -4,6 +4,7 @@ rows."""
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,8 +14,17 @@ from sqlalchemy import func, select
 from app.domain import conversions as rules
 from app.domain.lifecycle import Status
 from app.extensions import db
-from app.models import Contact, Conversion, Mailing, Recipient, ResponseEvent, Transaction
-from app.services import contacts, conversions, mailings, totals
+from app.models import (
+    AuditEntry,
+    Contact,
+    Conversion,
+    Mailing,
+    Recipient,
+    ResponseEvent,
+    Setting,
+    Transaction,
+)
+from app.services import contacts, conversions, mailings, settings, totals
 from tests.factories import HTML, TEXT, make_audience
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -175,3 +185,64 @@ def test_amounts():
     assert rules.parse_amount("") is None and rules.parse_amount("free") is None
     assert rules.parse_amount("1e400") is None or rules.parse_amount("1e400") < Decimal("1e12")
     assert rules.rate(0, 0) == 0.0
+
+
+def _save_window(client, days: str):
+    """Post the Settings page's form as it stands, with the conversion window changed."""
+    form = {key: str(settings.get(key)) for key in settings.SPECS}
+    return client.post("/settings", data={**form, "conversion_days": days})
+
+
+def test_the_window_set_on_the_settings_page_decides_what_converts(app, auth, client):
+    anna, ben = _contacts(2)
+    mailing = _mailing("Window")
+    now = datetime.now(UTC).replace(microsecond=0)
+    _click(_recipient(mailing, anna), now - timedelta(days=10))
+    _click(_recipient(mailing, ben), now - timedelta(days=5))
+    db.session.commit()
+    assert conversions.window_days() == 7  # the environment's default
+    ten_days = contacts.record_transaction(anna.id, now)
+    db.session.commit()
+    assert db.session.scalar(select(func.count()).select_from(Conversion)) == 0
+
+    auth.login("admin@example.org", role="admin")
+    assert _save_window(client, "14").status_code == 302
+    assert conversions.window_days() == 14
+    entry = db.session.execute(select(AuditEntry).where(AuditEntry.action == "settings.save")
+                               ).scalar_one()
+    assert "conversion_days" in entry.detail
+    page = client.get(f"/mailings/{mailing.id}").get_data(as_text=True)
+    assert "A transaction recorded within 14 days after a person clicked" in page
+    # The same click, ten days before a new transaction: inside the 14-day window now.
+    later = contacts.record_transaction(anna.id, now + timedelta(minutes=1))
+    db.session.commit()
+    credited = {c.transaction_id: c.mailing_id for c in db.session.execute(select(Conversion)).scalars()}
+    assert credited == {later.id: mailing.id}  # the earlier one stays as it was recorded
+    assert ten_days.id not in credited
+
+    # Narrowed to 3 days: a click 5 days before no longer converts.
+    assert _save_window(client, "3").status_code == 302
+    assert conversions.window_days() == 3
+    contacts.record_transaction(ben.id, now)
+    db.session.commit()
+    assert db.session.scalar(select(func.count()).select_from(Conversion)) == 1
+    assert conversions.backfill(mailing.id) == 0  # a backfill reads the same window
+    assert _save_window(client, "5").status_code == 302
+    assert conversions.backfill(mailing.id) == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "91", "7.5", "-3", "two weeks", "", "1e400", "nan"])
+def test_a_window_out_of_range_is_refused_on_the_settings_page(app, auth, client, bad):
+    auth.login("admin@example.org", role="admin")
+    response = _save_window(client, bad)
+    assert response.status_code == 422
+    body = html.unescape(response.get_data(as_text=True))
+    shown = f'"{bad}"' if bad else "an empty value"
+    assert (f"Conversion window: days after a click a transaction counts: {shown} is not "
+            "allowed; enter a whole number from 1 to 90.") in body
+    assert 'aria-invalid="true" aria-describedby="e-conversion_days"' in body
+    db.session.expire_all()
+    assert db.session.get(Setting, "conversion_days") is None
+    assert conversions.window_days() == 7
+    assert db.session.scalar(select(func.count()).select_from(AuditEntry)
+                             .where(AuditEntry.action == "settings.save")) == 0

@@ -36,6 +36,8 @@ TABLE = {
                         [("0", 0.0), ("720", 720.0), ("1.5", 1.5)]),
     "outage_minutes": ("Interrupt after minutes of refusals only", "a number from 0.01 to 1,440",
                        [("0.01", 0.01), ("1440", 1440.0), ("5", 5.0)]),
+    "conversion_days": ("Conversion window: days after a click a transaction counts",
+                        "a whole number from 1 to 90", [("1", 1), ("90", 90), (" 14 ", 14)]),
 }
 COMMON_BAD = ["inf", "-inf", "nan", "1e400", str(2**31), str(2**63), "-1", "", "abc", "Infinity",
               math.inf, math.nan, 2**63, None]
@@ -50,6 +52,7 @@ EDGE_BAD = {
     "monthly_quota": ["1000000001", "0.5"],
     "defer_max_hours": ["720.5", "-1"],
     "outage_minutes": ["0", "1441"],
+    "conversion_days": ["0", "91", "7.5"],
 }
 
 GOOD = [(key, raw, stored) for key, (_, _, goods) in TABLE.items() for raw, stored in goods]
@@ -121,6 +124,7 @@ ENV = {
     "SENDBOARD_DEFER_MAX_HOURS": "DEFER_MAX_HOURS",
     "SENDBOARD_DEFER_UNIT_SECONDS": "DEFER_UNIT_SECONDS",
     "SENDBOARD_OUTAGE_MINUTES": "OUTAGE_MINUTES",
+    "SENDBOARD_CONVERSION_DAYS": "CONVERSION_DAYS",
     "SMTP_CONNECTIONS": "SMTP_CONNECTIONS",
     "SMTP_PORT": "SMTP_PORT",
     "SENDBOARD_CAPTURE_PORT": "CAPTURE_SMTP_PORT",

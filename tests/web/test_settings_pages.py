@@ -17,7 +17,7 @@ from app.services import settings
 VALID = {"batch_size": "750", "rate_per_second": "12.5", "inactivity_days": "365",
          "bounce_rate_limit": "0.08", "complaint_rate_limit": "0.002",
          "threshold_min_sample": "100", "monthly_quota": "0", "defer_max_hours": "24",
-         "outage_minutes": "5"}
+         "outage_minutes": "5", "conversion_days": "7"}
 PATHS = ["/settings", "/settings/providers/1"]
 
 
@@ -77,6 +77,10 @@ def test_bad_values_are_refused_on_the_form_and_nothing_is_stored(app, auth, cli
     ("threshold_min_sample", "1000001", "enter a whole number from 1 to 1,000,000"),
     ("monthly_quota", "1000000001", "enter a whole number from 0 to 1,000,000,000"),
     ("inactivity_days", "36501", "enter a whole number from 0 to 36,500"),
+    ("conversion_days", "91", "Conversion window: days after a click a transaction counts: "
+                              "\"91\" is not allowed; enter a whole number from 1 to 90."),
+    ("conversion_days", "0", "enter a whole number from 1 to 90"),
+    ("conversion_days", "two weeks", "\"two weeks\" is not allowed; enter a whole number from 1 to 90"),
 ])
 def test_values_just_outside_the_range_are_refused(app, auth, client, key, value, message):
     auth.login("admin@example.org", role="admin")
@@ -90,13 +94,14 @@ def test_edges_of_every_range_are_accepted_and_spaces_ignored(app, auth, client)
     auth.login("admin@example.org", role="admin")
     edges = {"batch_size": " 20000 ", "rate_per_second": "10000", "inactivity_days": "36500",
              "bounce_rate_limit": "1", "complaint_rate_limit": "0", "threshold_min_sample": "1000000",
-             "monthly_quota": "1000000000", "defer_max_hours": "720", "outage_minutes": "1440"}
+             "monthly_quota": "1000000000", "defer_max_hours": "720", "outage_minutes": "1440",
+             "conversion_days": "90"}
     assert client.post("/settings", data=edges).status_code == 302
     assert settings.all_values() == {"batch_size": 20_000, "rate_per_second": 10_000.0,
                                      "inactivity_days": 36_500, "bounce_rate_limit": 1.0,
                                      "complaint_rate_limit": 0.0, "threshold_min_sample": 1_000_000,
                                      "monthly_quota": 1_000_000_000, "defer_max_hours": 720.0,
-                                     "outage_minutes": 1440.0}
+                                     "outage_minutes": 1440.0, "conversion_days": 90}
 
 
 def test_the_form_states_each_range(app, auth, client):
