@@ -68,12 +68,12 @@ class AbTestIn(BaseModel):
     variants: list[AbVariantIn] = Field(
         max_length=100, description=f"{ab_rules.MIN_VARIANTS} to {ab_rules.MAX_VARIANTS} variants, "
                                     "A first")
-    share: int = Field(description="Percent of the eligible audience that tests (1-100); the "
+    share: int = Field(strict=True, description="Percent of the eligible audience that tests (1-100); the "
                                    "rest gets the winner")
     metric: Annotated[str, StringConstraints(max_length=10)] = Field(
         "open", description="The winner is the best human open or click rate",
         json_schema_extra={"enum": list(ab_rules.METRICS)})
-    wait_minutes: int = Field(description="Minutes after the last test message before the winner "
+    wait_minutes: int = Field(strict=True, description="Minutes after the last test message before the winner "
                                           "is chosen (0 to 30 days)")
 
     @field_validator("variants")

@@ -132,6 +132,8 @@ BAD = [
     ({**AB2, "share": 0}, None, "ab_test.share", _form_ab(share="0")),
     ({**AB2, "share": 101}, None, "ab_test.share", _form_ab(share="101")),
     ({**AB2, "share": "many"}, None, "ab_test.share", None),
+    ({**AB2, "share": True}, None, "ab_test.share", None),
+    ({**AB2, "wait_minutes": 1.5}, None, "ab_test.wait_minutes", None),
     ({**AB2, "wait_minutes": 30 * 24 * 60 + 1}, None, "ab_test.wait_minutes",
      _form_ab(wait=str(30 * 24 * 60 + 1))),
     ({**AB2, "wait_minutes": -1}, None, "ab_test.wait_minutes", None),

@@ -5,6 +5,8 @@ Figures come from the mailing's counters through app.domain.figures, progress fr
 app.services.reports.sending_progress: the same definitions and reads as the mailing page, so
 the API and the dashboard always show the same numbers. Actions go through
 app.services.mailings, the functions the dashboard's buttons call, with the same refusals.
+A mailing's A/B test and send window (set on create and by PATCH) go through app.api.ab_window:
+the editor's rules and services, and the mailing page's variant figures.
 """
 
 from __future__ import annotations
