@@ -59,7 +59,7 @@ def create() -> Any:
         form.name.errors = [*form.name.errors, str(exc)]
         return _page(form, status=400)
     audit.record("api_token.create", made.token.id, f"{made.token.name}: {', '.join(made.token.scopes)}",
-                 kind="api_token", commit=False)
+                 kind="api_token")
     db.session.commit()
     # The page that shows the token once: it is not kept anywhere, not even in the session, nor
     # in the browser's cache.
@@ -78,7 +78,7 @@ def revoke(token_id: int) -> Any:
     if token is None:
         abort(404)
     if api_tokens.revoke(token):
-        audit.record("api_token.revoke", token.id, token.name, kind="api_token", commit=False)
+        audit.record("api_token.revoke", token.id, token.name, kind="api_token")
         db.session.commit()
         flash(f"Token {token.name} revoked: calls with it are refused from now on.", "success")
     return redirect(url_for("api_tokens.index"))

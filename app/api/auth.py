@@ -180,5 +180,4 @@ def audit(action: str, target: Any = None, detail: str = "", *, kind: str = "") 
     from app.services import audit as audit_service
 
     token = current_token()
-    return audit_service.record(action, target, detail, kind=kind, email=actor_name(token),
-                                commit=False)
+    return audit_service.record(action, target, detail, kind=kind, email=actor_name(token))

@@ -44,7 +44,7 @@ def login() -> Any:
         if until is not None:
             minutes = max(1, -(-int((until - utcnow()).total_seconds()) // 60))
             audit.record("login.failed", detail="refused: too many failed sign-ins",
-                         email=email, commit=False)
+                         email=email)
             db.session.commit()
             flash(f"Too many failed sign-ins. Try again in {minutes} minute"
                   f"{'s' if minutes > 1 else ''}.", "error")
@@ -52,14 +52,14 @@ def login() -> Any:
         user = user_service.authenticate(email, form.password.data or "")
         if user is None:
             throttle.fail(keys)
-            audit.record("login.failed", email=email, commit=False)
+            audit.record("login.failed", email=email)
             db.session.commit()
             flash(FAILED, "error")
             status = 200
         else:
             throttle.succeed(keys[0])
             login_user(user, remember=bool(form.remember.data))
-            audit.record("login", user, user=user, commit=False)
+            audit.record("login", user, user=user)
             db.session.commit()
             return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form), status
@@ -69,7 +69,7 @@ def login() -> Any:
 @login_required
 def logout() -> Any:
     user = current_user._get_current_object()
-    audit.record("logout", user, commit=False)
+    audit.record("logout", user)
     user_service.end_sessions(user)  # every copy of this session's cookies stops working
     db.session.commit()
     logout_user()
@@ -93,7 +93,7 @@ def users() -> Any:
             db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("user.create", user, f"{user.email} as {user.role}", commit=False)
+            audit.record("user.create", user, f"{user.email} as {user.role}")
             db.session.commit()
             flash(f"User {form.email.data} created.", "success")
             return redirect(url_for("auth.users"))
@@ -124,7 +124,7 @@ def edit_user(user_id: int) -> Any:
             flash(str(exc), "error")
         else:
             if changed:
-                audit.record("user.edit", user, ", ".join(changed), commit=False)
+                audit.record("user.edit", user, ", ".join(changed))
             db.session.commit()
             flash(f"User {user.email} saved.", "success")
             return redirect(url_for("auth.edit_user", user_id=user.id))
@@ -144,8 +144,7 @@ def reset_password(user_id: int) -> Any:
         return redirect(url_for("auth.edit_user", user_id=user.id))
     given = form.password.data or None
     password = user_service.set_password(user, given)
-    audit.record("user.password", user, "set by an admin" if given else "generated",
-                 commit=False)
+    audit.record("user.password", user, "set by an admin" if given else "generated")
     db.session.commit()
     if given:
         flash(f"Password of {user.email} changed; their sessions have ended.", "success")
@@ -169,7 +168,7 @@ def set_active(user_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
     else:
-        audit.record("user.reactivate" if active else "user.deactivate", user, commit=False)
+        audit.record("user.reactivate" if active else "user.deactivate", user)
         db.session.commit()
         flash(f"User {user.email} {'reactivated' if active else 'deactivated; their sessions have ended'}.",
               "success")

@@ -138,7 +138,7 @@ def add_transaction(contact_id: int) -> Any:
             db.session.rollback()
             flash(f"Transaction not recorded: {form.occurred_at.label.text}: {exc}.", "error")
         else:
-            audit.record("contact.transaction", contact, form.reference.data or "", commit=False)
+            audit.record("contact.transaction", contact, form.reference.data or "")
             db.session.commit()
             flash("Transaction recorded.", "success")
     else:
@@ -155,7 +155,7 @@ def do_not_email(contact_id: int) -> Any:
     form = DoNotEmailForm()
     if form.validate_on_submit():
         service.set_do_not_email(contact, form.reason.data or "")
-        audit.record("contact.do_not_email", contact, form.reason.data or "", commit=False)
+        audit.record("contact.do_not_email", contact, form.reason.data or "")
         db.session.commit()
         flash("The contact will not be emailed.", "success")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
@@ -167,7 +167,7 @@ def allow_email(contact_id: int) -> Any:
     contact = _contact_or_404(contact_id)
     if ActionForm().validate_on_submit():
         service.clear_do_not_email(contact)
-        audit.record("contact.allow_email", contact, commit=False)
+        audit.record("contact.allow_email", contact)
         db.session.commit()
         flash("The contact can be emailed again.", "success")
     return redirect(url_for("contacts.detail", contact_id=contact.id))
@@ -185,8 +185,7 @@ def toggle_type(contact_id: int, email_type_id: int) -> Any:
         else:
             service.opt_out_type(contact.id, email_type_id)
         audit.record("contact.email_type", contact,
-                     f"{request.form.get('action') or 'opt_out'} type {email_type_id}",
-                     commit=False)
+                     f"{request.form.get('action') or 'opt_out'} type {email_type_id}")
         db.session.commit()
     return redirect(url_for("contacts.detail", contact_id=contact.id))
 
@@ -202,7 +201,7 @@ def lists() -> Any:
             db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("list.create", created, created.name, commit=False)
+            audit.record("list.create", created, created.name)
             db.session.commit()
             flash(f"List {created.name} created.", "success")
             return redirect(url_for("contacts.lists"))
@@ -235,7 +234,7 @@ def _save_segment(form: SegmentForm, segment: Any = None) -> str | None:
     except (SegmentError, service.ContactError) as exc:
         db.session.rollback()
         return str(exc)
-    audit.record("segment.save", segment.id, segment.name, kind="segment", commit=False)
+    audit.record("segment.save", segment.id, segment.name, kind="segment")
     db.session.commit()
     flash(f"Segment {segment.name} saved: {segment_service.count(rule):,} contacts match now.",
           "success")
@@ -296,7 +295,7 @@ def upload() -> Any:
         storage.save(path)  # streams to disk; the upload is never held in memory whole
         filename = secure_filename(storage.filename or "") or "upload.csv"
         import_job = service.create_import_job(filename, user_id=current_user.id)
-        audit.record("contact.import", import_job, filename, commit=False)
+        audit.record("contact.import", import_job, filename)
         db.session.commit()  # before the worker looks for the import
         _start_import(import_job.id, str(path), (form.list_name.data or "").strip() or None)
         return redirect(url_for("contacts.import_status", import_id=import_job.id))

@@ -32,7 +32,7 @@ def set_time_zone(contact_id: int) -> Any:
         flash(f"Time zone not changed: {exc}.", "error")
         return redirect(target)
     contact.time_zone = zone
-    audit.record("contact.time_zone", contact, zone or "the organisation's zone", commit=False)
+    audit.record("contact.time_zone", contact, zone or "the organisation's zone")
     db.session.commit()
     flash(f"Time zone set to {zone or 'the organisation’s zone'}.", "success")
     return redirect(target)

@@ -73,7 +73,7 @@ def save_ab_window(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"A/B test and window not saved: {exc}", "error")
         return redirect(target)
-    audit.record("mailing.ab_window", mailing, _summary(mailing), commit=False)
+    audit.record("mailing.ab_window", mailing, _summary(mailing))
     db.session.commit()
     flash("A/B test and send window saved.", "success")
     return redirect(target)
@@ -101,8 +101,7 @@ def pick_ab_winner(mailing_id: int) -> Any:
     from app.domain.variants import letter
 
     audit.record("mailing.ab_winner", mailing,
-                 f"variant {letter(chosen.position)} ({chosen.subject[:80]}) picked by hand",
-                 commit=False)
+                 f"variant {letter(chosen.position)} ({chosen.subject[:80]}) picked by hand")
     db.session.commit()
     from jobs.enqueue import kick_sending
 

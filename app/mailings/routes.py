@@ -149,7 +149,7 @@ def new() -> Any:
             db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("mailing.create", mailing, mailing.name, commit=False)
+            audit.record("mailing.create", mailing, mailing.name)
             db.session.commit()
             flash("Mailing saved as a draft.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
@@ -184,10 +184,10 @@ def edit(mailing_id: int) -> Any:
             db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("mailing.edit", mailing, "content saved", commit=False)
+            audit.record("mailing.edit", mailing, "content saved")
             if mailing.owner_id != owner_before:
                 audit.record("mailing.owner", mailing, mailing.owner.email if mailing.owner
-                             else "no owner", commit=False)
+                             else "no owner")
             db.session.commit()
             flash("Mailing saved.", "success")
             return redirect(url_for("mailings.edit", mailing_id=mailing.id))
@@ -294,7 +294,7 @@ def test_send(mailing_id: int) -> Any:
         except reports.TestSendError as exc:
             flash(f"Test not sent: {exc}", "error")
         else:
-            audit.record("mailing.test_send", mailing, f"to {current_user.email}", commit=False)
+            audit.record("mailing.test_send", mailing, f"to {current_user.email}")
             db.session.commit()
             flash(f"Test message sent to {current_user.email}.", "success")
     target = "mailings.edit" if not mailings.locked(mailing) else "mailings.detail"
@@ -518,8 +518,7 @@ def _act(mailing_id: int, do: Any, done: str) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
     else:
-        audit.record(AUDIT_ACTIONS[request.endpoint or ""], mailing, f"now {mailing.status}",
-                     commit=False)
+        audit.record(AUDIT_ACTIONS[request.endpoint or ""], mailing, f"now {mailing.status}")
         db.session.commit()  # the unit of work: the service changed, the view commits
         flash(done, "success")
     return _back(mailing)
@@ -587,7 +586,7 @@ def copy(mailing_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
         return _back(mailing)
-    audit.record("mailing.copy", mailing, f"copied into mailing {clone.id}", commit=False)
+    audit.record("mailing.copy", mailing, f"copied into mailing {clone.id}")
     db.session.commit()
     flash("Copied into a new draft.", "success")
     return redirect(url_for("mailings.edit", mailing_id=clone.id))
@@ -606,7 +605,7 @@ def delete(mailing_id: int) -> Any:
         db.session.rollback()
         flash(str(exc), "error")
         return _back(mailing)
-    audit.record("mailing.delete", mailing_id, name, kind="mailing", commit=False)
+    audit.record("mailing.delete", mailing_id, name, kind="mailing")
     db.session.commit()
     flash(f"Mailing {name} deleted.", "success")
     return redirect(url_for("mailings.index"))
@@ -629,8 +628,7 @@ def schedule(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"Not scheduled: {exc}", "error")
         return _back(mailing)
-    audit.record("mailing.schedule", mailing, local_display(resolved.utc, resolved.zone),
-                 commit=False)
+    audit.record("mailing.schedule", mailing, local_display(resolved.utc, resolved.zone))
     db.session.commit()
     flash(f"Scheduled for {local_display(resolved.utc, resolved.zone)}.", "success")
     if resolved.note:
@@ -679,7 +677,7 @@ def add_step(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"Step not added: {exc}", "error")
         return _back(parent)
-    audit.record("mailing.step", parent, f"step mailing {step.id}", commit=False)
+    audit.record("mailing.step", parent, f"step mailing {step.id}")
     db.session.commit()
     plan = chains.plan(step, parent)
     if step.status == Status.SCHEDULED.value and plan is not None:
@@ -733,7 +731,7 @@ def resend(mailing_id: int) -> Any:
         return _back(parent)
     size = mailings.resend_size(again)
     audit.record("mailing.copy", parent, f"sent again as draft {again.id} to {size:,} "
-                 f"{mailings.RESEND_AUDIENCES[again.resend_audience]}", commit=False)
+                 f"{mailings.RESEND_AUDIENCES[again.resend_audience]}")
     db.session.commit()
     flash(f"Draft created for {size:,} {mailings.RESEND_AUDIENCES[again.resend_audience]}. "
           "Check it, then send it.", "success")
@@ -765,7 +763,7 @@ def one_off(contact_id: int) -> Any:
         db.session.rollback()
         return _one_off_refused(contact.id, form, [str(exc)])
     else:
-        audit.record("contact.one_off", contact, form.subject.data or "", commit=False)
+        audit.record("contact.one_off", contact, form.subject.data or "")
         db.session.commit()
         flash(f"Email to {contact.email} is on its way; it appears in the history below.",
               "success")

@@ -62,12 +62,13 @@ def _actor() -> tuple[int | None, str, str]:
 
 
 def record(action: str, target: Any = None, detail: str = "", *, kind: str = "",
-           user: User | None = None, email: str = "", commit: bool = False) -> AuditEntry:
+           user: User | None = None, email: str = "") -> AuditEntry:
     """Record `action` on `target` (a model instance, or an id with `kind`) by the current user.
 
     `user`/`email` name the actor when nobody is signed in yet (sign-ins, refused sign-ins).
-    The entry joins the caller's unit of work: the view commits it with the change it records
-    (docs/ARCHITECTURE.md, Layering); `commit=True` commits here, for an entry on its own.
+    The entry only joins the caller's unit of work, never commits: the view (or job) commits it
+    with the change it records, and a rolled-back change takes its entry with it
+    (docs/ARCHITECTURE.md, Layering).
     """
     user_id, user_email, ip = _actor()
     if user is not None:
@@ -85,8 +86,6 @@ def record(action: str, target: Any = None, detail: str = "", *, kind: str = "",
                        target_kind=kind[:30], target_id=target_id[:64], detail=detail[:500],
                        ip=ip[:64])
     db.session.add(entry)
-    if commit:
-        db.session.commit()
     return entry
 
 

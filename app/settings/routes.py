@@ -124,8 +124,7 @@ def save() -> Any:
             flash(message, "error")
         return _render(entered=entered, errors=errors), 422
     settings_service.set_many(entered)
-    audit.record("settings.save", None, ", ".join(sorted(entered))[:500], kind="settings",
-                 commit=False)
+    audit.record("settings.save", None, ", ".join(sorted(entered))[:500], kind="settings")
     db.session.commit()
     flash("Settings saved.", "success")
     return redirect(url_for("settings.index"))
@@ -151,7 +150,7 @@ def _save_provider(provider: Provider, form: ProviderForm, done: str) -> Any:
         flash(str(exc), "error")
         return None
     audit.record("provider.add" if request.endpoint == "settings.add_provider"
-                 else "provider.edit", provider, provider.name, commit=False)
+                 else "provider.edit", provider, provider.name)
     db.session.commit()
     flash(done, "success")
     return redirect(url_for("settings.index") + "#providers")
@@ -197,7 +196,7 @@ def make_default(provider_id: int) -> Any:
         abort(404)
     if ActionForm().validate_on_submit():
         provider_service.make_default(provider)
-        audit.record("provider.default", provider, provider.name, commit=False)
+        audit.record("provider.default", provider, provider.name)
         db.session.commit()
         flash(f"Mail is now sent through {provider.name}.", "success")
     return redirect(url_for("settings.index") + "#providers")
@@ -215,8 +214,7 @@ def add_email_type() -> Any:
             db.session.rollback()
             flash(str(exc), "error")
         else:
-            audit.record("email_type.add", None, form.name.data or "", kind="email_type",
-                         commit=False)
+            audit.record("email_type.add", None, form.name.data or "", kind="email_type")
             db.session.commit()
             flash(f"Email type {form.name.data} added.", "success")
             return redirect(url_for("settings.index") + "#email-types")
@@ -241,7 +239,7 @@ def set_transactional(type_id: int) -> Any:
         abort(404)
     email_type.transactional = request.form.get("transactional") == "1"
     state = "transactional" if email_type.transactional else "not transactional"
-    audit.record("email_type.transactional", email_type, state, kind="email_type", commit=False)
+    audit.record("email_type.transactional", email_type, state, kind="email_type")
     db.session.commit()
     flash(f"Email type {email_type.name} is {state} now.", "success")
     return redirect(url_for("settings.index") + "#email-types")
@@ -250,7 +248,7 @@ def set_transactional(type_id: int) -> Any:
 def _dkim_done(key: Any, verb: str) -> Any:
     record = dkim_service.record_for(key)
     audit.record(f"dkim.{'generate' if verb == 'generated' else 'upload'}", key,
-                 f"{key.selector}._domainkey.{key.domain}", commit=False)
+                 f"{key.selector}._domainkey.{key.domain}")
     db.session.commit()
     flash(f"DKIM key for {key.domain} {verb}. Publish the TXT record {record.name} shown below; "
           "mail from the domain is signed from the next batch on.", "success")
@@ -302,7 +300,7 @@ def delete_dkim(key_id: int) -> Any:
     domain = dkim_service.delete(key_id)
     if domain is None:
         abort(404)
-    audit.record("dkim.delete", key_id, domain, kind="dkim_key", commit=False)
+    audit.record("dkim.delete", key_id, domain, kind="dkim_key")
     db.session.commit()
     flash(f"DKIM key for {domain} deleted: its mail goes out unsigned from the next batch on. "
           "Remove the TXT record once no mail signed with it is still on its way.", "success")

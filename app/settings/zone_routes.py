@@ -37,8 +37,7 @@ def set_time_zone() -> Any:
         db.session.add(Setting(key="time_zone", value=zone))
     else:
         row.value = zone
-    audit.record("settings.time_zone", None, zone or "SENDBOARD_TIME_ZONE", kind="settings",
-                 commit=False)
+    audit.record("settings.time_zone", None, zone or "SENDBOARD_TIME_ZONE", kind="settings")
     db.session.commit()
     flash(f"The organisation's time zone is {zone or 'the SENDBOARD_TIME_ZONE default'} now.",
           "success")

@@ -87,7 +87,7 @@ def test_the_audit_page_filters_and_pages(auth, client) -> None:
     auth.login("boss@example.org", role="admin")
     ana = user_service.create_user(email="ana@example.org", password="correct horse")
     for i in range(60):
-        audit.record("mailing.send", i + 1, kind="mailing", user=ana, commit=False)
+        audit.record("mailing.send", i + 1, kind="mailing", user=ana)
     audit.record("settings.save", None, "quota", kind="settings")
     first = client.get(f"/audit?user={ana.id}").get_data(as_text=True)
     assert first.count("<code>mailing.send</code>") == 50
