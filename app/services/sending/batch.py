@@ -54,7 +54,7 @@ log = logging.getLogger("sendboard.sending")
 RT = Recipient.__table__
 CANCEL_CHECK_EVERY = 0.2  # seconds: cancel stops a batch within about this long
 HEARTBEAT_EVERY = 1.0
-PROGRESS_EVERY = 1.0  # seconds between a sender's partial flushes
+PROGRESS_EVERY = 1.0  # at most this many seconds between a sender's partial flushes
 # Seconds between two tries of a relay that cannot be used (the last one repeats) until every try
 # has failed for the outage window (SENDBOARD_OUTAGE_MINUTES): then the mailing is interrupted.
 RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 4.0)
@@ -534,7 +534,9 @@ class _Progress:
         self.next_at = self.mark[0] + PROGRESS_EVERY
 
     def due(self, position: int, mono: float) -> bool:
-        return position >= self.reach or mono >= self.next_at
+        # Half-way to the bound already: the commit then lands before the connections reach
+        # the bound, so they never wait for it.
+        return position * 2 >= self.reach + self.mark[1] or mono >= self.next_at
 
     def flush(self, position: int, mono: float) -> bool:
         """Record everything before `position` and a new bound; False once the batch is settled."""
