@@ -201,21 +201,6 @@ def store_send_window(mailing: Mailing, window: SendWindowIn | None) -> None:
     db.session.flush()  # the answer is read after a refresh
 
 
-def summary(mailing: Mailing) -> str:
-    """What an audit entry says of the setup."""
-    parts = []
-    if mailing.ab_share:
-        parts.append(f"A/B test of {len(ab_tests.variants_of(mailing.id))} variants, "
-                     f"{mailing.ab_share}% tests, winner by {mailing.ab_metric} rate after "
-                     f"{mailing.ab_wait_minutes} minutes")
-    window = windows.window_of(mailing)
-    if window is not None:
-        parts.append(f"window {window_rules.describe(window)} {windows.org_zone()}")
-    if mailing.local_delivery:
-        parts.append("local delivery")
-    return "; ".join(parts) or "no A/B test, no window"
-
-
 # ---------------------------------------------------------------- out
 
 

@@ -37,22 +37,6 @@ def _ab_window_context() -> dict[str, Any]:
             "org_time_zone": windows.org_zone, "zone_form": ActionForm}
 
 
-def _summary(mailing: Mailing) -> str:
-    parts = []
-    if mailing.ab_share:
-        parts.append(f"A/B test of {len(ab_tests.variants_of(mailing.id))} variants, "
-                     f"{mailing.ab_share}% tests, winner by {mailing.ab_metric} rate after "
-                     f"{mailing.ab_wait_minutes} minutes")
-    window = windows.window_of(mailing)
-    if window is not None:
-        from app.domain.windows import describe
-
-        parts.append(f"window {describe(window)} {windows.org_zone()}")
-    if mailing.local_delivery:
-        parts.append("local delivery")
-    return "; ".join(parts) or "no A/B test, no window"
-
-
 @bp.route("/<int:mailing_id>/ab-window", methods=["POST"])
 @requires("mailings.edit")
 def save_ab_window(mailing_id: int) -> Any:
@@ -73,7 +57,7 @@ def save_ab_window(mailing_id: int) -> Any:
         db.session.rollback()
         flash(f"A/B test and window not saved: {exc}", "error")
         return redirect(target)
-    audit.record("mailing.ab_window", mailing, _summary(mailing))
+    audit.record("mailing.ab_window", mailing, ab_tests.setup_summary(mailing))
     db.session.commit()
     flash("A/B test and send window saved.", "success")
     return redirect(target)

@@ -352,3 +352,20 @@ def page_facts(mailing: Mailing) -> dict[str, Any]:
 
 __all__ = ["AbSetupError", "active", "assign", "copy_setup", "decide", "decide_due", "figures", "for_freeze",
            "page_facts", "pick", "save_setup", "variants_of"]
+
+
+def setup_summary(mailing: Mailing) -> str:
+    """What an audit entry says of a mailing's A/B test and send window setup."""
+    parts = []
+    if mailing.ab_share:
+        parts.append(f"A/B test of {len(variants_of(mailing.id))} variants, "
+                     f"{mailing.ab_share}% tests, winner by {mailing.ab_metric} rate after "
+                     f"{mailing.ab_wait_minutes} minutes")
+    window = windows.window_of(mailing)
+    if window is not None:
+        from app.domain.windows import describe
+
+        parts.append(f"window {describe(window)} {windows.org_zone()}")
+    if mailing.local_delivery:
+        parts.append("local delivery")
+    return "; ".join(parts) or "no A/B test, no window"

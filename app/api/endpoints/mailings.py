@@ -33,8 +33,8 @@ from app.domain.schedule import ScheduleError, check_future
 from app.extensions import db
 from app.inputs import MAX_ID
 from app.models import ContactList, EmailType, Mailing, MailingVariant, Recipient, utcnow
+from app.services import ab_tests, reports, totals
 from app.services import mailings as mailing_service
-from app.services import reports, totals
 from app.services import responses as response_service
 from app.services.rendering import TemplateProblem, check_template
 
@@ -390,7 +390,7 @@ def _store_setup(mailing: Mailing, body: MailingIn | MailingPatch, given: set[st
         ab_window.store_ab_test(mailing, body.ab_test)
     if "send_window" in given:
         ab_window.store_send_window(mailing, body.send_window)
-    audit("mailing.ab_window", mailing, ab_window.summary(mailing))
+    audit("mailing.ab_window", mailing, ab_tests.setup_summary(mailing))
 
 
 @endpoint("PATCH", "/mailings/<int:mailing_id>", scope="mailings:write", body=MailingPatch,
