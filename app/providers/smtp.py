@@ -310,10 +310,8 @@ class SmtpTransport:
                 self._reset()
                 return self._refused(code, text)
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            self.conn = None
-            raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
-        if before_body is not None:
-            self._before_body(before_body)
+            raise self._lost(exc) from exc
+        self._before_body(before_body)
         try:
             code, text = conn.data(data)
         except smtplib.SMTPDataError as exc:
@@ -321,14 +319,21 @@ class SmtpTransport:
             self._reset()
             return self._refused(code, msg)
         except (TimeoutError, OSError, smtplib.SMTPServerDisconnected) as exc:
-            self.conn = None
-            raise ConnectionLost(f"{self.settings.label} during DATA: {exc}", ambiguous=True) from exc
+            raise self._lost(exc, during_data=True) from exc
         message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         if code == 250:
             return Result(Outcome.ACCEPTED, code, message)
         return self._refused(code, message)
 
-    def _before_body(self, before_body: Callable[[], None]) -> None:
+    def _lost(self, exc: BaseException, *, during_data: bool = False) -> ConnectionLost:
+        """The connection failed: forget it. During DATA the message may have arrived."""
+        self.conn = None
+        where = " during DATA" if during_data else ""
+        return ConnectionLost(f"{self.settings.label}{where}: {exc}", ambiguous=during_data)
+
+    def _before_body(self, before_body: Callable[[], None] | None) -> None:
+        if before_body is None:
+            return
         try:
             before_body()
         except BaseException:
@@ -348,10 +353,8 @@ class SmtpTransport:
         try:
             conn.send(commands + "data\r\n")
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            self.conn = None
-            raise ConnectionLost(f"{self.settings.label}: {exc}", ambiguous=False) from exc
-        if before_body is not None:
-            self._before_body(before_body)
+            raise self._lost(exc) from exc
+        self._before_body(before_body)
         try:
             mail = conn.getreply()
             rcpt = conn.getreply()
@@ -385,8 +388,7 @@ class SmtpTransport:
             conn.send(_dot_terminated(data))
             code, text = conn.getreply()
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            self.conn = None
-            raise ConnectionLost(f"{self.settings.label} during DATA: {exc}", ambiguous=True) from exc
+            raise self._lost(exc, during_data=True) from exc
         message = _text(text)
         if code == 250:
             return Result(Outcome.ACCEPTED, code, message)
