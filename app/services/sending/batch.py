@@ -27,7 +27,6 @@ from sqlalchemy import exists, select
 
 from app.domain import backoff, eligibility
 from app.domain.bounces import classify_reply
-from app.domain.lifecycle import Status
 from app.domain.responses import Response
 from app.domain.thresholds import render_failures_stop
 from app.extensions import db
@@ -44,7 +43,7 @@ from app.services.ledger import (
     sent_entry,
 )
 from app.services.rendering import TemplateProblem, builder_for, merge_data, new_message_id
-from app.services.sending.claim import NOT_STARTED, WINDOW_MIN, Claim, Pace
+from app.services.sending.claim import WINDOW_MIN, Claim, Pace
 from app.services.sending.config import BatchConfig, Deferral
 from app.services.sending.record import BatchOutcome, flush, flush_progress, in_flight
 from app.services.sending.state import stop_key
@@ -414,81 +413,27 @@ class _Connection(threading.Thread):
                                     f"{_lasted(lasted)} (last: {code} {text})")
 
 
-@dataclass
-class Loaded:
-    """A claimed batch read from the database, ready to send: its rows in id order and the
-    mailing's frozen version they are built from."""
-
-    claim: Claim
-    rows: list[_Row]
-    version_id: int
-    content: dict[str, Any]
-    send_until: datetime | None
-    email_type_id: int | None
-    transactional: bool
-
-
-def load_claim(claim: Claim) -> Loaded:
-    """Read a claimed batch's rows and its mailing's version; ends its read transaction."""
-    mailing = db.session.get(Mailing, claim.mailing_id)
-    assert mailing is not None
-    version = db.session.execute(
-        select(MailingVersion).where(MailingVersion.mailing_id == mailing.id)
-        .order_by(MailingVersion.id.desc()).limit(1)
-    ).scalar_one()
-    loaded = Loaded(
-        claim=claim, rows=_load_rows(claim.batch_id, mailing.email_type_id),
-        version_id=version.id, content=version.content, send_until=mailing.send_until,
-        email_type_id=mailing.email_type_id,
-        transactional=bool(mailing.email_type and mailing.email_type.transactional),
-    )
-    db.session.commit()  # end the read transaction: no database lock is held while sending
-    return loaded
-
-
-def release_claim(redis: Redis, loaded: Loaded) -> None:
-    """Give a claimed batch that was never started back to the queue (its recipients Planned
-    again, or Canceled with a canceled mailing), as a batch that stopped before its first
-    message."""
-    flush(redis, loaded.claim, BatchOutcome(), loaded.version_id)
-
-
-def still_sending(mailing_id: int) -> bool:
-    """Is the mailing still Sending (not interrupted, canceled or finished meanwhile)?"""
-    status = db.session.execute(
-        select(Mailing.status).where(Mailing.id == mailing_id)).scalar_one_or_none()
-    db.session.commit()
-    return status == Status.SENDING.value
-
-
-def _prefetch_due(dispatch: _Dispatch, window: int, connections: int) -> bool:
-    """About half a second of sending is left to hand out: time to claim the next batch."""
-    return len(dispatch.rows) - dispatch.position <= max(connections, window // 2)
-
-
 def send_claim(redis: Redis, claim: Claim,
-               step_aside: Callable[[], bool] | None = None, *,
-               loaded: Loaded | None = None,
-               prefetch: Callable[[], None] | None = None) -> BatchOutcome:
+               step_aside: Callable[[], bool] | None = None) -> BatchOutcome:
     """Hand over every message of a claimed batch, then flush the outcome to the database.
 
     The messages go out over the relay's connections at once (`_Connection`); this thread keeps
     the database up to date (`_Progress`), watches for a cancel and asks `step_aside` between
     checks: when it answers yes the batch ends early (the rest goes back in the queue) so this
     worker can run periodic work that is waiting, such as the tick that settles crashed batches.
-
-    `loaded` is the batch already read (`load_claim`). `prefetch` is called once, on this
-    thread, when about half a second of sending is left to hand out and the batch has not
-    stopped: the caller claims and loads its next batch there, while the connections finish
-    this one, so they wait less between batches.
     """
-    if loaded is None:
-        loaded = load_claim(claim)
-    rows, version_id, content = loaded.rows, loaded.version_id, loaded.content
-    send_until, email_type_id = loaded.send_until, loaded.email_type_id
-    transactional = loaded.transactional
     mailing = db.session.get(Mailing, claim.mailing_id)
     assert mailing is not None
+    version = db.session.execute(
+        select(MailingVersion).where(MailingVersion.mailing_id == mailing.id)
+        .order_by(MailingVersion.id.desc()).limit(1)
+    ).scalar_one()
+    rows = _load_rows(claim.batch_id, mailing.email_type_id)
+    send_until = mailing.send_until
+    email_type_id = mailing.email_type_id
+    transactional = bool(mailing.email_type and mailing.email_type.transactional)
+    version_id, content = version.id, version.content
+    db.session.commit()  # end the read transaction: no database lock is held while sending
 
     outcome = BatchOutcome()
     outcome.origin.update({row.id: row.response for row in rows})
@@ -502,13 +447,6 @@ def send_claim(redis: Redis, claim: Claim,
     relay = config.relay
     counters = totals.get(claim.mailing_id)
     failed_before = counters.get("delivery_errors", 0)
-    if claim.reach == NOT_STARTED:
-        # Claimed ahead: commit a real bound before any message of it can leave.
-        reach = min(len(rows), Pace.window)
-        if not flush_progress(claim, outcome, version_id, reach):
-            outcome.stop = "fenced"  # settled meanwhile (its worker looked dead): not ours
-            return outcome
-        claim.reach = reach
     dispatch = _Dispatch(rows, claim.reach)
     batch = _Batch(
         claim=claim, relay=relay, builder=builder, dispatch=dispatch, outcome=outcome,
@@ -539,10 +477,6 @@ def send_claim(redis: Redis, claim: Claim,
         fenced = False
         while any(c.is_alive() for c in connections):
             dispatch.wait(0.05)
-            if (prefetch is not None and dispatch.stop is None
-                    and _prefetch_due(dispatch, Pace.window, len(connections))):
-                _prefetch(prefetch)
-                prefetch = None
             mono = time.monotonic()
             if not fenced and progress.due(dispatch.position, mono):
                 if progress.flush(dispatch.position, mono):
@@ -582,16 +516,6 @@ def send_claim(redis: Redis, claim: Claim,
                 connection.join()
         heartbeat.stop()
         _checkin(relay.smtp, transports)
-
-
-def _prefetch(prefetch: Callable[[], None]) -> None:
-    """Run the caller's prefetch; a failure there (the database or Redis) costs only the head
-    start: this batch goes on, and the next one is claimed the usual way."""
-    try:
-        prefetch()
-    except Exception as exc:  # noqa: BLE001 - whatever it was, this batch is not concerned
-        db.session.rollback()
-        log.warning("the next batch was not claimed ahead: %s", exc)
 
 
 class _Progress:

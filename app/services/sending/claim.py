@@ -27,9 +27,6 @@ from app.services.sending.state import expire, finish_if_done, interrupt
 
 RT = Recipient.__table__
 WINDOW_MIN = 20  # recipients a sender may always go past its last partial flush (batch.py)
-# The bound of a batch claimed ahead of its sending (jobs/sending.py): nothing of it may be handed
-# off until its sender commits a real bound, so a lost ledger leaves none of it in doubt.
-NOT_STARTED = -1
 
 
 class Pace:
@@ -71,10 +68,9 @@ def sending_queue() -> list[int]:
     return [r[0] for r in rows]
 
 
-def claim_batch(redis: Redis, worker: str, only: int | None = None, *,
-                ahead: bool = False) -> Claim | None:
+def claim_batch(redis: Redis, worker: str, only: int | None = None) -> Claim | None:
     """Claim the next batch of the oldest sending mailing (or of mailing `only`); None when
-    nothing is left to send. A batch claimed `ahead` of its sending has the bound NOT_STARTED."""
+    nothing is left to send."""
     now = utcnow()
     config = BatchConfig.current()
     for mailing_id in sending_queue() if only is None else [only]:
@@ -94,7 +90,7 @@ def claim_batch(redis: Redis, worker: str, only: int | None = None, *,
         size = config.batch_size
         if left is not None:
             size = min(size, left)
-        claim = _claim_rows(redis, mailing_id, size, worker, ahead)
+        claim = _claim_rows(redis, mailing_id, size, worker)
         if claim is not None:
             claim.config = config
             return claim
@@ -102,8 +98,7 @@ def claim_batch(redis: Redis, worker: str, only: int | None = None, *,
     return None
 
 
-def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str,
-                ahead: bool = False) -> Claim | None:
+def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str) -> Claim | None:
     postgres = db.engine.dialect.name == "postgresql"
     if postgres:
         # Shared lock on the mailing: cancel (which updates it) waits for claims in flight.
@@ -149,8 +144,7 @@ def _claim_rows(redis: Redis, mailing_id: int, size: int, worker: str,
         discard(redis, batch.id)
         return None
     batch.size = claimed
-    # The first bound, committed with the claim.
-    batch.handoff_reach = NOT_STARTED if ahead else min(claimed, Pace.window)
+    batch.handoff_reach = min(claimed, Pace.window)  # the first bound, committed with the claim
     db.session.commit()
     return Claim(batch.id, mailing_id, claimed, batch.handoff_reach)
 

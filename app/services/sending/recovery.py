@@ -22,7 +22,6 @@ from app.models import Contact, MailingVersion, Recipient, SendBatch, utcnow
 from app.services.ledger import exists as ledger_exists
 from app.services.ledger import fence_and_read, is_alive
 from app.services.rendering import merge_data
-from app.services.sending.claim import NOT_STARTED
 from app.services.sending.config import Deferral
 from app.services.sending.record import BatchOutcome, in_flight, record, take
 
@@ -78,13 +77,11 @@ def _settle(redis: Redis, batch_id: int, mailing_id: int) -> bool:
     if entries.lost:
         # No record: in doubt are the rows below the sender's last committed bound (read after
         # `take`, so no partial flush can raise it any more); the rest were never tried. A bound
-        # of 0 comes from a claim made before bounds were kept: the whole batch. A batch claimed
-        # ahead whose sending never started (NOT_STARTED) handed nothing off.
+        # of 0 comes from a claim made before bounds were kept: the whole batch.
         reach = db.session.execute(
             select(SendBatch.handoff_reach).where(SendBatch.id == batch_id)).scalar_one()
         below = select(RT.c.id).where(RT.c.batch_id == batch_id).order_by(RT.c.id)
-        if reach != NOT_STARTED:
-            doubtful = set(db.session.execute(below.limit(reach) if reach else below).scalars())
+        doubtful = set(db.session.execute(below.limit(reach) if reach else below).scalars())
     now = utcnow()
     deferral = Deferral.current()
     lost = ("the Redis hand-off record was lost with the worker" if entries.lost
