@@ -18,20 +18,18 @@ import pytest
 from sqlalchemy import func, select
 
 from app.domain import webhooks_out as rules
-from app.domain.responses import Response
 from app.extensions import db
 from app.models import (
     AuditEntry,
-    Contact,
-    Mailing,
     Recipient,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
 )
-from app.services import outbound, totals
+from app.services import outbound
 from app.services.responses import Event, apply_events
 from jobs import outbound as jobs
+from tests.factories import make_sent_recipients
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -86,22 +84,7 @@ def private_ok(app):
 
 
 def make_recipients(n: int = 3) -> list[Recipient]:
-    mailing = Mailing(name="Autumn", status="sent")
-    db.session.add(mailing)
-    db.session.flush()
-    rows = []
-    for i in range(n):
-        contact = Contact(email=f"p{i}@example.org", email_key=f"p{i}@example.org")
-        db.session.add(contact)
-        db.session.flush()
-        rows.append(Recipient(mailing_id=mailing.id, contact_id=contact.id, address=contact.email,
-                              response=Response.SENT.value, message_id=f"r{i}@sendboard.local",
-                              handed_off_at=T0))
-    db.session.add_all(rows)
-    db.session.flush()
-    totals.bump(mailing.id, {"response:sent": n})
-    db.session.commit()
-    return rows
+    return make_sent_recipients(n, handed_off_at=T0)
 
 
 def ingest(recipients: list[Recipient], kinds: list[str]) -> None:
