@@ -9,10 +9,11 @@ pointing at their explanation on the API docs page.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from flask import Response, request
+from pydantic import TypeAdapter, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -119,3 +120,34 @@ def validation_errors(errors: Iterable[Mapping[str, Any]], *, prefix: str = "") 
         message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
         out.append({"field": field, "detail": message})
     return out
+
+
+T = TypeVar("T")
+
+
+def validate_items(one: TypeAdapter[T], every: TypeAdapter[list[T]], raws: list[Any],
+                   refused: Callable[[int, Any, list[dict[str, Any]]], dict[str, Any]],
+                   ) -> tuple[list[T], list[int], list[dict[str, Any] | None]]:
+    """A bulk call's items: the valid ones, their positions in the call, and a result per
+    position, already filled for each refused item with `refused(position, raw item, errors)`.
+
+    Every item valid (the usual call): the list in one pass. Otherwise item by item, so each bad
+    item is refused alone with its own errors and the rest go on.
+    """
+    results: list[dict[str, Any] | None] = [None] * len(raws)
+    try:
+        valid = every.validate_python(raws)
+        return valid, list(range(len(valid))), results
+    except ValidationError:
+        pass
+    valid, positions = [], []
+    for i, raw in enumerate(raws):
+        try:
+            item = one.validate_python(raw)
+        except ValidationError as exc:
+            results[i] = refused(i, raw, validation_errors(
+                exc.errors(include_url=False, include_input=False)))
+            continue
+        valid.append(item)
+        positions.append(i)
+    return valid, positions, results

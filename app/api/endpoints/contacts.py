@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 from sqlalchemy import select
 
 from app.api.auth import audit
 from app.api.pagination import Page, PageQuery, paginate
-from app.api.problems import ApiProblem, invalid, not_found, validation_errors
+from app.api.problems import ApiProblem, invalid, not_found, validate_items
 from app.api.registry import endpoint
 from app.api.types import Email, FieldKey, FieldValue, Id, Name, Text, Time, Zone
 from app.extensions import db
@@ -267,24 +267,12 @@ def bulk_upsert(body: ContactsBulkIn) -> Any:
 
 
 def _bulk_upsert(body: ContactsBulkIn) -> Any:
-    changes: list[ContactIn] = []
-    positions: list[int] = []
-    results: list[dict[str, Any] | None] = [None] * len(body.contacts)
-    try:  # every item valid (the usual call): the list in one pass
-        changes = _ITEMS.validate_python(body.contacts)
-        positions = list(range(len(changes)))
-    except ValidationError:  # then item by item, each refused alone with its own errors
-        for i, raw in enumerate(body.contacts):
-            try:
-                item = _ITEM.validate_python(raw)
-            except ValidationError as exc:
-                email = raw.get("email") if isinstance(raw, dict) else None
-                results[i] = {"index": i, "email": email if isinstance(email, str) else "",
-                              "status": "refused", "id": None,
-                              "errors": validation_errors(exc.errors(include_url=False, include_input=False))}
-                continue
-            changes.append(item)
-            positions.append(i)
+    def refused(i: int, raw: Any, errors: list[dict[str, Any]]) -> dict[str, Any]:
+        email = raw.get("email") if isinstance(raw, dict) else None
+        return {"index": i, "email": email if isinstance(email, str) else "",
+                "status": "refused", "id": None, "errors": errors}
+
+    changes, positions, results = validate_items(_ITEM, _ITEMS, body.contacts, refused)
     for outcome in service.upsert_contacts(changes):
         i = positions[outcome.index]
         results[i] = {"index": i, "email": outcome.email, "status": outcome.status,

@@ -11,12 +11,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, model_validator
 from sqlalchemy.exc import IntegrityError
 
 from app.api.auth import audit
 from app.api.endpoints.contacts import FieldError, bulk_work
-from app.api.problems import ApiProblem, invalid, validation_errors
+from app.api.problems import ApiProblem, invalid, validate_items
 from app.api.registry import endpoint
 from app.api.types import Id, Text, Time
 from app.extensions import db
@@ -132,22 +132,11 @@ def record_transactions(body: TransactionsBulkIn) -> Any:
 
 
 def _record_bulk(body: TransactionsBulkIn) -> Any:
-    inputs: list[service.TransactionInput] = []
-    positions: list[int] = []
-    results: list[dict[str, Any] | None] = [None] * len(body.transactions)
-    try:  # every item valid (the usual call): the list in one pass
-        inputs = [_input(item) for item in _ITEMS.validate_python(body.transactions)]
-        positions = list(range(len(inputs)))
-    except ValidationError:  # then item by item, each refused alone with its own errors
-        for i, raw in enumerate(body.transactions):
-            try:
-                item = _ITEM.validate_python(raw)
-            except ValidationError as exc:
-                results[i] = {"index": i, "status": "refused", "transaction": None,
-                              "errors": validation_errors(exc.errors(include_url=False, include_input=False))}
-                continue
-            inputs.append(_input(item))
-            positions.append(i)
+    def refused(i: int, raw: Any, errors: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"index": i, "status": "refused", "transaction": None, "errors": errors}
+
+    items, positions, results = validate_items(_ITEM, _ITEMS, body.transactions, refused)
+    inputs = [_input(item) for item in items]
     for outcome in _record(inputs) if inputs else []:
         i = positions[outcome.index]
         results[i] = {"index": i, "status": outcome.status, "transaction": outcome.transaction,
