@@ -12,6 +12,7 @@ lives in Redis per provider, so every worker slows down together.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -100,38 +101,47 @@ class RateLimiter:
     """Messages per second across all workers: a fixed window counted in Redis, at the current
     rate (the configured limit, or less after a slow-down reply).
 
-    Without a limit nothing waits, and the messages are only counted, per second, so that a
-    slow-down reply knows the pace it halves; each sender then adds up its count in Redis at most
-    every COUNT_EVERY seconds and when the second changes (`flush`, also before a slow-down and
-    when the sender stops), which saves a Redis round trip per message."""
+    One limiter serves every connection of a batch (it is thread-safe). Without a limit nothing
+    waits, and the messages are only counted, per second, so that a slow-down reply knows the
+    pace it halves; the count goes to Redis at most every COUNT_EVERY seconds and when the second
+    changes (`flush`, also before a slow-down and when the batch ends), not once per message."""
 
     def __init__(self, redis: Redis, key: str, per_second: float) -> None:
         self.redis = redis
         self.key = key
         self.configured = per_second
+        self._lock = threading.Lock()
         self._set(per_second)
         self._read_at = 0.0
-        # Without a limit the messages are only counted: a sender adds its own count to the
-        # second's counter when the second changes or COUNT_EVERY has passed, not once each.
-        self._counted = 0
+        self._counted = 0  # messages of `_counted_second` not yet added up in Redis
         self._counted_second = 0
         self._counted_at = 0.0
 
     def _set(self, per_second: float) -> None:
-        self.rate = per_second
-        self.limit = int(per_second) if per_second >= 1 else (1 if per_second > 0 else 0)
-        self.period = 1.0 if per_second >= 1 or per_second <= 0 else 1.0 / per_second
+        limit = int(per_second) if per_second >= 1 else (1 if per_second > 0 else 0)
+        period = 1.0 if per_second >= 1 or per_second <= 0 else 1.0 / per_second
+        with self._lock:
+            self.rate, self.limit, self.period = per_second, limit, period
 
-    def flush(self) -> None:
-        """Add what this sender counted to its second's counter in Redis."""
-        if self._counted:
-            k = f"sb:rate:{self.key}:{self._counted_second}"
+    def _take_count(self, mono: float) -> tuple[int, int]:
+        """What was counted and not yet added up (caller holds the lock)."""
+        taken = (self._counted, self._counted_second)
+        self._counted, self._counted_at = 0, mono
+        return taken
+
+    def _add(self, count: int, second: int) -> None:
+        if count:
+            k = f"sb:rate:{self.key}:{second}"
             pipe = self.redis.pipeline()
-            pipe.incrby(k, self._counted)
+            pipe.incrby(k, count)
             pipe.expire(k, 3)
             pipe.execute()
-            self._counted = 0
-        self._counted_at = time.monotonic()
+
+    def flush(self) -> None:
+        """Add what was counted to its second's counter in Redis."""
+        with self._lock:
+            count, second = self._take_count(time.monotonic())
+        self._add(count, second)
 
     def slow_down(self) -> float:
         self.flush()  # the pace to halve includes this sender's own messages
@@ -142,27 +152,35 @@ class RateLimiter:
 
     def wait(self) -> None:
         mono = time.monotonic()
-        if mono - self._read_at >= READ_EVERY:
-            self._read_at = mono
+        with self._lock:
+            read = mono - self._read_at >= READ_EVERY
+            if read:
+                self._read_at = mono
+        if read:
             self._set(current_rate(self.redis, self.key, self.configured))
         if not self.limit:
             # No limit: only counted, so a slow-down reply knows the pace it halves.
             second = int(time.time())
-            if second != self._counted_second:
-                self.flush()
-                self._counted_second = second
-            self._counted += 1
-            if mono - self._counted_at >= COUNT_EVERY:
-                self.flush()
+            due: list[tuple[int, int]] = []
+            with self._lock:
+                if second != self._counted_second:
+                    due.append(self._take_count(mono))
+                    self._counted_second = second
+                self._counted += 1
+                if mono - self._counted_at >= COUNT_EVERY:
+                    due.append(self._take_count(mono))
+            for count, at in due:
+                self._add(count, at)
             return
         while True:
             now = time.time()
-            window = int(now // self.period)
+            period, limit = self.period, self.limit
+            window = int(now // period)
             k = f"sb:rate:{self.key}:{window}"
             pipe = self.redis.pipeline()
             pipe.incr(k)
-            pipe.expire(k, int(self.period) + 2)
+            pipe.expire(k, int(period) + 2)
             count = pipe.execute()[0]
-            if count <= self.limit:
+            if count <= limit:
                 return
-            time.sleep(max(0.001, (window + 1) * self.period - now))
+            time.sleep(max(0.001, (window + 1) * period - now))
