@@ -28,8 +28,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.domain.responses import Response
 
@@ -101,17 +105,63 @@ class Ledger:
         pipe.execute()
 
     def append(self, *entries: str) -> None:
-        result = self._append(keys=[self.key, _fence(self.batch_id)], args=list(entries))
-        if result == -1:
-            raise LedgerRefused("fenced")
-        if result == -2:
-            raise LedgerRefused("lost")
+        _check(self._append(keys=[self.key, _fence(self.batch_id)], args=list(entries)))
+
+    def appender(self) -> Appender:
+        """A writer for one sender thread (see Appender); close it when the thread ends."""
+        return Appender(self)
 
     def heartbeat(self) -> None:
         self.redis.set(_alive(self.batch_id), 1, ex=ALIVE_TTL)
 
     def close(self) -> None:
         self.redis.delete(self.key, _alive(self.batch_id))
+
+
+def _check(result: object) -> None:
+    if result == -1:
+        raise LedgerRefused("fenced")
+    if result == -2:
+        raise LedgerRefused("lost")
+
+
+class Appender:
+    """One sender thread's appends, over a Redis connection it holds for the whole batch.
+
+    The shared client checks a connection out of its pool for every command, and checks it with
+    an extra system call each time; a thread that appends before every message saves both with a
+    connection of its own. A broken connection or a script Redis no longer knows (after a
+    restart) falls back to the shared client's `Ledger.append`, with its retries and script
+    loading; an append that reached Redis before its connection broke is then written twice,
+    which the reader takes as once.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.conn: Any = None  # a redis-py Connection of the shared client's pool
+
+    def append(self, *entries: str) -> None:
+        ledger = self.ledger
+        try:
+            if self.conn is None:
+                self.conn = ledger.redis.connection_pool.get_connection()
+            self.conn.send_command("EVALSHA", ledger._append.sha, 2, ledger.key,
+                                   _fence(ledger.batch_id), *entries)
+            result = self.conn.read_response()
+        except (RedisConnectionError, RedisTimeoutError, NoScriptError, OSError) as exc:
+            self.close(broken=not isinstance(exc, NoScriptError))
+            ledger.append(*entries)
+            return
+        _check(result)
+
+    def close(self, broken: bool = False) -> None:
+        """Give the connection back (dropped first when it broke mid-command)."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        if broken:
+            conn.disconnect()
+        self.ledger.redis.connection_pool.release(conn)
 
 
 # ---------------------------------------------------------------- entries, read

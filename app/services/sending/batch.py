@@ -224,6 +224,7 @@ class _Batch:
     outcome: BatchOutcome
     ledger: Ledger
     redis: Redis
+    limiter: RateLimiter  # shared by the connections: the pace holds across them
     deferral: Deferral
     secret: str
     domain: str
@@ -250,8 +251,9 @@ class _Connection(threading.Thread):
         super().__init__(daemon=True, name=f"batch-{batch.claim.batch_id}-smtp-{number}")
         self.batch = batch
         self.transport = transport
-        self.limiter = RateLimiter(batch.redis, batch.relay.rate_key, batch.relay.rate)
+        self.limiter = batch.limiter
         self.refusing = _Refusing(batch.redis, batch.relay.rate_key)
+        self.ledger = batch.ledger.appender()  # this thread's own Redis connection
         self.pending: list[str] = []  # answers, appended with the next hand-off
         self.failures = 0  # connection failures in a row
         self.error: BaseException | None = None
@@ -262,13 +264,12 @@ class _Connection(threading.Thread):
             try:
                 self._run()
             finally:
-                if self.pending:
-                    self.batch.ledger.append(*self.pending)
-                    self.pending = []
                 try:
-                    self.limiter.flush()  # the pace counted for a slow-down reply
-                except RedisError:
-                    pass  # only a count: a lost one never stops a batch
+                    if self.pending:
+                        self.ledger.append(*self.pending)
+                        self.pending = []
+                finally:
+                    self.ledger.close()
         except LedgerRefused as exc:
             if exc.reason == "fenced":
                 dispatch.halt("fenced")
@@ -301,7 +302,7 @@ class _Connection(threading.Thread):
         after CONFIG_TRIES tries of a relay configured wrong), else wait a little longer each
         time before the next try."""
         if self.pending:
-            self.batch.ledger.append(*self.pending)
+            self.ledger.append(*self.pending)
             self.pending = []
         why = str(exc)
         if exc.misconfigured and self.failures + 1 >= CONFIG_TRIES:
@@ -359,7 +360,7 @@ class _Connection(threading.Thread):
         def handing_off() -> None:
             # Recorded before any byte of the message can leave; the transport runs it while
             # the server reads the envelope, and drops the connection unsent if it fails.
-            b.ledger.append(*self.pending, handing_off_entry(row.id))
+            self.ledger.append(*self.pending, handing_off_entry(row.id))
             self.pending = []
 
         try:
@@ -450,7 +451,8 @@ def send_claim(redis: Redis, claim: Claim,
     dispatch = _Dispatch(rows, claim.reach)
     batch = _Batch(
         claim=claim, relay=relay, builder=builder, dispatch=dispatch, outcome=outcome,
-        ledger=Ledger(redis, claim.batch_id), redis=redis, deferral=config.deferral,
+        ledger=Ledger(redis, claim.batch_id), redis=redis,
+        limiter=RateLimiter(redis, relay.rate_key, relay.rate), deferral=config.deferral,
         secret=config.secret, domain=content.get("domain") or "sendboard.local",
         send_until=send_until, email_type_id=email_type_id, inactivity=config.inactivity,
         failed_before=failed_before,
@@ -515,6 +517,10 @@ def send_claim(redis: Redis, claim: Claim,
             if connection.is_alive():
                 connection.join()
         heartbeat.stop()
+        try:
+            batch.limiter.flush()  # the pace counted, for a slow-down reply
+        except RedisError:
+            pass  # only a count: a lost one never stops a batch
         _checkin(relay.smtp, transports)
 
 
