@@ -381,10 +381,22 @@ class _LimitedCodeGenerator(CodeGenerator):
 class _LimitedTemplate(Template):
     """A template whose render() runs under a fresh budget and stops past the output limit."""
 
+    _flat_globals: dict[str, Any] | None = None
+
+    def _context(self, variables: dict[str, Any]) -> Context:
+        """What `new_context` makes, with the globals copied out of their ChainMap once per
+        template instead of on every render (a sender renders three templates per message; the
+        sandbox's globals are set when its environment is made and never change after)."""
+        flat = self._flat_globals
+        if flat is None:
+            flat = self._flat_globals = dict(self.globals)
+        return self.environment.context_class(self.environment, {**flat, **variables},
+                                              self.name, self.blocks, globals=flat)
+
     def render(self, *args: Any, **kwargs: Any) -> str:
         token = _BUDGET.set(_Budget())
         try:
-            context = self.new_context(dict(*args, **kwargs))
+            context = self._context(dict(*args, **kwargs))
             try:
                 parts: list[str] = []
                 size = 0
