@@ -83,20 +83,20 @@ class _Row:
 
 
 def _load_rows(batch_id: int, email_type_id: int | None) -> list[_Row]:
+    # Table columns, not ORM attributes: plain rows, without the ORM's loading per row.
+    ct, ot = Contact.__table__.c, TypeOptOut.__table__.c
     opted_out = (
-        exists().where(TypeOptOut.contact_id == Contact.id,
-                       TypeOptOut.email_type_id == email_type_id)
+        exists().where(ot.contact_id == ct.id, ot.email_type_id == email_type_id)
         if email_type_id is not None else None
     )
-    columns = [RT.c.id, RT.c.address, RT.c.contact_id, Contact.name, Contact.fields,
-               Contact.do_not_email, Contact.valid, Contact.last_transaction_at,
-               Contact.created_at, RT.c.response, RT.c.attempts, RT.c.first_deferred_at,
-               RT.c.variant_id]
+    columns = [RT.c.id, RT.c.address, RT.c.contact_id, ct.name, ct.fields, ct.do_not_email,
+               ct.valid, ct.last_transaction_at, ct.created_at, RT.c.response, RT.c.attempts,
+               RT.c.first_deferred_at, RT.c.variant_id]
     if opted_out is not None:
         columns.append(opted_out.label("opted_out"))
     stmt = (
         select(*columns)
-        .select_from(RT.outerjoin(Contact.__table__, Contact.id == RT.c.contact_id))
+        .select_from(RT.outerjoin(Contact.__table__, ct.id == RT.c.contact_id))
         .where(in_flight(batch_id))
         .order_by(RT.c.id)
     )
