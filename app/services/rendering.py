@@ -616,6 +616,12 @@ def _format_address(name: str, address: str) -> str:
     return f"{_encode_header(name)} <{address}>"
 
 
+@functools.lru_cache(maxsize=4)
+def _date_header(sent_at: datetime) -> str:
+    """The Date header's value (RFC 5322); a sender's messages share a few whole seconds."""
+    return email.utils.format_datetime(sent_at)
+
+
 def _qp(text: str) -> bytes:
     """Quoted-printable body with CRLF line ends (what SMTP carries)."""
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -748,7 +754,7 @@ class MessageBuilder:
             f"From: {sender}\r\n{self.fixed_head}\r\n"
             f"To: {_format_address(merge.get('name', ''), address)}\r\n"
             f"Subject: {_encode_header(subject)}\r\n"
-            f"Date: {email.utils.format_datetime(sent_at)}\r\n"
+            f"Date: {_date_header(sent_at)}\r\n"
             f"Message-ID: <{message_id}>\r\n"
             f"{self.list_unsubscribe(unsubscribe, envelope_from)}"
             f"X-Sendboard-Rid: {token}\r\n"
