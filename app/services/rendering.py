@@ -622,12 +622,29 @@ def _date_header(sent_at: datetime) -> str:
     return email.utils.format_datetime(sent_at)
 
 
+MAX_LINE = 998  # characters of a line without its CRLF (RFC 5321 section 4.5.3.1.6)
+SEVEN_BIT = "7bit-when-possible"  # a frozen version's body encoding (see _body)
+
+
 def _qp(text: str) -> bytes:
     """Quoted-printable body with CRLF line ends (what SMTP carries)."""
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
     encoded = binascii.b2a_qp(normalized.encode("utf-8"), istext=True, header=False)
     # b2a_qp keeps bare LF; the wire format wants CRLF, and a leading dot is escaped by smtplib.
     return encoded.replace(b"\n", b"\r\n")
+
+
+def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
+    """A body part's transfer encoding and bytes, with CRLF line ends.
+
+    With `seven_bit` (versions frozen with SEVEN_BIT), text that already is 7bit data in the
+    sense of RFC 2045 section 2.7 (ASCII, no NUL, no line over MAX_LINE) goes as it is; anything
+    else is quoted-printable, as every part of older versions is, so those rebuild unchanged."""
+    if seven_bit and text.isascii() and "\x00" not in text:
+        normalized = text.replace("\r\n", "\n").replace("\r", "\n")
+        if len(normalized) <= MAX_LINE or max(map(len, normalized.split("\n"))) <= MAX_LINE:
+            return "7bit", normalized.replace("\n", "\r\n").encode("ascii")
+    return "quoted-printable", _qp(text)
 
 
 def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_domain: str,
@@ -655,6 +672,7 @@ def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_doma
         "base_url": base_url,
         "bounce_domain": bounce_domain,
         "boundary": f"=_sb_{secrets.token_hex(12)}",
+        "body_encoding": SEVEN_BIT,
         "domain": mailing.from_address.rpartition("@")[2] or "sendboard.local",
         "mailing_id": mailing.id,
         "email_type": email_type_name,
@@ -699,14 +717,16 @@ class MessageBuilder:
         head.append("MIME-Version: 1.0")
         self.fixed_head = "\r\n".join(head)
         b = self.boundary
-        self.text_open = (
+        self.seven_bit = content.get("body_encoding") == SEVEN_BIT
+        # A part's opening lines, for either transfer encoding (_body chooses per message).
+        self.text_open = {cte: (
             f"--{b}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        ).encode()
-        self.html_open = (
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+        ).encode() for cte in ("7bit", "quoted-printable")}
+        self.html_open = {cte: (
             f"\r\n--{b}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-        ).encode()
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+        ).encode() for cte in ("7bit", "quoted-printable")}
         self.close = f"\r\n--{b}--\r\n".encode()
 
     def context(self, merge: dict[str, Any]) -> dict[str, Any]:
@@ -764,15 +784,19 @@ class MessageBuilder:
             f"X-Mailin-custom: {token}\r\n"
         )
         if html and text:
+            text_cte, text_bytes = _body(text, self.seven_bit)
+            html_cte, html_bytes = _body(html, self.seven_bit)
             body = (
                 f"Content-Type: multipart/alternative; boundary=\"{self.boundary}\"\r\n\r\n"
-            ).encode() + self.text_open + _qp(text) + self.html_open + _qp(html) + self.close
+            ).encode() + (self.text_open[text_cte] + text_bytes + self.html_open[html_cte]
+                          + html_bytes + self.close)
         else:
             kind = "html" if html else "plain"
+            cte, part = _body(html or text, self.seven_bit)
             body = (
                 f"Content-Type: text/{kind}; charset=\"utf-8\"\r\n"
-                "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-            ).encode() + _qp(html or text)
+                f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+            ).encode() + part
         try:
             head = headers.encode("ascii")
         except UnicodeEncodeError as exc:
