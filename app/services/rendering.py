@@ -16,8 +16,10 @@ import copy
 import email.utils
 import functools
 import json
+import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -769,7 +771,7 @@ class MessageBuilder:
         base = self.content["base_url"]
         unsubscribe = f"{base}/u/{token}"
         envelope_from = f"bounce+{token}@{self.content['bounce_domain']}"
-        rid = json.dumps({"sb_rid": token})
+        rid = f'{{"sb_rid": {json.dumps(token)}}}'  # what json.dumps gives for the dict
         headers = (
             f"From: {sender}\r\n{self.fixed_head}\r\n"
             f"To: {_format_address(merge.get('name', ''), address)}\r\n"
@@ -843,9 +845,36 @@ def builder_for(version_id: int, content: dict[str, Any]) -> MessageBuilder:
     return signed
 
 
+class _RandomBytes:
+    """Bytes from the operating system's random source, fetched a few kilobytes at a time
+    instead of by one system call per message; a forked child starts with a fresh supply."""
+
+    SUPPLY = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._supply = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._supply, self._at = b"", 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if self._at + n > len(self._supply):
+                self._supply, self._at = os.urandom(max(self.SUPPLY, n)), 0
+            self._at += n
+            return self._supply[self._at - n:self._at]
+
+
+_random = _RandomBytes()
+
+
 def new_message_id(recipient_id: int, domain: str) -> str:
     """A globally unique Message-ID (without angle brackets) that names the recipient row."""
-    return f"r{recipient_id}.{secrets.token_hex(6)}@{domain}"
+    return f"r{recipient_id}.{_random.take(6).hex()}@{domain}"
 
 
 def merge_data(contact_name: str, address: str, fields: dict[str, Any] | None,
