@@ -643,7 +643,7 @@ def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
     sense of RFC 2045 section 2.7 (ASCII, no NUL, no line over MAX_LINE) goes as it is; anything
     else is quoted-printable, as every part of older versions is, so those rebuild unchanged."""
     if seven_bit and text.isascii() and "\x00" not in text:
-        normalized = text.replace("\r\n", "\n").replace("\r", "\n")
+        normalized = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
         if len(normalized) <= MAX_LINE or max(map(len, normalized.split("\n"))) <= MAX_LINE:
             return "7bit", normalized.replace("\n", "\r\n").encode("ascii")
     return "quoted-printable", _qp(text)
