@@ -55,3 +55,30 @@ def test_a_slow_down_halves_a_pace_that_includes_the_senders_own_messages(redis_
     # The 40 of the last second, however many the sender still held, are the pace halved.
     assert limiter.slow_down() == 20.0
     assert rate.read_cut(redis_conn, "pace3").before == 40.0
+
+
+def test_one_limiter_shared_by_threads_counts_every_message(redis_conn):
+    """A batch's connections share one limiter: no message of any thread is lost or counted
+    twice, and the count reaches Redis in a few writes, not one per message."""
+    import threading
+
+    limiter = RateLimiter(redis_conn, "pace4", 0)
+    at = _start_of_a_second()
+    writes = []
+    original = limiter._add
+
+    def counting_add(count, second):  # type: ignore[no-untyped-def]
+        writes.append(count)
+        original(count, second)
+
+    limiter._add = counting_add  # type: ignore[method-assign]
+    threads = [threading.Thread(target=lambda: [limiter.wait() for _ in range(50)])
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert int(time.time()) == at
+    limiter.flush()
+    assert _counter(redis_conn, "pace4", at) == 400
+    assert sum(writes) == 400 and len([w for w in writes if w]) < 20
