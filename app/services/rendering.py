@@ -628,25 +628,19 @@ MAX_LINE = 998  # characters of a line without its CRLF (RFC 5321 section 4.5.3.
 SEVEN_BIT = "7bit-when-possible"  # a frozen version's body encoding (see _body)
 
 
-def _qp(text: str) -> bytes:
-    """Quoted-printable body with CRLF line ends (what SMTP carries)."""
-    normalized = text.replace("\r\n", "\n").replace("\r", "\n")
-    encoded = binascii.b2a_qp(normalized.encode("utf-8"), istext=True, header=False)
-    # b2a_qp keeps bare LF; the wire format wants CRLF, and a leading dot is escaped by smtplib.
-    return encoded.replace(b"\n", b"\r\n")
-
-
 def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
-    """A body part's transfer encoding and bytes, with CRLF line ends.
+    """A body part's transfer encoding and bytes, with CRLF line ends (what SMTP carries).
 
     With `seven_bit` (versions frozen with SEVEN_BIT), text that already is 7bit data in the
     sense of RFC 2045 section 2.7 (ASCII, no NUL, no line over MAX_LINE) goes as it is; anything
     else is quoted-printable, as every part of older versions is, so those rebuild unchanged."""
-    if seven_bit and text.isascii() and "\x00" not in text:
-        normalized = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-        if len(normalized) <= MAX_LINE or max(map(len, normalized.split("\n"))) <= MAX_LINE:
-            return "7bit", normalized.replace("\n", "\r\n").encode("ascii")
-    return "quoted-printable", _qp(text)
+    normalized = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+    if seven_bit and normalized.isascii() and "\x00" not in normalized and (
+            len(normalized) <= MAX_LINE or max(map(len, normalized.split("\n"))) <= MAX_LINE):
+        return "7bit", normalized.replace("\n", "\r\n").encode("ascii")
+    encoded = binascii.b2a_qp(normalized.encode("utf-8"), istext=True, header=False)
+    # b2a_qp keeps bare LF; the wire format wants CRLF, and a leading dot is escaped by smtplib.
+    return "quoted-printable", encoded.replace(b"\n", b"\r\n")
 
 
 def freeze(mailing: Any, *, link_ids: dict[str, int], base_url: str, bounce_domain: str,
