@@ -94,6 +94,7 @@ class Ledger:
         self.redis = redis
         self.batch_id = batch_id
         self.key = _key(batch_id)
+        self.fence = _fence(batch_id)
         self._append = redis.register_script(_APPEND)
 
     def open(self) -> None:
@@ -105,7 +106,7 @@ class Ledger:
         pipe.execute()
 
     def append(self, *entries: str) -> None:
-        _check(self._append(keys=[self.key, _fence(self.batch_id)], args=list(entries)))
+        _check(self._append(keys=[self.key, self.fence], args=list(entries)))
 
     def appender(self) -> Appender:
         """A writer for one sender thread (see Appender); close it when the thread ends."""
@@ -145,8 +146,8 @@ class Appender:
         try:
             if self.conn is None:
                 self.conn = ledger.redis.connection_pool.get_connection()
-            self.conn.send_command("EVALSHA", ledger._append.sha, 2, ledger.key,
-                                   _fence(ledger.batch_id), *entries)
+            self.conn.send_command("EVALSHA", ledger._append.sha, 2, ledger.key, ledger.fence,
+                                   *entries)
             result = self.conn.read_response()
         except (RedisConnectionError, RedisTimeoutError, NoScriptError, OSError) as exc:
             self.close(broken=not isinstance(exc, NoScriptError))

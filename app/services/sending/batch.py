@@ -251,7 +251,6 @@ class _Connection(threading.Thread):
         super().__init__(daemon=True, name=f"batch-{batch.claim.batch_id}-smtp-{number}")
         self.batch = batch
         self.transport = transport
-        self.limiter = batch.limiter
         self.refusing = _Refusing(batch.redis, batch.relay.rate_key)
         self.ledger = batch.ledger.appender()  # this thread's own Redis connection
         self.pending: list[str] = []  # answers, appended with the next hand-off
@@ -355,7 +354,7 @@ class _Connection(threading.Thread):
             if stop:
                 dispatch.halt("template", f"{failed:,} messages could not be built (last: {exc})")
             return
-        self.limiter.wait()
+        b.limiter.wait()
 
         def handing_off() -> None:
             # Recorded before any byte of the message can leave; the transport runs it while
@@ -405,7 +404,7 @@ class _Connection(threading.Thread):
                                 deferral=(attempts, first, next_at))
             self.pending.append(refused_entry(row.id, Response.DEFERRED, detail))
         if backoff.is_slow_down(code, text):
-            rate_now = self.limiter.slow_down()
+            rate_now = b.limiter.slow_down()
             log.warning("%s asked to slow down (%s): %.1f messages/s for now",
                         b.relay.label, detail, rate_now)
         lasted = self.refusing.refused()
