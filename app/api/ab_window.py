@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -82,22 +83,10 @@ class AbTestIn(BaseModel):
         _check_setup(variant_count=len(value))
         return value
 
-    @field_validator("share")
+    @field_validator("share", "metric", "wait_minutes")
     @classmethod
-    def _share(cls, value: int) -> int:
-        _check_setup(share=value)
-        return value
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, value: str) -> str:
-        _check_setup(metric=value)
-        return value
-
-    @field_validator("wait_minutes")
-    @classmethod
-    def _wait(cls, value: int) -> int:
-        _check_setup(wait_minutes=value)
+    def _setting(cls, value: Any, info: ValidationInfo) -> Any:
+        _check_setup(**{str(info.field_name): value})
         return value
 
 
