@@ -30,6 +30,7 @@ from functools import lru_cache
 from string import Formatter
 from typing import Any
 
+import markupsafe
 from jinja2 import Environment, Template, TemplateSyntaxError, Undefined, meta, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
@@ -380,10 +381,62 @@ class _LimitedCodeGenerator(CodeGenerator):
         self.write(")")
 
 
+def _substitution_plan(tree: nodes.Template) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """A template that is only text and `{{ variable }}` outputs, as its first text and then
+    each variable's name with the text after it; None for anything else (a filter, a tag, an
+    expression). Whitespace control has already trimmed the texts when the template was parsed.
+    """
+    texts: list[str] = []
+    names: list[str] = []
+    pending: list[str] = []
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                pending.append(child.data)
+            elif isinstance(child, nodes.Name) and child.ctx == "load":
+                texts.append("".join(pending))
+                names.append(child.name)
+                pending = []
+            else:
+                return None
+    texts.append("".join(pending))
+    return texts[0], tuple(zip(names, texts[1:], strict=True))
+
+
+_MISSING = object()
+_HTML_SPECIAL = re.compile("[&<>'\"]")  # what autoescaping replaces (markupsafe.escape)
+
+
 class _LimitedTemplate(Template):
     """A template whose render() runs under a fresh budget and stops past the output limit."""
 
     _flat_globals: dict[str, Any] | None = None
+    # Set when the template only substitutes variables (_substitution_plan): render() then fills
+    # it in directly when every value is a plain string or integer, with the same result.
+    _plan: tuple[str, tuple[tuple[str, str], ...]] | None = None
+
+    def _fill(self, variables: dict[str, Any]) -> str | None:
+        """The output of a substitution-only template, or None when a value needs the full
+        render (missing, not a plain string or integer, or an output past the limit)."""
+        assert self._plan is not None
+        first, slots = self._plan
+        escape = self.environment.autoescape
+        parts = [first]
+        for name, text in slots:
+            value = variables.get(name, _MISSING)
+            kind = type(value)
+            if kind is int:
+                value = str(value)
+            elif kind is not str:
+                return None
+            if escape and _HTML_SPECIAL.search(value):
+                value = str(markupsafe.escape(value))
+            parts.append(value)
+            parts.append(text)
+        out = "".join(parts)
+        return out if len(out) <= MAX_OUTPUT_CHARS else None
 
     def _context(self, variables: dict[str, Any]) -> Context:
         """What `new_context` makes, with the globals copied out of their ChainMap once per
@@ -396,9 +449,14 @@ class _LimitedTemplate(Template):
                                               self.name, self.blocks, globals=flat)
 
     def render(self, *args: Any, **kwargs: Any) -> str:
+        variables = dict(*args, **kwargs)
+        if self._plan is not None:
+            filled = self._fill(variables)
+            if filled is not None:
+                return filled
         token = _BUDGET.set(_Budget())
         try:
-            context = self._context(dict(*args, **kwargs))
+            context = self._context(variables)
             try:
                 parts: list[str] = []
                 size = 0
@@ -437,6 +495,15 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         self.globals["lipsum"] = _limited_lipsum
         self.filters = {name: _limited_filter(name, func) for name, func in self.filters.items()}
         self.filters["sendboard_counted_loop"] = _counted_loop
+
+    def from_string(self, source: str | nodes.Template, globals: Any = None,  # noqa: A002
+                    template_class: type[Template] | None = None) -> Template:
+        tree = self.parse(source) if isinstance(source, str) else source
+        plan = _substitution_plan(tree)  # before compiling, which rewrites loops in the tree
+        template = super().from_string(tree, globals, template_class)
+        if isinstance(template, _LimitedTemplate) and not callable(self.autoescape):
+            template._plan = plan
+        return template
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _check_binop(operator, left, right)
@@ -603,6 +670,7 @@ def _encode_header(value: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_NAME_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # a display name with one is quoted (RFC 5322)
 
 
 def _format_address(name: str, address: str) -> str:
@@ -614,6 +682,8 @@ def _format_address(name: str, address: str) -> str:
     if not name:
         return address
     if name.isascii():
+        if not _NAME_SPECIALS.search(name):  # what formataddr gives a name it need not quote
+            return f"{name} <{address}>"
         return email.utils.formataddr((name, address))
     return f"{_encode_header(name)} <{address}>"
 
@@ -626,6 +696,7 @@ def _date_header(sent_at: datetime) -> str:
 
 MAX_LINE = 998  # characters of a line without its CRLF (RFC 5321 section 4.5.3.1.6)
 SEVEN_BIT = "7bit-when-possible"  # a frozen version's body encoding (see _body)
+_LONG_LINE = re.compile(f"[^\n]{{{MAX_LINE + 1}}}")  # a line longer than MAX_LINE
 
 
 def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
@@ -636,7 +707,7 @@ def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
     else is quoted-printable, as every part of older versions is, so those rebuild unchanged."""
     normalized = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if seven_bit and normalized.isascii() and "\x00" not in normalized and (
-            len(normalized) <= MAX_LINE or max(map(len, normalized.split("\n"))) <= MAX_LINE):
+            len(normalized) <= MAX_LINE or not _LONG_LINE.search(normalized)):
         return "7bit", normalized.replace("\n", "\r\n").encode("ascii")
     encoded = binascii.b2a_qp(normalized.encode("utf-8"), istext=True, header=False)
     # b2a_qp keeps bare LF; the wire format wants CRLF, and a leading dot is escaped by smtplib.
