@@ -1,6 +1,6 @@
 """Sending throughput, end to end, against an SMTP sink, beside the floor for the same sink.
 
-    python bench/send_throughput.py [--recipients N] [--workers K] [--connections C]
+    python bench/send_throughput.py [--recipients N] [--workers K] [--connections C] [--rounds R]
                                     [--relay-latency MS] [--deferring P] [--memory N1,N2,...]
 
 For each worker count (default: 1, then 2) this builds a fresh SQLite database with N contacts in
@@ -12,9 +12,10 @@ each worker's peak RSS (VmHWM).
 
 The floor is what bare smtplib does against the same sink: K x C connections, one thread each,
 pushing N pre-rendered messages (one real message of the mailing, its bytes reused). It varies
-with the machine's load, so it is measured right before and right after each pipeline run and
-the pipeline is compared with both. The last line is `ratio: X.XX`, the 1-worker pipeline rate
-over the mean of its two floors.
+with the machine's load, so floors and pipeline runs alternate: `--rounds R` (3 by default)
+pipeline runs per worker count, with a floor before the first and after each one, and each run
+is compared with the mean of the two floors beside it. The medians of the R runs count. The last
+line is `ratio: X.XX`, the median share of the floor for 1 worker.
 
 The sink is Postfix's smtp-sink (Debian's postfix package; installed with apt-get when missing
 and run as root). `--relay-latency MS` sends to bench/relay_sink.py instead: an asyncio sink in a
@@ -49,6 +50,7 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -587,6 +589,9 @@ def main() -> None:
     parser.add_argument("--relay-latency", type=float, default=None, metavar="MS",
                         help="send to an asyncio sink that answers each message after MS ms")
     parser.add_argument("--no-floor", action="store_true", help="skip the smtplib floors")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="pipeline runs per worker count, each followed by a floor; the "
+                             "medians count (default 3)")
     parser.add_argument("--deferring", type=int, default=None, metavar="PERCENT",
                         help="the sink answers 451 4.7.1 to the first attempt of PERCENT%% of "
                              "the addresses; each must arrive exactly once in the end")
@@ -598,6 +603,7 @@ def main() -> None:
                         help="record each worker with py-spy (collapsed stacks) into this directory")
     args = parser.parse_args()
     connections = max(1, args.connections)
+    rounds = max(1, args.rounds)
 
     if args.memory:
         try:
@@ -642,48 +648,61 @@ def main() -> None:
             sample = warm.sample
         for k in counts:
             floors: list[float] = []
+            rates: list[float] = []
             if sample is not None:
                 envelope_from, data = sample
                 print(f"floor before: bare smtplib, {k * connections} connection(s) in threads, "
                       f"{n:,} pre-rendered messages of {len(data):,} bytes:", flush=True)
                 floors.append(run_floor(n, sink, envelope_from, data, k * connections))
                 print(f"  floor before: {floors[-1]:,.0f} messages/s ({_load()})", flush=True)
-            print(f"pipeline with {k} worker{'s' if k > 1 else ''}:", flush=True)
-            if isinstance(sink, RelaySink):
-                sink.reset()
-            r = run_pipeline(n, k, args.batch_size, sink, connections,
-                             want_sample=sample is None and not args.no_floor,
-                             profile_dir=args.profile)
-            ok = _report_run(r, n)
-            if isinstance(sink, RelaySink):
-                st = sink.stat()
-                print(f"  workers={k}: the sink saw {st['connections']:,} connections, at most "
-                      f"{st['peak_open']} open at once", flush=True)
-            if isinstance(sink, RelaySink) and deferring:
-                exact = (st["distinct"] == n and st["duplicates"] == 0
-                         and st["received"] == n)
-                print(f"  workers={k}: {st['deferred']:,} first attempts refused for now; "
-                      f"{st['distinct']:,} of {n:,} addresses received, {st['duplicates']} of "
-                      f"them more than once; {st['received']:,} messages accepted: "
-                      f"{'each exactly once' if exact else 'CHECK FAILED'}", flush=True)
-                ok = ok and exact
-            failed |= not ok
-            if sample is not None:
-                envelope_from, data = sample
-                floors.append(run_floor(n, sink, envelope_from, data, k * connections))
-                print(f"  floor after: {floors[-1]:,.0f} messages/s ({_load()})", flush=True)
-                mean = sum(floors) / len(floors)
-                ratios[k] = r.rate / mean
-                print(f"  workers={k}: {r.rate:,.0f} recipients/s is "
-                      f"{r.rate / floors[0]:.2f} of the floor before, "
-                      f"{r.rate / floors[1]:.2f} of the floor after, "
-                      f"{ratios[k]:.2f} of their mean ({mean:,.0f}/s)", flush=True)
+            for turn in range(rounds):
+                print(f"pipeline with {k} worker{'s' if k > 1 else ''}"
+                      f"{f' (round {turn + 1} of {rounds})' if rounds > 1 else ''}:", flush=True)
+                if isinstance(sink, RelaySink):
+                    sink.reset()
+                r = run_pipeline(n, k, args.batch_size, sink, connections,
+                                 want_sample=sample is None and not args.no_floor,
+                                 profile_dir=args.profile if turn == 0 else None)
+                rates.append(r.rate)
+                ok = _report_run(r, n)
+                if isinstance(sink, RelaySink):
+                    st = sink.stat()
+                    print(f"  workers={k}: the sink saw {st['connections']:,} connections, at "
+                          f"most {st['peak_open']} open at once", flush=True)
+                if isinstance(sink, RelaySink) and deferring:
+                    exact = (st["distinct"] == n and st["duplicates"] == 0
+                             and st["received"] == n)
+                    print(f"  workers={k}: {st['deferred']:,} first attempts refused for now; "
+                          f"{st['distinct']:,} of {n:,} addresses received, {st['duplicates']} "
+                          f"of them more than once; {st['received']:,} messages accepted: "
+                          f"{'each exactly once' if exact else 'CHECK FAILED'}", flush=True)
+                    ok = ok and exact
+                failed |= not ok
+                if sample is not None:
+                    envelope_from, data = sample
+                    floors.append(run_floor(n, sink, envelope_from, data, k * connections))
+                    print(f"  floor after: {floors[-1]:,.0f} messages/s ({_load()})", flush=True)
+                    before, after = floors[-2], floors[-1]
+                    mean = (before + after) / 2
+                    print(f"  workers={k}: {r.rate:,.0f} recipients/s is "
+                          f"{r.rate / before:.2f} of the floor before, "
+                          f"{r.rate / after:.2f} of the floor after, "
+                          f"{r.rate / mean:.2f} of their mean ({mean:,.0f}/s)", flush=True)
+            rate = statistics.median(rates)
+            if len(floors) == len(rates) + 1:
+                shares = [x / ((floors[i] + floors[i + 1]) / 2) for i, x in enumerate(rates)]
+                ratios[k] = statistics.median(shares)
+                if rounds > 1:
+                    print(f"  workers={k}: {rounds} rounds: "
+                          f"{', '.join(f'{x:,.0f}/s' for x in rates)}; shares of the floors "
+                          f"beside them {', '.join(f'{x:.2f}' for x in shares)}; median "
+                          f"{rate:,.0f}/s and {ratios[k]:.2f}", flush=True)
             if latency:
                 ceiling = k * connections * 1000.0 / latency
                 print(f"  workers={k}: at most {ceiling:,.0f}/s through {k * connections} "
                       f"connections answering after {latency:g} ms", flush=True)
             if latency and abs(latency - 25) < 1e-9 and k == 2 and not deferring:
-                print("  " + _target("recipients/s, 2 workers, 25 ms", r.rate, 1000,
+                print("  " + _target("recipients/s, 2 workers, 25 ms", rate, 1000,
                                      "{:,.0f}", missed), flush=True)
                 if k in ratios:
                     print("  " + _target("share of the floor, 2 workers, 25 ms", ratios[k], 0.80,
