@@ -696,7 +696,6 @@ def _date_header(sent_at: datetime) -> str:
 
 MAX_LINE = 998  # characters of a line without its CRLF (RFC 5321 section 4.5.3.1.6)
 SEVEN_BIT = "7bit-when-possible"  # a frozen version's body encoding (see _body)
-_LONG_LINE = re.compile(f"[^\n]{{{MAX_LINE + 1}}}")  # a line longer than MAX_LINE
 
 
 def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
@@ -707,7 +706,7 @@ def _body(text: str, seven_bit: bool) -> tuple[str, bytes]:
     else is quoted-printable, as every part of older versions is, so those rebuild unchanged."""
     normalized = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if seven_bit and normalized.isascii() and "\x00" not in normalized and (
-            len(normalized) <= MAX_LINE or not _LONG_LINE.search(normalized)):
+            len(normalized) <= MAX_LINE or max(map(len, normalized.split("\n"))) <= MAX_LINE):
         return "7bit", normalized.replace("\n", "\r\n").encode("ascii")
     encoded = binascii.b2a_qp(normalized.encode("utf-8"), istext=True, header=False)
     # b2a_qp keeps bare LF; the wire format wants CRLF, and a leading dot is escaped by smtplib.
