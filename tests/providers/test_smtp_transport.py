@@ -10,6 +10,8 @@ import smtplib
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.providers.smtp import (
     ConnectionLost,
@@ -123,6 +125,15 @@ def test_quoteaddr_matches_smtplib(address: str) -> None:
     b"", b".", b"a", b"a\r\n", b".a\r\n.b", b"x\r\n.\r\ny", b"x\n.y", b"x\r.y", b"..\r\n",
 ])
 def test_body_on_the_wire_matches_smtplib(data: bytes) -> None:
+    q = smtplib._quote_periods(data)
+    if q[-2:] != b"\r\n":
+        q += b"\r\n"
+    assert _dot_terminated(data) == q + b".\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"a", b"\r\n."]), max_size=30).map(b"".join))
+def test_any_body_on_the_wire_matches_smtplib(data: bytes) -> None:
     q = smtplib._quote_periods(data)
     if q[-2:] != b"\r\n":
         q += b"\r\n"
