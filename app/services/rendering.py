@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import binascii
 import copy
+import email.base64mime
+import email.quoprimime
 import email.utils
 import functools
 import json
@@ -666,7 +668,28 @@ def _encode_header(value: str) -> str:
     """A header value as 7-bit text: RFC 2047 encoded when it is not plain ASCII."""
     if value.isascii() and "\n" not in value and "\r" not in value:
         return value
-    return Header(value.replace("\r", " ").replace("\n", " "), "utf-8").encode(maxlinelen=998)
+    value = value.replace("\r", " ").replace("\n", " ")
+    word = _one_encoded_word(value)
+    return word if word is not None else Header(value, "utf-8").encode(maxlinelen=998)
+
+
+def _one_encoded_word(value: str) -> str | None:
+    """What Header(value, "utf-8").encode(maxlinelen=998) gives a value that fits one encoded
+    word: the whole value in whichever of base64 and quoted-printable is shorter (quoted-printable
+    on a tie), as the email package chooses. Header finds that out a character at a time; None
+    for anything it would split (a long value, or one with a line break of any kind)."""
+    if value.splitlines() != [value]:
+        return None
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    b64, qp = email.base64mime.header_length(raw), email.quoprimime.header_length(raw)
+    if min(b64, qp) > 900:  # Header splits past 998 characters less the encoded word's chrome
+        return None
+    if b64 < qp:
+        return email.base64mime.header_encode(raw, "utf-8")
+    return email.quoprimime.header_encode(raw, "utf-8")
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

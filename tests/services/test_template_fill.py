@@ -116,3 +116,32 @@ def test_a_display_name_is_written_as_the_email_package_writes_it(name: str) -> 
     cleaned = _CONTROL.sub(" ", name).strip()
     expected = email.utils.formataddr((cleaned, "a@x.example")) if cleaned else "a@x.example"
     assert _format_address(name, "a@x.example") == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=120), st.text(st.sampled_from("aé €😀 \n\r\x0b\u2028=?_"), max_size=400)))
+def test_a_header_value_is_encoded_as_the_email_package_encodes_it(value: str) -> None:
+    from email.header import Header
+
+    from app.services.rendering import _encode_header
+
+    if value.isascii() and "\n" not in value and "\r" not in value:
+        assert _encode_header(value) == value
+        return
+    cleaned = value.replace("\r", " ").replace("\n", " ")
+    try:
+        expected = Header(cleaned, "utf-8").encode(maxlinelen=998)
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            _encode_header(value)
+        return
+    assert _encode_header(value) == expected
+
+
+@pytest.mark.parametrize("value", ["é" * 300, "é" * 600, "😀" * 180, "Zoë " * 200, "a\u2028é", "é\x0bb"])
+def test_a_long_or_multi_line_header_value_is_split_as_the_email_package_splits_it(value: str) -> None:
+    from email.header import Header
+
+    from app.services.rendering import _encode_header
+
+    assert _encode_header(value) == Header(value, "utf-8").encode(maxlinelen=998)
