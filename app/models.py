@@ -43,6 +43,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_NOTHING = object()
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC; refuses naive input so no local time slips in."""
 
@@ -60,6 +63,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
+
+    def bind_processor(self, dialect: Any) -> Any:
+        """The usual processor, remembering its last value: a sender's progress commits bind
+        the same hand-off second and commit time to hundreds of rows in a row. Equal instants
+        store alike whatever their time zone, and a naive value never equals an aware one."""
+        process = super().bind_processor(dialect)
+        if process is None:
+            return None
+        last: list[tuple[Any, Any]] = [(_NOTHING, None)]
+
+        def remembering(value: Any) -> Any:
+            seen, result = last[0]  # one tuple: a pair another thread wrote whole
+            if value is not None and type(value) is type(seen) and value == seen:
+                return result
+            result = process(value)
+            last[0] = (value, result)
+            return result
+
+        return remembering
 
 
 class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
