@@ -693,7 +693,6 @@ def _one_encoded_word(value: str) -> str | None:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_NAME_SPECIALS = re.compile(r'[][\\()<>@,:;".]')  # a display name with one is quoted (RFC 5322)
 
 
 def _format_address(name: str, address: str) -> str:
@@ -705,7 +704,7 @@ def _format_address(name: str, address: str) -> str:
     if not name:
         return address
     if name.isascii():
-        if not _NAME_SPECIALS.search(name):  # what formataddr gives a name it need not quote
+        if not email.utils.specialsre.search(name):  # formataddr's own test for quoting
             return f"{name} <{address}>"
         return email.utils.formataddr((name, address))
     return f"{_encode_header(name)} <{address}>"
