@@ -75,7 +75,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         def remembering(value: Any) -> Any:
             seen, result = last[0]  # one tuple: a pair another thread wrote whole
-            if value is not None and type(value) is type(seen) and value == seen:
+            if type(value) is type(seen) and value == seen:
                 return result
             result = process(value)
             last[0] = (value, result)
