@@ -649,6 +649,7 @@ def main() -> None:
         for k in counts:
             floors: list[float] = []
             rates: list[float] = []
+            shares: list[float] = []  # each run over the mean of the floors beside it
             if sample is not None:
                 envelope_from, data = sample
                 print(f"floor before: bare smtplib, {k * connections} connection(s) in threads, "
@@ -684,13 +685,13 @@ def main() -> None:
                     print(f"  floor after: {floors[-1]:,.0f} messages/s ({_load()})", flush=True)
                     before, after = floors[-2], floors[-1]
                     mean = (before + after) / 2
+                    shares.append(r.rate / mean)
                     print(f"  workers={k}: {r.rate:,.0f} recipients/s is "
                           f"{r.rate / before:.2f} of the floor before, "
                           f"{r.rate / after:.2f} of the floor after, "
-                          f"{r.rate / mean:.2f} of their mean ({mean:,.0f}/s)", flush=True)
+                          f"{shares[-1]:.2f} of their mean ({mean:,.0f}/s)", flush=True)
             rate = statistics.median(rates)
-            if len(floors) == len(rates) + 1:
-                shares = [x / ((floors[i] + floors[i + 1]) / 2) for i, x in enumerate(rates)]
+            if shares:
                 ratios[k] = statistics.median(shares)
                 if rounds > 1:
                     print(f"  workers={k}: {rounds} rounds: "
